@@ -1,0 +1,458 @@
+//! Guest images: an initramfs built from Debian packages of the host's release, the guest
+//! executor, `/init`, and the kernel modules DAX needs (resolved with their dependencies).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::apt::{Apt, Package, Suites};
+use super::kernel::Kernel;
+use crate::cache::{sha256_file, Entry, KeyBuilder};
+
+pub const RECIPE: &str = include_str!("../../../../vm-images/guest/recipe.toml");
+pub const INIT: &str = include_str!("../../../../vm-images/guest/init.sh");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub strip: Vec<String>,
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub optional_modules: Vec<String>,
+}
+
+impl Recipe {
+    pub fn builtin() -> Recipe {
+        toml::from_str(RECIPE).expect("the shipped recipe parses (tested)")
+    }
+}
+
+/// A built guest image for one kernel.
+#[derive(Clone, Debug)]
+pub struct GuestImage {
+    pub initramfs: PathBuf,
+    pub facts: BTreeMap<String, String>,
+}
+
+/// Where the guest executor binary is: `$DAXDIFF_EXEC`, beside this program, or the
+/// workspace's static build output.
+pub fn find_executor() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DAXDIFF_EXEC") {
+        let p = PathBuf::from(p);
+        return check_static(&p).map(|_| p);
+    }
+    let mut cands = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            cands.push(dir.join("daxdiff-exec"));
+            // target/<profile>/daxdiff → target/x86_64-unknown-linux-gnu/release/daxdiff-exec
+            if let Some(target) = dir.parent() {
+                cands.push(target.join("x86_64-unknown-linux-gnu/release/daxdiff-exec"));
+            }
+            if let Some(target) = dir.parent().and_then(Path::parent) {
+                cands.push(target.join("x86_64-unknown-linux-gnu/release/daxdiff-exec"));
+            }
+        }
+    }
+    for c in &cands {
+        if c.is_file() && check_static(c).is_ok() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "the guest executor daxdiff-exec (a static binary) was not found (looked at {}); build it with `ci/build.sh` or set DAXDIFF_EXEC",
+        cands.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// The guest has no host libraries: the executor must carry no ELF interpreter.
+fn check_static(path: &Path) -> Result<()> {
+    let data = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    if data.get(..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) {
+        bail!("{} is not a 64-bit ELF binary", path.display());
+    }
+    let u16at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
+    for i in 0..phnum {
+        let off = phoff + i * phentsize;
+        let ptype = u32::from_le_bytes(data.get(off..off + 4).context("truncated ELF")?.try_into().unwrap());
+        if ptype == 3 {
+            bail!(
+                "{} is dynamically linked; build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub struct GuestBuilder {
+    cache: PathBuf,
+    recipe: Recipe,
+}
+
+impl GuestBuilder {
+    pub fn new(cache: &Path) -> GuestBuilder {
+        GuestBuilder { cache: cache.to_path_buf(), recipe: Recipe::builtin() }
+    }
+
+    /// The userspace tree (kernel independent), cached by package versions and recipe.
+    fn userspace(&self) -> Result<(PathBuf, Vec<Package>)> {
+        let apt = Apt::open(&self.cache.join("apt/userspace"), Suites::HostRelease)?;
+        apt.update(false)?;
+        let names: Vec<&str> = self.recipe.packages.iter().map(String::as_str).collect();
+        let pkgs = apt.closure(&names)?;
+        let mut key = KeyBuilder::default().part("recipe", RECIPE);
+        for p in &pkgs {
+            key = key.part(&p.name, &p.version);
+        }
+        let e = Entry::new(&self.cache, "userspace", "debian", &key.finish());
+        if e.verify().is_none() {
+            eprintln!("guest: unpacking {} Debian packages for the guest userspace", pkgs.len());
+            let debs = apt.download(&pkgs)?;
+            e.build(|dir| {
+                let root = dir.join("root");
+                for d in &debs {
+                    let st = Command::new("dpkg-deb").arg("-x").arg(d).arg(&root).status()?;
+                    if !st.success() {
+                        bail!("dpkg-deb -x {} failed: the download may be damaged; remove it and retry", d.display());
+                    }
+                }
+                for s in &self.recipe.strip {
+                    let _ = fs::remove_dir_all(root.join(s));
+                }
+                let listing = tree_listing(&root)?;
+                fs::write(dir.join("listing"), listing)?;
+                Ok((vec!["listing".into()], BTreeMap::new()))
+            })?;
+        }
+        // The listing names every file with its size: a damaged tree fails this check.
+        let listing = fs::read_to_string(e.dir.join("listing"))?;
+        if tree_listing(&e.dir.join("root"))? != listing {
+            fs::remove_dir_all(&e.dir)?;
+            bail!("guest userspace cache {} was damaged and has been removed; run again to rebuild it", e.dir.display());
+        }
+        Ok((e.dir.join("root"), pkgs))
+    }
+
+    /// Builds (or finds) the guest image for `kernel`.
+    pub fn build(&self, kernel: &Kernel) -> Result<GuestImage> {
+        let exec = find_executor()?;
+        let exec_sum = sha256_file(&exec)?;
+        let (userspace, pkgs) = self.userspace()?;
+        let modules = self.resolve_modules(kernel)?;
+        let mut key = KeyBuilder::default()
+            .part("kernel", format!("{} {} {}", kernel.release, kernel.version, kernel.bzimage.display()))
+            .part("recipe", RECIPE)
+            .part("init", INIT)
+            .part("executor", &exec_sum);
+        for p in &pkgs {
+            key = key.part(&p.name, &p.version);
+        }
+        for m in &modules {
+            key = key.part("module", m.to_string_lossy().as_bytes());
+        }
+        let e = Entry::new(&self.cache, "guests", &kernel.name.0, &key.finish());
+        let manifest = match e.verify() {
+            Some(m) => m,
+            None => {
+                eprintln!("guest: building the initramfs for {} ({} modules)", kernel.name, modules.len());
+                e.build(|dir| {
+                    let path = dir.join("initramfs.cpio");
+                    write_initramfs(&path, &userspace, kernel, &modules, &exec)?;
+                    let mut facts = BTreeMap::new();
+                    facts.insert("kernel".into(), kernel.release.clone());
+                    facts.insert("packages".into(), pkgs.iter().map(|p| format!("{}={}", p.name, p.version)).collect::<Vec<_>>().join(" "));
+                    facts.insert("executor".into(), exec_sum.clone());
+                    Ok((vec!["initramfs.cpio".into()], facts))
+                })?
+            }
+        };
+        Ok(GuestImage { initramfs: e.dir.join("initramfs.cpio"), facts: manifest.facts })
+    }
+
+    /// Module files (relative to the modules dir) in load order, dependencies first.
+    pub fn resolve_modules(&self, kernel: &Kernel) -> Result<Vec<PathBuf>> {
+        let Some(root) = &kernel.modules_root else {
+            return Ok(vec![]); // a local kernel with everything built in
+        };
+        let dir = kernel.modules_dir().expect("root implies dir");
+        let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+        let is_builtin = |m: &str| {
+            let file = format!("/{}.ko", m.replace('-', "_"));
+            builtin.lines().any(|l| l.replace('-', "_").ends_with(&file))
+        };
+        let mut order: Vec<PathBuf> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let wanted = self.recipe.optional_modules.iter().map(|m| (m, true)).chain(self.recipe.modules.iter().map(|m| (m, false)));
+        for (m, optional) in wanted {
+            if is_builtin(m) {
+                continue;
+            }
+            let out = Command::new("modprobe")
+                .args(["-C", "/dev/null", "-d"])
+                .arg(root)
+                .args(["-S", &kernel.release, "--show-depends", m])
+                .output()
+                .context("run modprobe (package kmod)")?;
+            if !out.status.success() {
+                if optional {
+                    continue;
+                }
+                bail!(
+                    "kernel {} lacks module {m} needed for DAX testing (not built in, not in {}): {}",
+                    kernel.name,
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some(path) = line.strip_prefix("insmod ") else { continue };
+                let path = Path::new(path.split_whitespace().next().unwrap_or(path));
+                let rel = path.strip_prefix(&dir).with_context(|| format!("module path {} outside {}", path.display(), dir.display()))?;
+                if seen.insert(rel.to_path_buf()) {
+                    order.push(rel.to_path_buf());
+                }
+            }
+        }
+        Ok(order)
+    }
+}
+
+/// Names and sizes of every file under `root`, sorted: a cheap integrity fingerprint.
+fn tree_listing(root: &Path) -> Result<String> {
+    let mut lines = Vec::new();
+    walk(root, root, &mut |rel, meta| {
+        lines.push(format!("{} {:o} {}", rel.display(), meta.mode(), if meta.is_file() { meta.len() } else { 0 }));
+        Ok(())
+    })?;
+    lines.sort();
+    Ok(lines.join("\n"))
+}
+
+fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let meta = fs::symlink_metadata(&path)?;
+        f(path.strip_prefix(root).unwrap(), &meta)?;
+        if meta.is_dir() {
+            walk(root, &path, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the newc cpio archive the kernel unpacks as its root file system.
+fn write_initramfs(path: &Path, userspace: &Path, kernel: &Kernel, modules: &[PathBuf], exec: &Path) -> Result<()> {
+    let mut w = Cpio::new(BufWriter::new(fs::File::create(path)?));
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    for d in ["dev", "proc", "sys", "run", "tmp", "root", "mnt", "etc", "etc/daxdiff", "usr", "usr/bin", "lib", "lib/modules"] {
+        w.dir(d, 0o755)?;
+        written.insert(d.to_string());
+    }
+    w.node("dev/console", 0o020600, 5, 1)?;
+    w.node("dev/null", 0o020666, 1, 3)?;
+    written.insert("dev/console".into());
+    written.insert("dev/null".into());
+
+    // Debian's unpacked packages.
+    walk(userspace, userspace, &mut |rel, meta| {
+        let name = rel.to_string_lossy().to_string();
+        if written.contains(&name) {
+            return Ok(());
+        }
+        let full = userspace.join(rel);
+        if meta.file_type().is_symlink() {
+            w.symlink(&name, &fs::read_link(&full)?.to_string_lossy())?;
+        } else if meta.is_dir() {
+            w.dir(&name, meta.mode() & 0o7777)?;
+        } else if meta.is_file() {
+            w.file(&name, meta.mode() & 0o7777, &fs::read(&full)?)?;
+        }
+        written.insert(name);
+        Ok(())
+    })?;
+
+    // busybox applets where no real tool exists.
+    let busybox = userspace.join("bin/busybox");
+    let out = Command::new(&busybox).arg("--list-full").output().context("run the guest's busybox to list its applets")?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let applet = applet.trim_start_matches('/');
+        if applet.is_empty() || written.contains(applet) || userspace.join(applet).exists() {
+            continue;
+        }
+        // Parent directories exist in every Debian tree (bin, sbin, usr/bin, usr/sbin).
+        w.symlink(applet, "/bin/busybox")?;
+        written.insert(applet.to_string());
+    }
+
+    w.file("init", 0o755, INIT.as_bytes())?;
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
+    w.file("etc/group", 0o644, b"root:x:0:\n")?;
+    w.file("etc/shells", 0o644, b"/bin/sh\n")?;
+    w.file("etc/ld.so.conf", 0o644, b"/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n")?;
+    w.file("etc/ld.so.cache", 0o644, &ld_cache(userspace)?)?;
+    w.file("usr/bin/daxdiff-exec", 0o755, &fs::read(exec)?)?;
+
+    // Modules, decompressed so the guest's busybox insmod can load them.
+    let mut load = String::new();
+    if let Some(dir) = kernel.modules_dir() {
+        let base = format!("lib/modules/{}", kernel.release);
+        w.dir(&base, 0o755)?;
+        let mut dirs = BTreeSet::new();
+        for rel in modules {
+            let mut plain = rel.to_string_lossy().to_string();
+            let data = fs::read(dir.join(rel))?;
+            let data = if let Some(stripped) = plain.strip_suffix(".xz") {
+                plain = stripped.to_string();
+                let mut out = Vec::new();
+                xz2::read::XzDecoder::new(&data[..]).read_to_end(&mut out).with_context(|| format!("decompress {}", rel.display()))?;
+                out
+            } else if plain.ends_with(".zst") || plain.ends_with(".gz") {
+                bail!("module {} uses a compression daxdiff does not unpack (only .xz)", rel.display());
+            } else {
+                data
+            };
+            let target = Path::new(&base).join(&plain);
+            for anc in target.parent().unwrap().ancestors().collect::<Vec<_>>().into_iter().rev() {
+                let s = anc.to_string_lossy().to_string();
+                if !s.is_empty() && !written.contains(&s) && dirs.insert(s.clone()) {
+                    w.dir(&s, 0o755)?;
+                }
+            }
+            w.file(&target.to_string_lossy(), 0o644, &data)?;
+            load.push_str(&plain);
+            load.push('\n');
+        }
+    }
+    w.file("etc/daxdiff/modules.load", 0o644, load.as_bytes())?;
+    w.finish()?;
+    Ok(())
+}
+
+/// Builds `ld.so.cache` for the guest tree with the host's ldconfig (same release, same format).
+fn ld_cache(userspace: &Path) -> Result<Vec<u8>> {
+    let tmp = tempfile::tempdir()?;
+    let conf = tmp.path().join("ld.so.conf");
+    let cache = tmp.path().join("ld.so.cache");
+    fs::write(&conf, format!("{0}/lib/x86_64-linux-gnu\n{0}/usr/lib/x86_64-linux-gnu\n", userspace.display()))?;
+    let st = Command::new("ldconfig").arg("-X").arg("-f").arg(&conf).arg("-C").arg(&cache).status()
+        .or_else(|_| Command::new("/sbin/ldconfig").arg("-X").arg("-f").arg(&conf).arg("-C").arg(&cache).status())
+        .context("run ldconfig (package libc-bin)")?;
+    if !st.success() {
+        bail!("ldconfig failed for the guest tree");
+    }
+    // The cache records host paths of the tree; the guest sees them at /.
+    let data = fs::read(&cache)?;
+    Ok(replace_prefix(&data, userspace.to_string_lossy().as_bytes()))
+}
+
+/// Drops every occurrence of `prefix` from NUL-terminated strings in an ld.so.cache, keeping
+/// the string table's offsets valid by padding each shortened string with NULs.
+fn replace_prefix(data: &[u8], prefix: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let mut i = 0;
+    while i + prefix.len() <= out.len() {
+        if &out[i..i + prefix.len()] == prefix {
+            let end = out[i..].iter().position(|&b| b == 0).map_or(out.len(), |p| i + p);
+            let rest: Vec<u8> = out[i + prefix.len()..end].to_vec();
+            out[i..i + rest.len()].copy_from_slice(&rest);
+            for b in &mut out[i + rest.len()..end] {
+                *b = 0;
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A small newc writer over the `cpio` crate with inode numbers handed out in order.
+struct Cpio<W: Write> {
+    w: Option<W>,
+    ino: u32,
+}
+
+impl<W: Write> Cpio<W> {
+    fn new(w: W) -> Self {
+        Cpio { w: Some(w), ino: 1 }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) -> Result<()> {
+        self.ino += 1;
+        let b = cpio::newc::Builder::new(name)
+            .ino(self.ino)
+            .mode(mode)
+            .nlink(1)
+            .rdev_major(rdev.0)
+            .rdev_minor(rdev.1);
+        let mut writer = b.write(self.w.take().expect("writer present"), data.len() as u32);
+        writer.write_all(data)?;
+        self.w = Some(writer.finish()?);
+        Ok(())
+    }
+
+    fn dir(&mut self, name: &str, perm: u32) -> Result<()> {
+        self.entry(name, 0o040000 | perm, &[], (0, 0))
+    }
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> Result<()> {
+        self.entry(name, 0o100000 | perm, data, (0, 0))
+    }
+    fn symlink(&mut self, name: &str, target: &str) -> Result<()> {
+        self.entry(name, 0o120777, target.as_bytes(), (0, 0))
+    }
+    fn node(&mut self, name: &str, mode: u32, major: u32, minor: u32) -> Result<()> {
+        self.entry(name, mode, &[], (major, minor))
+    }
+    fn finish(mut self) -> Result<()> {
+        let mut w = cpio::newc::trailer(self.w.take().unwrap())?;
+        w.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_recipe_names_the_dax_modules_and_tools() {
+        let r = Recipe::builtin();
+        for m in ["nfit", "nd_pmem", "dax_pmem", "device_dax", "ext4", "xfs"] {
+            assert!(r.modules.iter().any(|x| x == m), "{m}");
+        }
+        for p in ["ndctl", "daxctl", "e2fsprogs", "xfsprogs", "dropbear-bin", "busybox-static"] {
+            assert!(r.packages.iter().any(|x| x == p), "{p}");
+        }
+        assert!(INIT.contains("daxdiff-init: $*"), "markers the controller reads");
+    }
+
+    #[test]
+    fn ld_cache_prefix_is_removed_in_place() {
+        let data = b"hdr\0/tmp/x/root/lib/x86_64-linux-gnu/libc.so.6\0libc.so.6\0".to_vec();
+        let out = replace_prefix(&data, b"/tmp/x/root");
+        assert_eq!(out.len(), data.len());
+        let s: Vec<&[u8]> = out.split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
+        assert_eq!(s, vec![&b"hdr"[..], b"/lib/x86_64-linux-gnu/libc.so.6", b"libc.so.6"]);
+    }
+
+    #[test]
+    fn dynamic_binaries_are_refused_as_executor() {
+        // The test binary itself is dynamically linked.
+        let me = std::env::current_exe().unwrap();
+        let err = check_static(&me).unwrap_err().to_string();
+        assert!(err.contains("dynamically linked") && err.contains("crt-static"), "{err}");
+    }
+}

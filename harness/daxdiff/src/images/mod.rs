@@ -1,0 +1,9 @@
+//! Images: kernels (Debian packages or local builds) and the guest initramfs that goes with
+//! each, fetched and built into the content-addressed cache.
+
+pub mod apt;
+pub mod guest;
+pub mod kernel;
+
+pub use guest::{GuestBuilder, GuestImage};
+pub use kernel::{Kernel, KernelStore};

@@ -1,0 +1,9 @@
+//! daxdiff: boots a base and a patched kernel in QEMU with emulated NVDIMMs, drives the same
+//! programs against ext4-dax, xfs-dax and device-dax in both, and compares what they did.
+
+pub mod bench;
+pub mod cache;
+pub mod catalogue;
+pub mod images;
+pub mod setup;
+pub mod vm;

@@ -1,0 +1,257 @@
+//! The `daxdiff` command: argument parsing and wiring; the work lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use daxdiff::catalogue::KernelSource;
+use daxdiff::images::KernelStore;
+use daxdiff::setup::{prepare, Env};
+use daxdiff::vm::{reaper, MachineProfile};
+
+#[derive(Parser)]
+#[command(name = "daxdiff", version, about = "Differential fuzzing and regression harness for Linux DAX page reference counting")]
+struct Cli {
+    /// Cache for kernels, guest images and package lists [env: DAXDIFF_CACHE; default: XDG cache dir]
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    /// Kernel catalogue to use instead of the shipped vm-images/kernels.toml
+    #[arg(long, global = true)]
+    catalogue: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Kernels and guest images
+    #[command(subcommand)]
+    Images(ImagesCmd),
+    /// Boot a guest, run a command in one, or get a shell
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Benchmarks that print figures
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum ImagesCmd {
+    /// Each kernel of the catalogue: version, refcount scheme, what is cached
+    List {
+        /// Refresh the package lists first and resolve each Debian kernel to today's version
+        #[arg(long)]
+        refresh: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch kernels and build their guest images now
+    Fetch {
+        #[arg(long = "kernel", required = true)]
+        kernels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Boot, print the ready time and how to connect, stay up until Ctrl-C
+    Boot {
+        #[arg(long)]
+        kernel: String,
+    },
+    /// Boot, run CMD in the guest, print its output, exit with its status
+    Run {
+        #[arg(long)]
+        kernel: String,
+        /// Seconds CMD may run
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Boot and open an interactive shell (the system ssh client)
+    Shell {
+        #[arg(long)]
+        kernel: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Boot-to-ready split by phase against the bare boot-to-init floor
+    Boot {
+        #[arg(long)]
+        kernel: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    reaper::install_signal_handler();
+    let cli = Cli::parse();
+    let env = Env { cache: cli.cache.clone().unwrap_or_else(daxdiff::cache::default_dir), catalogue: cli.catalogue.clone() };
+    match run(cli.cmd, &env) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("daxdiff: error: {e:#}");
+            reaper::kill_all();
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Images(ImagesCmd::List { refresh, json }) => images_list(env, refresh, json),
+        Cmd::Images(ImagesCmd::Fetch { kernels }) => {
+            for k in kernels {
+                let p = prepare(env, &k)?;
+                println!("{}\t{}\t{}\t{}", k, p.kernel.version, p.kernel.release, p.image.initramfs.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Vm(VmCmd::Boot { kernel }) => {
+            let p = prepare(env, &kernel)?;
+            eprintln!("booting {kernel} ({}, {}) under {}", p.kernel.release, p.kernel.version, p.accel);
+            let vm = p.boot(MachineProfile::default(), None)?;
+            print_ready(&vm);
+            println!("connect: {}", ssh_command(&vm));
+            println!("console log: {}", vm.run_dir.join("console.log").display());
+            println!("Ctrl-C stops the guest.");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Cmd::Vm(VmCmd::Run { kernel, timeout, cmd }) => {
+            let p = prepare(env, &kernel)?;
+            let mut vm = p.boot(MachineProfile::default(), None)?;
+            eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
+            let line = cmd.iter().map(|w| daxdiff::vm::profile::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            let out = vm.run(&line, Duration::from_secs(timeout))?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            vm.shutdown()?;
+            Ok(ExitCode::from(out.status.clamp(0, 255) as u8))
+        }
+        Cmd::Vm(VmCmd::Shell { kernel }) => {
+            let p = prepare(env, &kernel)?;
+            let vm = p.boot(MachineProfile::default(), None)?;
+            print_ready(&vm);
+            let key = vm.run_dir.join("id_ed25519");
+            let status = std::process::Command::new("ssh")
+                .args(["-i"])
+                .arg(&key)
+                .args(["-p", &vm.files.ssh_port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"])
+                .status()
+                .context("run ssh (package openssh-client)")?;
+            vm.shutdown()?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        Cmd::Bench(BenchCmd::Boot { kernel, runs, json }) => {
+            let p = prepare(env, &kernel)?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let b = daxdiff::bench::boot(&p, runs, |m| bar.set_message(format!("{kernel}: {m}")))?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                let s = |d: Duration| format!("{:.2}s", d.as_secs_f64());
+                println!("kernel {} ({}), {} runs, accel {}", b.kernel, p.kernel.version, b.runs, b.accel);
+                println!("  median kernel boot (QEMU start → init)   {}", s(b.median.kernel));
+                println!("  median bring-up (init → DAX verified)     {}", s(b.median.bringup));
+                println!("  median SSH ready (QEMU start → SSH)       {}", s(b.median.ssh));
+                println!("  median ready                              {}", s(b.median.ready));
+                println!("  median bare boot (QEMU start → init)      {}", s(b.bare_median));
+                println!("  ready / bare = {:.2} (target ≤ 1.50)", b.ratio);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_ready(vm: &daxdiff::vm::Vm) {
+    let t = &vm.times;
+    println!(
+        "{}: ready in {:.1}s (kernel {:.1}s, bring-up {:.1}s, ssh at {:.1}s)",
+        vm.kernel_name,
+        t.ready.as_secs_f64(),
+        t.kernel.as_secs_f64(),
+        t.bringup.as_secs_f64(),
+        t.ssh.as_secs_f64()
+    );
+    for f in &vm.topology.fs {
+        println!("  {} on {} at {}: dax {}", f.role, f.blockdev, f.mountpoint, if f.dax { "on" } else { "OFF" });
+    }
+    for d in &vm.topology.devdax {
+        println!("  devdax {}", d.chardev);
+    }
+}
+
+fn ssh_command(vm: &daxdiff::vm::Vm) -> String {
+    format!(
+        "ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
+        vm.run_dir.join("id_ed25519").display(),
+        vm.files.ssh_port
+    )
+}
+
+fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
+    let cat = env.catalogue()?;
+    let store = KernelStore::new(&env.cache);
+    let mut rows = Vec::new();
+    for entry in cat.kernels.values() {
+        let cached = store.cached(entry);
+        let (kind, version, release, scheme) = match (&entry.source, &cached) {
+            (_, Some(k)) if !refresh => (kind_of(&entry.source), k.version.clone(), k.release.clone(), k.scheme.to_string()),
+            (KernelSource::Debian { scheme, .. }, _) => match store.resolve_debian(entry) {
+                Ok(d) => {
+                    let sch = scheme.or_else(|| daxdiff::catalogue::Scheme::for_version(&d.release));
+                    ("debian", d.version, d.release, sch.map(|s| s.to_string()).unwrap_or("?".into()))
+                }
+                Err(e) => ("debian", format!("unresolved: {e}"), String::new(), "?".into()),
+            },
+            (KernelSource::Local { .. }, _) => match store.get(entry) {
+                Ok(k) => ("local", k.version, k.release, k.scheme.to_string()),
+                Err(e) => ("local", format!("broken: {e}"), String::new(), "?".into()),
+            },
+        };
+        let cached_now = store.cached(entry).map(|k| k.version == version).unwrap_or(false);
+        rows.push(serde_json::json!({
+            "name": entry.name.0, "kind": kind, "version": version, "release": release,
+            "scheme": scheme, "cached": cached_now,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<14} {:<7} {:<22} {:<26} {:<6} cached", "kernel", "kind", "version", "release", "scheme");
+        for r in &rows {
+            println!(
+                "{:<14} {:<7} {:<22} {:<26} {:<6} {}",
+                r["name"].as_str().unwrap_or(""),
+                r["kind"].as_str().unwrap_or(""),
+                r["version"].as_str().unwrap_or(""),
+                r["release"].as_str().unwrap_or(""),
+                r["scheme"].as_str().unwrap_or(""),
+                if r["cached"].as_bool().unwrap_or(false) { "yes" } else { "no" }
+            );
+        }
+        println!("cache: {}", env.cache.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_of(s: &KernelSource) -> &'static str {
+    match s {
+        KernelSource::Debian { .. } => "debian",
+        KernelSource::Local { .. } => "local",
+    }
+}

@@ -1,0 +1,340 @@
+//! Virtual machines: one QEMU guest with emulated NVDIMMs, booted, brought up with DAX
+//! verified, controlled over SSH, and always killed when we are done with it.
+
+pub mod accel;
+pub mod console;
+pub mod profile;
+pub mod reaper;
+pub mod ssh;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::images::{GuestImage, Kernel};
+pub use console::Console;
+use console::Wait;
+pub use profile::{Accel, BootFiles, MachineProfile, Role};
+pub use ssh::{Output, Ssh};
+
+/// How long a boot may take before the guest counts as unresponsive (TCG is slow).
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where the time to a ready guest went.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BootTimes {
+    /// QEMU start → the guest's /init runs.
+    pub kernel: Duration,
+    /// /init start → DAX bring-up done (modules, namespaces, mkfs, mounts, checks).
+    pub bringup: Duration,
+    /// QEMU start → first authenticated SSH session.
+    pub ssh: Duration,
+    /// QEMU start → ready (bring-up done and SSH up).
+    pub ready: Duration,
+}
+
+/// What bring-up established, as the guest executor reports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Topology {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub fs: Vec<FsMount>,
+    #[serde(default)]
+    pub devdax: Vec<DevDax>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FsMount {
+    pub role: String,
+    pub blockdev: String,
+    pub mountpoint: String,
+    pub dax: bool,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DevDax {
+    pub chardev: String,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+pub struct BootOptions {
+    pub profile: MachineProfile,
+    pub accel: Accel,
+    pub timeout: Duration,
+    /// Stop at init (the bare-boot floor) instead of bringing the guest up.
+    pub bare: bool,
+    /// Where the console log and run files go; a temporary directory when `None`.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            profile: MachineProfile::default(),
+            accel: Accel::Tcg,
+            timeout: DEFAULT_BOOT_TIMEOUT,
+            bare: false,
+            run_dir: None,
+        }
+    }
+}
+
+/// A running guest. Dropping it kills QEMU.
+pub struct Vm {
+    child: Option<Child>,
+    pub console: Console,
+    pub ssh: Option<Ssh>,
+    pub times: BootTimes,
+    pub topology: Topology,
+    pub files: BootFiles,
+    pub profile: MachineProfile,
+    pub run_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub kernel_name: String,
+}
+
+impl Vm {
+    /// Boots `kernel` with `image` and waits until DAX bring-up is done and SSH answers.
+    pub fn boot(kernel: &Kernel, image: &GuestImage, opts: BootOptions) -> Result<Vm> {
+        let qemu = profile::find_qemu().map_err(anyhow::Error::msg)?;
+        let (tmp, run_dir) = match &opts.run_dir {
+            Some(d) => {
+                fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("daxdiff-vm-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let keys = ssh::KeyPair::generate(&run_dir)?;
+        let mut nvdimm_files = Vec::new();
+        for (i, n) in opts.profile.nvdimms.iter().enumerate() {
+            // Sparse and fresh every boot: blank labels, no state carried between boots.
+            let p = run_dir.join(format!("nvdimm{i}.img"));
+            let f = fs::File::create(&p).with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
+            f.set_len(n.size)?;
+            nvdimm_files.push(p);
+        }
+        let files = BootFiles {
+            qemu,
+            kernel: kernel.bzimage.clone(),
+            initramfs: image.initramfs.clone(),
+            nvdimm_files,
+            qmp_socket: run_dir.join("qmp.sock"),
+            ssh_port: free_port()?,
+            ssh_pubkey: keys.public_blob.clone(),
+            accel: opts.accel,
+            bare: opts.bare,
+        };
+        fs::write(run_dir.join("qemu.cmd"), opts.profile.shell_command(&files) + "\n")?;
+        let start = Instant::now();
+        let mut cmd = Command::new(&files.qemu);
+        cmd.args(opts.profile.qemu_args(&files))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        reaper::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().with_context(|| format!("start {}", files.qemu.display()))?;
+        reaper::register(child.id());
+        let stdout = child.stdout.take().expect("piped");
+        let console = Console::spawn(stdout, &run_dir.join("console.log"), start)?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr_log = run_dir.join("qemu.stderr");
+        let stderr_path = stderr_log.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            let _ = fs::write(stderr_path, buf);
+        });
+        let mut vm = Vm {
+            child: Some(child),
+            console,
+            ssh: None,
+            times: BootTimes::default(),
+            topology: Topology::default(),
+            files,
+            profile: opts.profile.clone(),
+            run_dir,
+            _tmp: tmp,
+            kernel_name: kernel.name.0.clone(),
+        };
+        vm.bring_up(&keys, start, start + opts.timeout, opts.bare)?;
+        Ok(vm)
+    }
+
+    fn bring_up(&mut self, keys: &ssh::KeyPair, start: Instant, deadline: Instant, bare: bool) -> Result<()> {
+        let init = self.wait_marker(0, deadline, "init-start")?;
+        self.times.kernel = init.1;
+        if bare {
+            self.times.ready = self.times.kernel;
+            return Ok(());
+        }
+        let (_, done_at, text) = self.wait_marker_any(init.0, deadline, &["bringup-done", "bringup-failed"])?;
+        if text.contains("bringup-failed") {
+            let module_failures: Vec<String> =
+                self.console.since(init.0).into_iter().filter(|l| l.text.contains("daxdiff-init: module-failed")).map(|l| l.text).collect();
+            bail!(
+                "DAX bring-up failed on kernel {}: {}\n{}console tail:\n{}",
+                self.kernel_name,
+                text.trim_start_matches("daxdiff-init: "),
+                if module_failures.is_empty() { String::new() } else { format!("{}\n", module_failures.join("\n")) },
+                self.console.tail(30)
+            );
+        }
+        self.times.bringup = done_at - self.times.kernel;
+        let port = self.files.ssh_port;
+        let mut alive = || self.check_alive();
+        let ssh = Ssh::connect_until(port, &keys.private_key, deadline, &mut alive)?;
+        self.times.ssh = start.elapsed();
+        self.times.ready = self.times.ssh.max(done_at);
+        let topo = ssh.exec("cat /run/daxdiff/bringup.json", None, Duration::from_secs(30))?;
+        self.topology = serde_json::from_slice(&topo.stdout)
+            .with_context(|| format!("the guest's bring-up report is not valid JSON: {}", topo.stdout_str()))?;
+        self.ssh = Some(ssh);
+        Ok(())
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(l) = self.console.first_fatal(0) {
+            bail!("kernel {} died during boot: {}\nconsole tail:\n{}", self.kernel_name, l.text, self.console.tail(40));
+        }
+        if let Some(child) = &mut self.child {
+            if let Some(st) = child.try_wait()? {
+                bail!(
+                    "QEMU exited ({st}) before the guest was ready: {}\nconsole tail:\n{}",
+                    fs::read_to_string(self.run_dir.join("qemu.stderr")).unwrap_or_default().trim(),
+                    self.console.tail(40)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_marker(&mut self, from: usize, deadline: Instant, marker: &str) -> Result<(usize, Duration)> {
+        let (i, at, _) = self.wait_marker_any(from, deadline, &[marker])?;
+        Ok((i, at))
+    }
+
+    /// Waits for one of init's markers, failing early if the kernel dies or QEMU exits.
+    fn wait_marker_any(&mut self, from: usize, deadline: Instant, markers: &[&str]) -> Result<(usize, Duration, String)> {
+        let wanted: Vec<String> = markers.iter().map(|m| format!("daxdiff-init: {m}")).collect();
+        let what = markers.join(" or ");
+        loop {
+            // Poll in short slices so a fatal console line or a dead QEMU ends the wait early.
+            let slice = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            match self.console.wait_for(from, slice, |l| wanted.iter().any(|w| l.text.contains(w.as_str())) || console::is_fatal(&l.text)) {
+                Wait::Found(i, l) if !console::is_fatal(&l.text) => return Ok((i, l.at, l.text)),
+                Wait::Found(..) | Wait::Closed => {
+                    // Give QEMU a moment to exit so its status and stderr are known.
+                    std::thread::sleep(Duration::from_millis(300));
+                    self.check_alive()?;
+                    if let Wait::Closed = self.console.wait_for(from, Instant::now(), |_| false) {
+                        bail!("the console closed before `{what}`\nconsole tail:\n{}", self.console.tail(40));
+                    }
+                }
+                Wait::TimedOut if Instant::now() >= deadline => bail!(
+                    "guest on kernel {} unresponsive: no `{what}` within the boot timeout\nconsole tail:\n{}",
+                    self.kernel_name,
+                    self.console.tail(40)
+                ),
+                Wait::TimedOut => self.check_alive()?,
+            }
+        }
+    }
+
+    pub fn ssh(&self) -> Result<&Ssh> {
+        self.ssh.as_ref().context("the guest has no SSH session (bare boot)")
+    }
+
+    /// Runs a command in the guest; a kernel death while it runs is reported with the console.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> Result<Output> {
+        let from = self.console.len();
+        let res = self.ssh()?.exec(cmd, None, timeout);
+        match res {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                self.check_alive().with_context(|| format!("while running `{cmd}`"))?;
+                if let Some(l) = self.console.first_fatal(from) {
+                    bail!("kernel {} died while running `{cmd}`: {}\nconsole tail:\n{}", self.kernel_name, l.text, self.console.tail(40));
+                }
+                Err(e.context(format!("guest did not answer while running `{cmd}`\nconsole tail:\n{}", self.console.tail(20))))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Asks QEMU to quit over QMP, then makes sure it is gone.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.ssh = None;
+        let _ = qmp_quit(&self.files.qmp_socket);
+        self.kill();
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    reaper::unregister(child.id());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            reaper::unregister(child.id());
+        }
+    }
+
+    /// The QEMU command line, for reports and reproducers.
+    pub fn qemu_command(&self) -> String {
+        self.profile.shell_command(&self.files)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.ssh = None;
+        if self.child.is_some() {
+            let _ = qmp_quit(&self.files.qmp_socket);
+            self.kill();
+        }
+    }
+}
+
+fn qmp_quit(socket: &Path) -> Result<()> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 4096];
+    let _ = s.read(&mut buf)?; // greeting
+    s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    let _ = s.read(&mut buf)?;
+    s.write_all(b"{\"execute\":\"quit\"}\n")?;
+    let _ = s.read(&mut buf);
+    Ok(())
+}
+
+/// A free TCP port on loopback for the SSH forward.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}

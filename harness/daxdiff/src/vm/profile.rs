@@ -1,0 +1,283 @@
+//! The machine a guest runs on (memory, CPUs, NVDIMMs and what each is for) and the QEMU
+//! command line built from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+
+/// What the guest's bring-up does with an NVDIMM (the role travels on the kernel command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// fsdax namespace, ext4 mounted with `-o dax` at /mnt/ext4.
+    Ext4,
+    /// fsdax namespace, xfs (reflink off) mounted with `-o dax=always` at /mnt/xfs.
+    Xfs,
+    /// devdax namespace, /dev/daxX.Y.
+    Devdax,
+    /// left alone (for tests that lay out namespaces themselves).
+    Raw,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Ext4 => "ext4",
+            Role::Xfs => "xfs",
+            Role::Devdax => "devdax",
+            Role::Raw => "raw",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nvdimm {
+    pub size: u64,
+    pub label_size: u64,
+    pub role: Role,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// Legacy e820 pmem carved out of guest RAM with `memmap=SIZE!START`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyPmem {
+    pub size: u64,
+    pub start: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineProfile {
+    pub memory: u64,
+    pub cpus: u32,
+    pub nvdimms: Vec<Nvdimm>,
+    pub legacy_pmem: Option<LegacyPmem>,
+    /// Extra kernel command line words.
+    pub cmdline: Vec<String>,
+}
+
+impl Default for MachineProfile {
+    /// Three 1 GiB NVDIMMs: fsdax for ext4, fsdax for xfs, devdax.
+    fn default() -> Self {
+        let dimm = |role| Nvdimm { size: GIB, label_size: 128 * 1024, role };
+        MachineProfile {
+            memory: 2 * GIB,
+            cpus: 2,
+            nvdimms: vec![dimm(Role::Ext4), dimm(Role::Xfs), dimm(Role::Devdax)],
+            legacy_pmem: None,
+            cmdline: vec![],
+        }
+    }
+}
+
+/// Everything one boot needs besides the profile.
+#[derive(Clone, Debug)]
+pub struct BootFiles {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// One backing file per NVDIMM, in profile order.
+    pub nvdimm_files: Vec<PathBuf>,
+    pub qmp_socket: PathBuf,
+    pub ssh_port: u16,
+    /// The guest's authorized key (base64 of the ed25519 public key blob).
+    pub ssh_pubkey: String,
+    pub accel: Accel,
+    /// Boot only to init and power off (the bare-boot floor of the boot benchmark).
+    pub bare: bool,
+}
+
+impl MachineProfile {
+    pub fn kernel_cmdline(&self, files: &BootFiles) -> String {
+        let mut words: Vec<String> = vec![
+            "console=ttyS0,115200".into(),
+            "panic=-1".into(),
+            "nokaslr".into(),
+            "mitigations=off".into(),
+            "printk.time=1".into(),
+            format!("daxdiff.pmem={}", self.nvdimms.iter().map(|n| n.role.to_string()).collect::<Vec<_>>().join(",")),
+            format!("daxdiff.sshkey={}", files.ssh_pubkey),
+        ];
+        if let Some(l) = &self.legacy_pmem {
+            words.push(format!("memmap={}M!{}M", l.size / MIB, l.start / MIB));
+        }
+        if files.bare {
+            words.push("daxdiff.bare=1".into());
+        }
+        words.extend(self.cmdline.iter().cloned());
+        words.join(" ")
+    }
+
+    /// The QEMU argument vector (program not included).
+    pub fn qemu_args(&self, files: &BootFiles) -> Vec<String> {
+        assert_eq!(files.nvdimm_files.len(), self.nvdimms.len(), "one backing file per NVDIMM");
+        let dimm_total: u64 = self.nvdimms.iter().map(|n| n.size).sum();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"]);
+        push(&["-machine", if self.nvdimms.is_empty() { "pc" } else { "pc,nvdimm=on" }]);
+        match files.accel {
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+            // The default TCG CPU model lacks what crc32c needs; ext4/xfs mounts then fail.
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        }
+        let mem = format!(
+            "{}M,slots={},maxmem={}M",
+            self.memory / MIB,
+            self.nvdimms.len().max(1),
+            (self.memory + dimm_total) / MIB
+        );
+        let smp = self.cpus.to_string();
+        push(&["-m", &mem, "-smp", &smp]);
+        for (i, (n, f)) in self.nvdimms.iter().zip(&files.nvdimm_files).enumerate() {
+            let obj = format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}M", f.display(), n.size / MIB);
+            let dev = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i},label-size={}K", n.label_size / 1024);
+            push(&["-object", &obj, "-device", &dev]);
+        }
+        let net = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22", files.ssh_port);
+        push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+        push(&["-serial", "stdio"]);
+        let qmp = format!("unix:{},server=on,wait=off", files.qmp_socket.display());
+        push(&["-qmp", &qmp]);
+        let kernel = files.kernel.display().to_string();
+        let initrd = files.initramfs.display().to_string();
+        let cmdline = self.kernel_cmdline(files);
+        push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &cmdline]);
+        a
+    }
+
+    /// The command line as a user would paste it into a shell.
+    pub fn shell_command(&self, files: &BootFiles) -> String {
+        std::iter::once(files.qemu.display().to_string())
+            .chain(self.qemu_args(files))
+            .map(|w| shell_quote(&w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// QEMU's x86 system emulator: `$DAXDIFF_QEMU` or `qemu-system-x86_64` on PATH.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("DAXDIFF_QEMU") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join("qemu-system-x86_64");
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    Err("qemu-system-x86_64 not found on PATH; install it with `apt-get install --no-install-recommends qemu-system-x86` (or run ci/setup.sh), or set DAXDIFF_QEMU".into())
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> BootFiles {
+        BootFiles {
+            qemu: "qemu-system-x86_64".into(),
+            kernel: "/c/vmlinuz".into(),
+            initramfs: "/c/initramfs.cpio".into(),
+            nvdimm_files: vec!["/r/nv0".into(), "/r/nv1".into(), "/r/nv2".into()],
+            qmp_socket: "/r/qmp.sock".into(),
+            ssh_port: 40022,
+            ssh_pubkey: "AAAAC3Nza".into(),
+            accel: Accel::Tcg,
+            bare: false,
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn default_profile_has_three_nvdimms_with_labels() {
+        let args = MachineProfile::default().qemu_args(&files());
+        assert_eq!(after(&args, "-machine"), ["pc,nvdimm=on"]);
+        let devs = after(&args, "-device");
+        assert_eq!(devs.iter().filter(|d| d.starts_with("nvdimm,") && d.contains("label-size=128K")).count(), 3);
+        let objs = after(&args, "-object");
+        assert!(objs[1].contains("mem-path=/r/nv1") && objs[1].contains("size=1024M") && objs[1].contains("share=on"));
+        // maxmem covers RAM and every NVDIMM, with a slot for each.
+        assert_eq!(after(&args, "-m"), ["2048M,slots=3,maxmem=5120M"]);
+    }
+
+    #[test]
+    fn network_stays_on_loopback() {
+        let args = MachineProfile::default().qemu_args(&files());
+        let net = after(&args, "-netdev")[0];
+        assert!(net.contains("restrict=on"), "{net}");
+        assert!(net.contains("hostfwd=tcp:127.0.0.1:40022-:22"), "{net}");
+        assert!(args.iter().any(|a| a == "-nodefaults"), "no default NIC sneaks in");
+    }
+
+    #[test]
+    fn tcg_uses_cpu_max_and_kvm_uses_host() {
+        let args = MachineProfile::default().qemu_args(&files());
+        assert_eq!(after(&args, "-cpu"), ["max"]);
+        let mut f = files();
+        f.accel = Accel::Kvm;
+        let args = MachineProfile::default().qemu_args(&f);
+        assert_eq!(after(&args, "-accel"), ["kvm"]);
+        assert_eq!(after(&args, "-cpu"), ["host"]);
+    }
+
+    #[test]
+    fn cmdline_carries_roles_key_console_and_legacy_pmem() {
+        let mut p = MachineProfile::default();
+        p.legacy_pmem = Some(LegacyPmem { size: 512 * MIB, start: 2 * GIB });
+        let mut f = files();
+        f.bare = true;
+        let c = p.kernel_cmdline(&f);
+        assert!(c.contains("console=ttyS0"), "{c}");
+        assert!(c.contains("daxdiff.pmem=ext4,xfs,devdax"), "{c}");
+        assert!(c.contains("daxdiff.sshkey=AAAAC3Nza"), "{c}");
+        assert!(c.contains("memmap=512M!2048M"), "{c}");
+        assert!(c.contains("daxdiff.bare=1"), "{c}");
+        assert!(c.contains("panic=-1"), "a panic must end QEMU (with -no-reboot)");
+        let args = p.qemu_args(&f);
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert_eq!(after(&args, "-qmp"), ["unix:/r/qmp.sock,server=on,wait=off"]);
+    }
+
+    #[test]
+    fn shell_command_quotes_the_append_string() {
+        let s = MachineProfile::default().shell_command(&files());
+        assert!(s.starts_with("qemu-system-x86_64 -nodefaults"));
+        assert!(s.contains("-append 'console=ttyS0,115200 "), "{s}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Guest-side agent of daxdiff: brings the emulated NVDIMMs up as DAX filesystems and a
+//! device-dax character device, and reports the resulting topology to the host controller.
+
+pub mod bootcfg;
+pub mod bringup;
+pub mod command;
+pub mod kmsg;
+pub mod mounts;
+pub mod ndctl;
+pub mod probe;
+pub mod status;
+pub mod statx;
+pub mod steps;
+pub mod topology;

@@ -1,0 +1,378 @@
+//! The program interpreter that runs inside the forked child: resolves arguments to real
+//! pointers and values, issues each call, keeps the resources calls produce, and runs
+//! calls marked `[t1]` on a second thread.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use daxdiff_prog::target::{Dir, PipeEnd};
+use daxdiff_prog::wire::{errno_name, CallResult};
+use daxdiff_prog::{Arg, BufRef, CallDesc, CallKind, ParamType, Program, ResId, ResourceKind, Target, ThreadId};
+
+use super::env::{resolve_path, ProgDirs, RunEnv};
+use super::memory::{checksum, copy_user, Scratch};
+use super::uring::Ring;
+
+const PROT_READ: u64 = 0x1;
+const MAP_POPULATE: u64 = 0x8000;
+/// Bytes of a new mapping that are checksummed (only for MAP_POPULATE mappings, which are
+/// already faulted in, so reading them changes nothing).
+const MAP_CHECKSUM_BYTES: usize = 4096;
+
+/// Where call results go as they complete.
+pub trait Sink: Sync {
+    fn emit(&self, r: &CallResult);
+    /// A descriptor the sink writes to, which forked helpers must close.
+    fn fd(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// Collects results in memory (tests, in-process runs).
+#[derive(Default)]
+pub struct VecSink(pub Mutex<Vec<CallResult>>);
+
+impl Sink for VecSink {
+    fn emit(&self, r: &CallResult) {
+        self.0.lock().unwrap().push(r.clone());
+    }
+}
+
+/// The runtime value of a resource.
+pub(super) enum ResVal {
+    Fd(i32),
+    Map(u64),
+    Ring { fd: i32, ring: Arc<Mutex<Ring>> },
+    RegBufs(i64),
+    Pipe { r: i32, w: i32 },
+    Pid(i32),
+    Child(i32),
+    /// The producing call failed; users get the kind's "invalid" value.
+    Failed,
+}
+
+impl ResVal {
+    fn value(&self, kind: ResourceKind, end: Option<PipeEnd>) -> u64 {
+        match self {
+            ResVal::Fd(fd) | ResVal::Ring { fd, .. } => *fd as i64 as u64,
+            ResVal::Map(a) => *a,
+            ResVal::RegBufs(v) => *v as u64,
+            ResVal::Pipe { r, w } => (if end == Some(PipeEnd::Write) { *w } else { *r }) as i64 as u64,
+            ResVal::Pid(p) | ResVal::Child(p) => *p as i64 as u64,
+            ResVal::Failed => match kind {
+                ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => u64::MAX,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// A pointer argument's memory, remembered to checksum what the kernel left there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BufSeen {
+    pub dir: Dir,
+    pub addr: u64,
+    pub len: usize,
+}
+
+/// Arguments resolved to register values.
+pub(super) struct Marshaled {
+    pub raw: Vec<u64>,
+    pub bufs: Vec<BufSeen>,
+}
+
+impl Marshaled {
+    pub fn arg(&self, i: usize) -> u64 {
+        self.raw.get(i).copied().unwrap_or(0)
+    }
+}
+
+/// What one call did.
+pub(super) struct Done {
+    pub ret: i64,
+    pub errno: Option<i32>,
+    pub checksum: Option<u64>,
+    pub produced: Option<ResVal>,
+    pub duration: Duration,
+}
+
+impl Done {
+    pub fn from_rc(rc: i64, duration: Duration) -> Done {
+        let errno = (rc == -1).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        Done { ret: rc, errno, checksum: None, produced: None, duration }
+    }
+
+    pub fn errno(errno: i32) -> Done {
+        Done { ret: -1, errno: Some(errno), checksum: None, produced: None, duration: Duration::ZERO }
+    }
+}
+
+pub struct Interp<'a> {
+    pub(super) target: &'static Target,
+    pub(super) prog: &'a Program,
+    pub(super) env: &'a RunEnv,
+    pub(super) dirs: &'a ProgDirs,
+    pub(super) sink: &'a dyn Sink,
+    pub(super) res: Mutex<HashMap<ResId, ResVal>>,
+    done: Mutex<Vec<bool>>,
+    done_cv: Condvar,
+    /// Calls handed to the second thread, for barriers.
+    pub(super) handed: Mutex<Vec<usize>>,
+    /// Buffers the kernel may still hold (pinned pages): alive until the program ends.
+    keep: Mutex<Vec<Scratch>>,
+    /// Forked children that hold their mapping until killed.
+    pub(super) holders: Mutex<HashSet<i32>>,
+}
+
+impl<'a> Interp<'a> {
+    pub fn new(target: &'static Target, prog: &'a Program, env: &'a RunEnv, dirs: &'a ProgDirs, sink: &'a dyn Sink) -> Interp<'a> {
+        Interp {
+            target,
+            prog,
+            env,
+            dirs,
+            sink,
+            res: Mutex::new(HashMap::new()),
+            done: Mutex::new(vec![false; prog.calls.len()]),
+            done_cv: Condvar::new(),
+            handed: Mutex::new(Vec::new()),
+            keep: Mutex::new(Vec::new()),
+            holders: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs every call; returns when both threads are done.
+    pub fn run(&self) {
+        let second = self.prog.calls.iter().any(|c| c.thread != ThreadId::MAIN);
+        let (tx, rx) = mpsc::channel::<usize>();
+        std::thread::scope(|s| {
+            if second {
+                s.spawn(move || {
+                    for idx in rx {
+                        self.exec(idx);
+                    }
+                });
+            }
+            for (idx, call) in self.prog.calls.iter().enumerate() {
+                if call.thread == ThreadId::MAIN {
+                    self.exec(idx);
+                } else {
+                    self.handed.lock().unwrap().push(idx);
+                    let _ = tx.send(idx);
+                }
+            }
+            drop(tx);
+        });
+    }
+
+    pub(super) fn wait_done(&self, idxs: &[usize]) {
+        let mut done = self.done.lock().unwrap();
+        while !idxs.iter().all(|&i| done[i]) {
+            done = self.done_cv.wait(done).unwrap();
+        }
+    }
+
+    fn exec(&self, idx: usize) {
+        let call = &self.prog.calls[idx];
+        // Resources made on the other thread: wait for their producers.
+        let producers: Vec<usize> = call
+            .uses()
+            .into_iter()
+            .filter_map(|r| self.prog.producer(r))
+            .filter(|&p| p < idx && self.prog.calls[p].thread != call.thread)
+            .collect();
+        self.wait_done(&producers);
+        let done = match self.target.call(&call.name) {
+            Some(desc) => {
+                let m = self.marshal(idx, desc, &call.args);
+                match desc.kind {
+                    CallKind::Syscall { nr } => self.syscall(desc, nr, &m),
+                    CallKind::Pseudo(p) => self.pseudo(idx, desc, p, &m),
+                }
+            }
+            None => Done::errno(libc::ENOSYS),
+        };
+        let result = CallResult {
+            index: idx,
+            name: call.name.clone(),
+            thread: call.thread.0,
+            ret: done.ret,
+            errno: done.errno,
+            errno_name: done.errno.and_then(errno_name).map(String::from),
+            duration_us: done.duration.as_micros() as u64,
+            checksum: done.checksum,
+        };
+        if let (Some(r), Some(v)) = (call.ret, done.produced) {
+            self.res.lock().unwrap().insert(r, v);
+        } else if let Some(r) = call.ret {
+            self.res.lock().unwrap().insert(r, ResVal::Failed);
+        }
+        self.sink.emit(&result);
+        self.done.lock().unwrap()[idx] = true;
+        self.done_cv.notify_all();
+    }
+
+    /// Allocates program-lifetime memory holding `bytes` (or `len` patterned bytes).
+    fn alloc(&self, len: usize, seed: u8, bytes: Option<&[u8]>) -> u64 {
+        match Scratch::new(len, seed) {
+            Ok(s) => {
+                let addr = s.addr();
+                if let Some(b) = bytes {
+                    // SAFETY: the scratch has at least len >= b.len() writable bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), addr as *mut u8, b.len()) };
+                }
+                self.keep.lock().unwrap().push(s);
+                addr
+            }
+            // Out of memory: the kernel sees a NULL pointer and answers EFAULT.
+            Err(_) => 0,
+        }
+    }
+
+    fn res_value(&self, r: ResId, kind: ResourceKind, end: Option<PipeEnd>) -> u64 {
+        match self.res.lock().unwrap().get(&r) {
+            Some(v) => v.value(kind, end),
+            None => ResVal::Failed.value(kind, end),
+        }
+    }
+
+    pub(super) fn ring_of(&self, arg: &Arg) -> Option<Arc<Mutex<Ring>>> {
+        let Arg::Res(r) = arg else { return None };
+        match self.res.lock().unwrap().get(r) {
+            Some(ResVal::Ring { ring, .. }) => Some(ring.clone()),
+            _ => None,
+        }
+    }
+
+    fn buf_addr(&self, b: &BufRef, seed: u8) -> (u64, bool) {
+        match b {
+            BufRef::Map { map, offset } => (self.res_value(*map, ResourceKind::Map, None).wrapping_add(*offset), false),
+            BufRef::Scratch { size } => (self.alloc(*size as usize, seed, None), true),
+            BufRef::Nil => (0, false),
+        }
+    }
+
+    fn marshal(&self, idx: usize, desc: &CallDesc, args: &[Arg]) -> Marshaled {
+        let seed = idx as u8;
+        let mut raw = Vec::with_capacity(args.len());
+        let mut bufs = Vec::new();
+        for (i, arg) in args.iter().enumerate() {
+            let ty = desc.params.get(i).map(|p| &p.ty);
+            let v = match (ty, arg) {
+                (_, Arg::Int(v)) => *v,
+                (_, Arg::Flags(names)) => self.target.flags_value(names).unwrap_or(0),
+                (Some(ParamType::Resource { kind, pipe_end, .. }), Arg::Res(r)) => self.res_value(*r, *kind, *pipe_end),
+                (_, Arg::Res(r)) => self.res_value(*r, ResourceKind::Map, None),
+                (_, Arg::Path(name)) => {
+                    let p = resolve_path(self.env, self.dirs, desc.file_target, name);
+                    let mut bytes = p.into_os_string().into_encoded_bytes();
+                    bytes.push(0);
+                    self.alloc(bytes.len(), 0, Some(&bytes))
+                }
+                (ty, Arg::Buf(b)) => {
+                    let (addr, _) = self.buf_addr(b, seed);
+                    if let Some(ParamType::Buffer { dir }) = ty {
+                        let len = buf_len(b, desc, args, i);
+                        bufs.push(BufSeen { dir: *dir, addr, len });
+                    }
+                    addr
+                }
+                (ty, Arg::Iovecs(iovs)) => {
+                    let dir = match ty {
+                        Some(ParamType::Iovecs { dir }) => *dir,
+                        _ => Dir::In,
+                    };
+                    let mut bytes = Vec::with_capacity(iovs.len() * 16);
+                    for iov in iovs {
+                        let (addr, _) = self.buf_addr(&iov.base, seed);
+                        bufs.push(BufSeen { dir, addr, len: iov.len as usize });
+                        bytes.extend_from_slice(&addr.to_le_bytes());
+                        bytes.extend_from_slice(&iov.len.to_le_bytes());
+                    }
+                    self.alloc(bytes.len(), 0, Some(&bytes))
+                }
+                (ty, Arg::Struct(fields)) => {
+                    let bytes = match ty {
+                        Some(ParamType::Struct { name }) => self.target.struct_bytes(name, fields),
+                        _ => None,
+                    }
+                    .unwrap_or_default();
+                    self.alloc(bytes.len().max(1), 0, Some(&bytes))
+                }
+            };
+            raw.push(v);
+        }
+        Marshaled { raw, bufs }
+    }
+
+    fn syscall(&self, desc: &CallDesc, nr: u64, m: &Marshaled) -> Done {
+        let a = |i| m.arg(i) as libc::c_long;
+        let start = Instant::now();
+        // SAFETY: the descriptions define the call and its argument kinds; pointers point
+        // at memory this interpreter owns or at the program's mappings. A wrong pointer is
+        // the kernel's to reject (EFAULT), which is what the program is testing.
+        let rc = unsafe { libc::syscall(nr as libc::c_long, a(0), a(1), a(2), a(3), a(4), a(5)) };
+        let mut done = Done::from_rc(rc, start.elapsed());
+        if done.errno.is_some() {
+            return done;
+        }
+        done.checksum = seen_checksum(&m.bufs, Dir::Out, rc);
+        done.produced = desc.ret_kind.map(|k| match k {
+            ResourceKind::Map => ResVal::Map(rc as u64),
+            ResourceKind::RegBufs => ResVal::RegBufs(rc),
+            ResourceKind::Pid => ResVal::Pid(rc as i32),
+            ResourceKind::Child => ResVal::Child(rc as i32),
+            ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => ResVal::Fd(rc as i32),
+        });
+        if desc.ret_kind == Some(ResourceKind::Map) {
+            let param = |name: &str| desc.params.iter().position(|p| p.name == name).map(|i| m.arg(i));
+            let populated = param("flags").is_some_and(|f| f & MAP_POPULATE != 0);
+            let readable = param("prot").is_some_and(|p| p & PROT_READ != 0);
+            let len = param("len").or_else(|| param("new_len")).unwrap_or(0) as usize;
+            if populated && readable && len > 0 {
+                done.checksum = copy_user(rc as u64, len.min(MAP_CHECKSUM_BYTES)).ok().map(|b| checksum(&b));
+            }
+        }
+        done
+    }
+}
+
+/// Length of a buffer argument: a scratch buffer's own size, else the `len[...]` parameter
+/// that refers to it.
+fn buf_len(b: &BufRef, desc: &CallDesc, args: &[Arg], i: usize) -> usize {
+    if let BufRef::Scratch { size } = b {
+        return *size as usize;
+    }
+    desc.params
+        .iter()
+        .position(|p| matches!(p.ty, ParamType::Len { of } if of == i))
+        .and_then(|li| match args.get(li) {
+            Some(Arg::Int(v)) => Some(*v as usize),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Checksum of the bytes the kernel put in the buffers of direction `dir`: the first `ret`
+/// bytes across them (a byte count), or all of them when the call returned 0.
+pub(super) fn seen_checksum(bufs: &[BufSeen], dir: Dir, ret: i64) -> Option<u64> {
+    let outs: Vec<&BufSeen> = bufs.iter().filter(|b| b.dir == dir).collect();
+    if outs.is_empty() || ret < 0 {
+        return None;
+    }
+    let mut left = if ret > 0 { ret as usize } else { outs.iter().map(|b| b.len).sum() };
+    let mut seen = Vec::new();
+    for b in outs {
+        if left == 0 {
+            break;
+        }
+        let n = b.len.min(left);
+        if n > 0 && b.addr != 0 {
+            seen.extend(copy_user(b.addr, n).ok()?);
+        }
+        left -= n;
+    }
+    Some(checksum(&seen))
+}

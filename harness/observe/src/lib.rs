@@ -1,0 +1,1 @@
+//! Kernel report parsing for daxdiff.

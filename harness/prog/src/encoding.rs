@@ -1,0 +1,448 @@
+//! The text form of programs: one call per line, syzkaller-like, and its parser.
+//!
+//! ```text
+//! # a comment (kept, attached to the next call)
+//! r0 = openat$ext4(AT_FDCWD, &"file0", O_RDWR|O_CREAT|O_DIRECT, 0x1b6)
+//! ftruncate(r0, 0x200000)
+//! r1 = mmap(0x0, 0x200000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)
+//! pread64(r0, &r1+0x0, 0x1000, 0x0) [t1]
+//! vmsplice(r2, [{&r1+0x1000, 0x1000}, {&buf[0x1000], 0x1000}], 0x2, 0x0)
+//! ioctl$FS_IOC_FSSETXATTR(r0, FS_IOC_FSSETXATTR, &{FS_XFLAG_DAX, 0x0, 0x0, 0x0, 0x0, 0x0})
+//! ```
+//!
+//! Arguments: `0x…` integers (always hex), `A|B` named constants, `rN` resources,
+//! `&"name"` file names, `&rN+0x…` an address inside mapping `rN`, `&buf[0x…]` a scratch
+//! buffer of that size, `nil`, `[{ptr, 0xlen}, …]` iovecs, `&{…}` a struct. A trailing
+//! `[t1]` runs the call on the second thread (see [`ThreadId`]). Printing the result of
+//! parsing canonical text (as printed) gives the same text back, byte for byte.
+
+use std::fmt::Write as _;
+
+use crate::program::{Arg, BufRef, Call, Iovec, Program, ResId, ThreadId};
+use crate::target::Target;
+use crate::validate::validate;
+
+/// A syntax or validation error in the text form, located by 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {msg}")]
+pub struct ParseError {
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+/// Where each call and its arguments are in the text, for error reporting.
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    /// Per call: its line, its column, and the column of each top-level argument.
+    pub calls: Vec<(usize, usize, Vec<usize>)>,
+}
+
+/// Parse and validate a program against the target.
+pub fn parse(target: &Target, text: &str) -> Result<Program, ParseError> {
+    let (prog, spans) = parse_syntax(text)?;
+    if let Err(e) = validate(target, &prog) {
+        let (line, call_col, arg_cols) = &spans.calls[e.call];
+        let col = e
+            .arg
+            .and_then(|a| arg_cols.get(a).copied())
+            .unwrap_or(*call_col);
+        return Err(ParseError {
+            line: *line,
+            col,
+            msg: e.kind.to_string(),
+        });
+    }
+    Ok(prog)
+}
+
+/// Parse the text form without checking it against a target.
+pub fn parse_syntax(text: &str) -> Result<(Program, Spans), ParseError> {
+    let mut prog = Program::default();
+    let mut spans = Spans::default();
+    let mut pending = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            pending.push(line.to_string());
+            continue;
+        }
+        let mut lx = Lexer::new(line, i + 1);
+        let (mut call, span) = lx.call()?;
+        call.comments = std::mem::take(&mut pending);
+        prog.calls.push(call);
+        spans.calls.push(span);
+    }
+    prog.trailer = pending;
+    Ok((prog, spans))
+}
+
+impl Program {
+    /// The text form: one call per line, each line ending in a newline.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for call in &self.calls {
+            for c in &call.comments {
+                out.push_str(c);
+                out.push('\n');
+            }
+            write_call(&mut out, call);
+            out.push('\n');
+        }
+        for c in &self.trailer {
+            out.push_str(c);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+impl Call {
+    /// This call as one line of the text form (without comments and newline).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        write_call(&mut s, self);
+        s
+    }
+}
+
+fn write_call(out: &mut String, call: &Call) {
+    if let Some(r) = call.ret {
+        let _ = write!(out, "r{} = ", r.0);
+    }
+    out.push_str(&call.name);
+    out.push('(');
+    for (i, a) in call.args.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_arg(out, a);
+    }
+    out.push(')');
+    if call.thread != ThreadId::MAIN {
+        let _ = write!(out, " [t{}]", call.thread.0);
+    }
+}
+
+fn write_buf(out: &mut String, b: &BufRef) {
+    let _ = match b {
+        BufRef::Map { map, offset } => write!(out, "&r{}+0x{:x}", map.0, offset),
+        BufRef::Scratch { size } => write!(out, "&buf[0x{size:x}]"),
+        BufRef::Nil => write!(out, "nil"),
+    };
+}
+
+fn write_arg(out: &mut String, a: &Arg) {
+    match a {
+        Arg::Int(v) => {
+            let _ = write!(out, "0x{v:x}");
+        }
+        Arg::Flags(names) => out.push_str(&names.join("|")),
+        Arg::Res(r) => {
+            let _ = write!(out, "r{}", r.0);
+        }
+        Arg::Path(p) => {
+            let _ = write!(out, "&\"{p}\"");
+        }
+        Arg::Buf(b) => write_buf(out, b),
+        Arg::Iovecs(iovs) => {
+            out.push('[');
+            for (i, iov) in iovs.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push('{');
+                write_buf(out, &iov.base);
+                let _ = write!(out, ", 0x{:x}}}", iov.len);
+            }
+            out.push(']');
+        }
+        Arg::Struct(fields) => {
+            out.push_str("&{");
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_arg(out, f);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A cursor over one line.
+struct Lexer {
+    chars: Vec<char>,
+    pos: usize,
+    line: usize,
+}
+
+impl Lexer {
+    fn new(src: &str, line: usize) -> Lexer {
+        Lexer {
+            chars: src.chars().collect(),
+            pos: 0,
+            line,
+        }
+    }
+
+    fn col(&self) -> usize {
+        self.pos + 1
+    }
+
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
+            line: self.line,
+            col: self.col(),
+            msg: msg.into(),
+        })
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), ParseError> {
+        self.ws();
+        if self.eat(c) {
+            Ok(())
+        } else {
+            match self.peek() {
+                Some(got) => self.err(format!("expected '{c}', found '{got}'")),
+                None => self.err(format!("expected '{c}' before end of line")),
+            }
+        }
+    }
+
+    fn word(&mut self) -> String {
+        let start = self.pos;
+        while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == '.')
+        {
+            self.pos += 1;
+        }
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn call(&mut self) -> Result<(Call, (usize, usize, Vec<usize>)), ParseError> {
+        self.ws();
+        let mut ret = None;
+        let save = self.pos;
+        let first = self.word();
+        self.ws();
+        if self.peek() == Some('=') {
+            match res_label(&first) {
+                Some(r) => ret = Some(r),
+                None => {
+                    self.pos = save;
+                    return self.err(format!("result label must be rN, found '{first}'"));
+                }
+            }
+            self.pos += 1;
+            self.ws();
+        } else {
+            self.pos = save;
+        }
+        let name_col = self.col();
+        let name = self.word();
+        if name.is_empty() {
+            return self.err("expected a call name");
+        }
+        self.expect('(')?;
+        let mut args = Vec::new();
+        let mut cols = Vec::new();
+        self.ws();
+        if !self.eat(')') {
+            loop {
+                self.ws();
+                cols.push(self.col());
+                args.push(self.arg()?);
+                self.ws();
+                if self.eat(')') {
+                    break;
+                }
+                self.expect(',')?;
+            }
+        }
+        self.ws();
+        let mut thread = ThreadId::MAIN;
+        if self.eat('[') {
+            let col = self.col();
+            if !self.eat('t') {
+                return self.err("expected a thread marker such as [t1]");
+            }
+            let n = self.word();
+            match n.parse::<u8>() {
+                Ok(0) => {
+                    self.pos = col - 1;
+                    return self.err("[t0] is the default; leave the marker out");
+                }
+                Ok(t) => thread = ThreadId(t),
+                Err(_) => return self.err(format!("bad thread number '{n}'")),
+            }
+            self.expect(']')?;
+        }
+        self.ws();
+        if let Some(c) = self.peek() {
+            return self.err(format!("unexpected '{c}' after the call"));
+        }
+        let mut call = Call::new(name, args);
+        call.ret = ret;
+        call.thread = thread;
+        Ok((call, (self.line, name_col, cols)))
+    }
+
+    fn int(&mut self) -> Result<u64, ParseError> {
+        self.ws();
+        let start = self.pos;
+        let w = self.word();
+        let Some(hex) = w.strip_prefix("0x") else {
+            self.pos = start;
+            return self.err(format!("expected an integer in hex (0x…), found '{w}'"));
+        };
+        u64::from_str_radix(hex, 16).or_else(|_| {
+            self.pos = start;
+            self.err(format!("bad hex integer '{w}'"))
+        })
+    }
+
+    fn buf(&mut self) -> Result<BufRef, ParseError> {
+        self.ws();
+        let start = self.pos;
+        if self.eat('&') {
+            let w = self.word();
+            if w == "buf" {
+                self.expect('[')?;
+                let size = self.int()?;
+                self.expect(']')?;
+                return Ok(BufRef::Scratch { size });
+            }
+            if let Some(map) = res_label(&w) {
+                self.expect('+')?;
+                let offset = self.int()?;
+                return Ok(BufRef::Map { map, offset });
+            }
+        } else if self.word() == "nil" {
+            return Ok(BufRef::Nil);
+        }
+        self.pos = start;
+        self.err("expected a pointer: &rN+0x…, &buf[0x…] or nil")
+    }
+
+    fn arg(&mut self) -> Result<Arg, ParseError> {
+        let start = self.pos;
+        match self.peek() {
+            Some('&') => {
+                self.pos += 1;
+                match self.peek() {
+                    Some('"') => {
+                        self.pos += 1;
+                        let s = self.pos;
+                        while matches!(self.peek(), Some(c) if c != '"') {
+                            self.pos += 1;
+                        }
+                        if self.peek().is_none() {
+                            self.pos = start;
+                            return self.err("unterminated file name");
+                        }
+                        let p: String = self.chars[s..self.pos].iter().collect();
+                        self.pos += 1;
+                        Ok(Arg::Path(p))
+                    }
+                    Some('{') => {
+                        self.pos += 1;
+                        let mut fields = Vec::new();
+                        self.ws();
+                        if !self.eat('}') {
+                            loop {
+                                self.ws();
+                                fields.push(self.arg()?);
+                                self.ws();
+                                if self.eat('}') {
+                                    break;
+                                }
+                                self.expect(',')?;
+                            }
+                        }
+                        Ok(Arg::Struct(fields))
+                    }
+                    _ => {
+                        self.pos = start;
+                        Ok(Arg::Buf(self.buf()?))
+                    }
+                }
+            }
+            Some('[') => {
+                self.pos += 1;
+                let mut iovs = Vec::new();
+                self.ws();
+                if !self.eat(']') {
+                    loop {
+                        self.expect('{')?;
+                        let base = self.buf()?;
+                        self.expect(',')?;
+                        let len = self.int()?;
+                        self.expect('}')?;
+                        iovs.push(Iovec { base, len });
+                        self.ws();
+                        if self.eat(']') {
+                            break;
+                        }
+                        self.expect(',')?;
+                    }
+                }
+                Ok(Arg::Iovecs(iovs))
+            }
+            Some(c) if c.is_ascii_digit() => Ok(Arg::Int(self.int()?)),
+            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+                let w = self.word();
+                if w == "nil" {
+                    return Ok(Arg::Buf(BufRef::Nil));
+                }
+                if let Some(r) = res_label(&w) {
+                    return Ok(Arg::Res(r));
+                }
+                let mut names = vec![w];
+                while self.eat('|') {
+                    let n = self.word();
+                    if n.is_empty() {
+                        return self.err("expected a constant name after '|'");
+                    }
+                    names.push(n);
+                }
+                Ok(Arg::Flags(names))
+            }
+            Some(c) => self.err(format!("unexpected '{c}' where an argument was expected")),
+            None => self.err("expected an argument before end of line"),
+        }
+    }
+}
+
+/// `r12` → `ResId(12)`.
+fn res_label(w: &str) -> Option<ResId> {
+    let digits = w.strip_prefix('r')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(ResId)
+}
