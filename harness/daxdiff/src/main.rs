@@ -123,6 +123,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             print_ready(&vm);
             println!("connect: {}", ssh_command(&vm));
             println!("console log: {}", vm.run_dir.join("console.log").display());
+            println!("qemu pid: {}", vm.pid().unwrap_or(0));
             println!("Ctrl-C stops the guest.");
             loop {
                 std::thread::sleep(Duration::from_secs(3600));

@@ -277,7 +277,26 @@ fn create_namespace(
         if let Some(a) = &align_arg {
             args.extend(["-a", a.as_str()]);
         }
-        let out = ndctl::run(&args, NDCTL_TIMEOUT);
+        let mut out = ndctl::run(&args, NDCTL_TIMEOUT);
+        if !out.success() && out.output().contains("misaligned to 16M") && !args.contains(&"-f") {
+            // ndctl wants 16M for cross-arch compatibility; x86 kernels need 2M (subsection)
+            // alignment, which -f lets through. Less than that cannot work at all.
+            let start = region_start(region);
+            if start.is_some_and(|s| s % (2 << 20) != 0) {
+                return Err(StepFailure::with_detail(
+                    format!(
+                        "{region} starts at {:#x}, not 2 MiB aligned, so no DAX namespace can live there \
+                         (QEMU placed the NVDIMM right after the previous one's visible size, which is the \
+                         memory backend size minus label-size: give each backend size + label-size)",
+                        start.unwrap_or(0)
+                    ),
+                    out.to_string(),
+                ));
+            }
+            d.push_str(&format!("{region} starts off 16M but on 2M; retrying with -f\n"));
+            args.push("-f");
+            out = ndctl::run(&args, NDCTL_TIMEOUT);
+        }
         if !out.success() {
             return Err(StepFailure::command(&out));
         }
@@ -312,6 +331,12 @@ fn create_namespace(
     wait_for_node(Path::new(&node))?;
     d.push_str(&format!("{dev} ready as {node}"));
     Ok(ns)
+}
+
+/// Physical start of a region, from sysfs.
+fn region_start(region: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/sys/bus/nd/devices/{region}/resource")).ok()?;
+    u64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
 }
 
 fn wait_for_node(node: &Path) -> Result<(), StepFailure> {
@@ -371,16 +396,7 @@ fn set_up_fs(
                 d.push_str(&format!("unmounted old {}\n", m.target));
             }
         }
-        let out = match role {
-            // 4 KiB blocks always: DAX needs block size == page size, and mke2fs would
-            // pick 1 KiB on small devices.
-            Role::Ext4 => command::run(mkfs, &["-F", "-q", "-b", "4096", &blockdev], MKFS_TIMEOUT),
-            _ => command::run(
-                mkfs,
-                &["-f", "-q", "-m", "reflink=0", &blockdev],
-                MKFS_TIMEOUT,
-            ),
-        };
+        let out = make_fs(role, &blockdev);
         if !out.success() {
             return Err(StepFailure::command(&out));
         }
@@ -426,6 +442,25 @@ fn set_up_fs(
         entry.dax = dax;
     }
     dax.is_some()
+}
+
+/// Makes a fresh filesystem for `role` on `blockdev`, as DAX needs it.
+pub fn make_fs(role: Role, blockdev: &str) -> CmdOutput {
+    match role {
+        // 4 KiB blocks always: DAX needs block size == page size, and mke2fs would pick
+        // 1 KiB on small devices.
+        Role::Ext4 => command::run(
+            "mkfs.ext4",
+            &["-F", "-q", "-b", "4096", blockdev],
+            MKFS_TIMEOUT,
+        ),
+        // Reflink and DAX exclude each other on the kernels under test.
+        _ => command::run(
+            "mkfs.xfs",
+            &["-f", "-q", "-m", "reflink=0", blockdev],
+            MKFS_TIMEOUT,
+        ),
+    }
 }
 
 /// Shared by bring-up and status: a fresh file on the mount must be DAX.

@@ -329,3 +329,62 @@ pub fn generation_stats(target: &Target, n: usize, seed: u64) -> GenStats {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse;
+
+    fn pins(text: &str) -> bool {
+        let t = Target::builtin();
+        pins_dax_page(t, &parse(t, text).unwrap())
+    }
+
+    const OPEN_MAP: &str = "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\nr1 = mmap(0x0, 0x200000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)\n";
+
+    #[test]
+    fn odirect_read_into_a_dax_mapping_pins_but_buffered_read_does_not() {
+        let direct = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_DIRECT, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        let buffered = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        assert!(pins(&format!("{OPEN_MAP}{direct}")));
+        assert!(!pins(&format!("{OPEN_MAP}{buffered}")));
+        let switched = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\nfcntl$setfl(r2, F_SETFL, O_DIRECT)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        assert!(pins(&format!("{OPEN_MAP}{switched}")));
+    }
+
+    #[test]
+    fn vmsplice_and_uring_registration_of_a_dax_mapping_pin() {
+        assert!(pins(&format!("{OPEN_MAP}r2 = daxdiff_pipe(0x0)\nvmsplice(r2, [{{&buf[0x1000], 0x1000}}, {{&r1+0x0, 0x1000}}], 0x2, 0x0)\n")));
+        assert!(pins(&format!("{OPEN_MAP}r2 = daxdiff_uring_setup(0x8)\nr3 = io_uring_register$REGISTER_BUFFERS(r2, IORING_REGISTER_BUFFERS, [{{&r1+0x0, 0x1000}}], 0x1)\n")));
+    }
+
+    #[test]
+    fn scratch_and_anonymous_buffers_do_not_pin_dax_pages() {
+        assert!(!pins(&format!("{OPEN_MAP}r2 = daxdiff_pipe(0x0)\nvmsplice(r2, [{{&buf[0x1000], 0x1000}}], 0x1, 0x0)\n")));
+        let anon = "r0 = mmap$anon(0x0, 0x1000, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, 0xffffffffffffffff, 0x0)\nr1 = daxdiff_pipe(0x0)\nvmsplice(r1, [{&r0+0x0, 0x1000}], 0x1, 0x0)\n";
+        assert!(!pins(anon));
+        // process_vm_readv pins the remote side only.
+        let local_only = format!("{OPEN_MAP}r2 = getpid()\nprocess_vm_readv(r2, [{{&r1+0x0, 0x1000}}], 0x1, [{{&buf[0x1000], 0x1000}}], 0x1, 0x0)\n");
+        assert!(!pins(&local_only));
+    }
+
+    #[test]
+    fn a_remapped_dax_mapping_is_still_dax() {
+        assert!(pins(&format!("{OPEN_MAP}r2 = mremap(&r1+0x0, 0x200000, 0x400000, MREMAP_MAYMOVE, 0x0)\nr3 = daxdiff_pipe(0x0)\nvmsplice(r3, [{{&r2+0x0, 0x1000}}], 0x1, 0x0)\n")));
+    }
+
+    #[test]
+    fn state_tracks_liveness_and_sizes() {
+        let t = Target::builtin();
+        let p = parse(
+            t,
+            &format!("{OPEN_MAP}ftruncate(r0, 0x1000)\nmunmap(&r1+0x0, 0x200000)\nclose(r0)\n"),
+        )
+        .unwrap();
+        let st = State::at(t, &p, p.calls.len());
+        assert!(st.fds[0].sized && !st.fds[0].live);
+        assert_eq!(st.maps[0].dax, Some(FileTarget::Ext4));
+        assert!(!st.maps[0].live);
+        assert_eq!(st.disruptions, vec![2, 3, 4]);
+    }
+}

@@ -45,7 +45,10 @@ impl Loc {
 fn guarded<T>(f: impl FnOnce() -> Result<T, syzlang_parser::Error>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("syntax error: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "syntax error: {}",
+            without_src_locations(&e.to_string())
+        )),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
@@ -57,6 +60,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, syzlang_parser::Error>) -> Result<T,
             ))
         }
     }
+}
+
+/// The parser's messages embed its own source locations (`…/parser.rs:3003:`); they say
+/// nothing about the description, so drop them.
+fn without_src_locations(msg: &str) -> String {
+    msg.split_whitespace()
+        .filter(|w| !w.contains(".rs:") && *w != "error:")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Build a target from `(file name, text)` sources; `.const` files first, then syzlang.
@@ -277,6 +289,9 @@ impl Builder {
                 }
             };
             values.push((label, val));
+        }
+        if values.is_empty() {
+            return Err(loc.err(format!("flag set {name} has no values")));
         }
         let bitmask = name.ends_with("_flags");
         self.flag_sets.push(FlagSet {
@@ -606,5 +621,163 @@ fn int_bytes(t: &ArgType) -> Option<u8> {
         ArgType::Int32 | ArgType::Int32be => Some(4),
         ArgType::Int64 | ArgType::Int64be | ArgType::Intptr => Some(8),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::BUILTIN_DESCS;
+
+    const CONSTS: (&str, &str) = (
+        "x_amd64.const",
+        "arches = amd64\n__NR_close = 3\nO_RDWR = 2\n",
+    );
+
+    fn load_one(text: &str) -> Result<Target, DescError> {
+        Target::from_sources(&[CONSTS, ("x.txt", text)])
+    }
+
+    #[test]
+    fn builtin_descriptions_give_syscall_numbers_and_pseudo_kinds() {
+        let t = Target::builtin();
+        let nr = |n: &str| t.call(n).map(|c| c.kind);
+        assert_eq!(nr("openat$ext4"), Some(CallKind::Syscall { nr: 257 }));
+        assert_eq!(
+            nr("io_uring_register$REGISTER_BUFFERS"),
+            Some(CallKind::Syscall { nr: 427 })
+        );
+        assert_eq!(nr("vmsplice"), Some(CallKind::Syscall { nr: 278 }));
+        assert_eq!(nr("daxdiff_evict"), Some(CallKind::Pseudo(Pseudo::Evict)));
+        assert_eq!(
+            nr("daxdiff_uring_rw$iov"),
+            Some(CallKind::Pseudo(Pseudo::UringRw))
+        );
+        assert_eq!(
+            t.call("openat$xfs").unwrap().file_target,
+            Some(FileTarget::Xfs)
+        );
+        assert_eq!(
+            t.call("openat$devdax").unwrap().ret.as_deref(),
+            Some("fd_devdax")
+        );
+        assert_eq!(t.consts["O_DIRECT"], 0x4000);
+        assert_eq!(t.consts["AT_FDCWD"], (-100i64) as u64);
+        assert_eq!(t.consts["FS_IOC_FSSETXATTR"], 0x401c5820);
+        assert_eq!(t.struct_desc("fsxattr").unwrap().size(), 28);
+    }
+
+    #[test]
+    fn every_pseudo_call_kind_is_described() {
+        let t = Target::builtin();
+        for p in Pseudo::ALL {
+            assert!(
+                t.calls.iter().any(|c| c.kind == CallKind::Pseudo(p)),
+                "{} has no description",
+                p.call_name()
+            );
+        }
+    }
+
+    #[test]
+    fn builtin_covers_the_dax_surface() {
+        let t = Target::builtin();
+        for name in [
+            "open$ext4",
+            "creat$xfs",
+            "ftruncate",
+            "fallocate",
+            "pread64",
+            "pwritev",
+            "mmap",
+            "munmap",
+            "mremap",
+            "madvise",
+            "mprotect",
+            "msync",
+            "mlock",
+            "vmsplice",
+            "splice$pipe_to_file",
+            "process_vm_readv",
+            "process_vm_writev",
+            "io_uring_register$UNREGISTER_BUFFERS",
+            "daxdiff_uring_update_buffers",
+            "unlink$ext4",
+            "rename$xfs",
+            "fsync",
+            "fdatasync",
+            "syncfs",
+            "daxdiff_fork_touch",
+            "ioctl$FS_IOC_FSSETXATTR",
+            "daxdiff_sleep",
+        ] {
+            assert!(t.call(name).is_some(), "{name} missing");
+        }
+        assert!(BUILTIN_DESCS.len() >= 6);
+    }
+
+    #[test]
+    fn resources_derive_and_are_compatible_upwards_only() {
+        let t = Target::builtin();
+        assert!(t.res_compatible("fd_ext4", "fd_dax"));
+        assert!(t.res_compatible("ring", "fd"));
+        assert!(!t.res_compatible("fd", "fd_ext4"));
+        assert_eq!(t.resource("child").unwrap().kind, ResourceKind::Child);
+        assert_eq!(t.resource("fd_xfs").unwrap().kind, ResourceKind::Fd);
+    }
+
+    #[test]
+    fn unknown_constant_is_reported_with_file_and_line() {
+        let e = load_one("# header\n\nbad_flags = O_RDWR, O_NOPE\n").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("x.txt", 3));
+        assert!(e.msg.contains("unknown constant O_NOPE"), "{e}");
+        assert!(e.to_string().starts_with("x.txt:3: "), "{e}");
+    }
+
+    #[test]
+    fn parser_panics_become_errors_with_file_and_line() {
+        let e = load_one("close(fd int32)\n\nfoo(a int32 xyz)\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.msg.contains("not support"), "{e}");
+    }
+
+    #[test]
+    fn parser_errors_name_the_statement_line_not_the_parser_source() {
+        let e = load_one("close(fd int32)\nx {\n\ta int32\n\tb ptr[in]\n}\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(!e.msg.contains(".rs:"), "{e}");
+    }
+
+    #[test]
+    fn defines_are_substituted_only_when_simple() {
+        let t = load_one("define FOUR 4\nclose(fd const[FOUR])\n").unwrap();
+        assert_eq!(
+            t.call("close").unwrap().params[0].ty,
+            ParamType::Const {
+                value: 4,
+                name: Some("FOUR".into())
+            }
+        );
+        let e = load_one("define X (1 << 3)\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.msg.contains("define X"), "{e}");
+    }
+
+    #[test]
+    fn semantic_problems_are_located() {
+        let e = load_one("close(fd int32)\nclose(fd int32)\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = load_one("frob(fd int32)\n").unwrap_err();
+        assert!(e.msg.contains("__NR_frob"), "{e}");
+        let e = load_one("daxdiff_frob()\n").unwrap_err();
+        assert!(e.msg.contains("unknown pseudo-call"), "{e}");
+        let e = load_one("resource widget[int32]\n").unwrap_err();
+        assert!(e.msg.contains("known root"), "{e}");
+        let e = load_one("close(fd gizmo)\n").unwrap_err();
+        assert!(e.msg.contains("unknown type or resource gizmo"), "{e}");
+        let e = load_one("close(fd len[nothing])\n").unwrap_err();
+        assert!(e.msg.contains("len of unknown parameter nothing"), "{e}");
+        let e = Target::from_sources(&[("y.const", "arches = amd64\nX = 1\nX = 2\n")]).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("y.const", 3));
     }
 }

@@ -31,24 +31,33 @@ pub struct ParseError {
     pub msg: String,
 }
 
-/// Where each call and its arguments are in the text, for error reporting.
+/// Where one call and its top-level arguments are in the text (1-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallSpan {
+    pub line: usize,
+    /// Column of the call name.
+    pub col: usize,
+    /// Column of each top-level argument.
+    pub args: Vec<usize>,
+}
+
+/// Where each call is in the text, for error reporting.
 #[derive(Debug, Clone, Default)]
 pub struct Spans {
-    /// Per call: its line, its column, and the column of each top-level argument.
-    pub calls: Vec<(usize, usize, Vec<usize>)>,
+    pub calls: Vec<CallSpan>,
 }
 
 /// Parse and validate a program against the target.
 pub fn parse(target: &Target, text: &str) -> Result<Program, ParseError> {
     let (prog, spans) = parse_syntax(text)?;
     if let Err(e) = validate(target, &prog) {
-        let (line, call_col, arg_cols) = &spans.calls[e.call];
+        let span = &spans.calls[e.call];
         let col = e
             .arg
-            .and_then(|a| arg_cols.get(a).copied())
-            .unwrap_or(*call_col);
+            .and_then(|a| span.args.get(a).copied())
+            .unwrap_or(span.col);
         return Err(ParseError {
-            line: *line,
+            line: span.line,
             col,
             msg: e.kind.to_string(),
         });
@@ -244,7 +253,7 @@ impl Lexer {
         self.chars[start..self.pos].iter().collect()
     }
 
-    fn call(&mut self) -> Result<(Call, (usize, usize, Vec<usize>)), ParseError> {
+    fn call(&mut self) -> Result<(Call, CallSpan), ParseError> {
         self.ws();
         let mut ret = None;
         let save = self.pos;
@@ -309,7 +318,12 @@ impl Lexer {
         let mut call = Call::new(name, args);
         call.ret = ret;
         call.thread = thread;
-        Ok((call, (self.line, name_col, cols)))
+        let span = CallSpan {
+            line: self.line,
+            col: name_col,
+            args: cols,
+        };
+        Ok((call, span))
     }
 
     fn int(&mut self) -> Result<u64, ParseError> {
@@ -445,4 +459,158 @@ fn res_label(w: &str) -> Option<ResId> {
         return None;
     }
     digits.parse().ok().map(ResId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::generate;
+    use crate::rng::Rng;
+
+    fn t() -> &'static Target {
+        Target::builtin()
+    }
+
+    const GOOD: &str = "\
+# pin then truncate
+r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT|O_DIRECT, 0x1b6)
+r1 = mmap(0x0, 0x200000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)
+pread64(r0, &r1+0x1000, 0x1000, 0x0) [t1]
+r2 = daxdiff_pipe(0x0)
+vmsplice(r2, [{&r1+0x0, 0x1000}, {&buf[0x2000], 0x2000}, {nil, 0x0}], 0x3, 0x0)
+ioctl$FS_IOC_FSSETXATTR(r0, FS_IOC_FSSETXATTR, &{FS_XFLAG_DAX, 0x0, 0x0, 0x0, 0x0, 0x0})
+daxdiff_barrier()
+
+# trailing note
+";
+
+    fn err(text: &str) -> ParseError {
+        parse(t(), text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn text_round_trips_exactly_with_comments_threads_and_every_arg_form() {
+        let prog = parse(t(), GOOD).unwrap();
+        assert_eq!(prog.to_text(), GOOD);
+        assert_eq!(prog.calls[2].thread, ThreadId::SECOND);
+        assert_eq!(
+            prog.calls[0].comments,
+            vec!["# pin then truncate".to_string()]
+        );
+        assert_eq!(
+            prog.trailer,
+            vec![String::new(), "# trailing note".to_string()]
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let prog = parse(t(), GOOD).unwrap();
+        let json = serde_json::to_string_pretty(&prog).unwrap();
+        let back: Program = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, prog);
+        assert_eq!(back.to_text(), GOOD);
+    }
+
+    #[test]
+    fn generated_programs_round_trip_through_text_and_json() {
+        for seed in 0..3000 {
+            let prog = generate(t(), &mut Rng::new(seed));
+            let text = prog.to_text();
+            let back = parse(t(), &text).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+            assert_eq!(back, prog, "seed {seed}");
+            assert_eq!(back.to_text(), text, "seed {seed}");
+            let json: Program =
+                serde_json::from_str(&serde_json::to_string(&prog).unwrap()).unwrap();
+            assert_eq!(json, prog, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn fixed_values_must_match() {
+        let e = err("r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR, 0x0)\n");
+        assert_eq!((e.line, e.col), (1, 46));
+        assert!(e.msg.contains("mode is fixed to 0x1b6"), "{e}");
+    }
+
+    #[test]
+    fn unknown_call_is_reported_at_its_name() {
+        let e = err("r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\n  frobnicate(r0)\n");
+        assert_eq!((e.line, e.col), (2, 3));
+        assert!(e.msg.contains("unknown call frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn wrong_arity_is_reported() {
+        let e = err("daxdiff_sleep(0x1, 0x2)\n");
+        assert_eq!((e.line, e.col), (1, 1));
+        assert!(e.msg.contains("takes 1 arguments, found 2"), "{e}");
+    }
+
+    #[test]
+    fn undefined_resource_is_reported_at_the_argument() {
+        let e = err("daxdiff_sleep(0x1)\nftruncate(r7, 0x1000)\n");
+        assert_eq!((e.line, e.col), (2, 11));
+        assert!(
+            e.msg.contains("r7 is not produced by an earlier call"),
+            "{e}"
+        );
+        // Use before definition is the same mistake.
+        let e = err("close(r0)\nr0 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\n");
+        assert_eq!((e.line, e.col), (1, 7));
+    }
+
+    #[test]
+    fn bad_flag_name_is_reported_at_the_argument() {
+        let e = err("r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_BOGUS, 0x1b6)\n");
+        assert_eq!((e.line, e.col), (1, 38));
+        assert!(
+            e.msg.contains("O_BOGUS is not in flag set open_flags"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_resource_type_is_reported() {
+        let e = err("r0 = daxdiff_pipe(0x0)\nftruncate(r0, 0x0)\n");
+        assert!(e.msg.contains("r0 is a pipe, but fd needs a fd_dax"), "{e}");
+        let e =
+            err("r0 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\nmunmap(&r0+0x0, 0x1000)\n");
+        assert!(e.msg.contains("needs a map"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let e = err("daxdiff_sleep(10)\n");
+        assert_eq!((e.line, e.col), (1, 15));
+        assert!(e.msg.contains("hex"), "{e}");
+        let e = err("daxdiff_barrier()\ndaxdiff_sleep(0x1\n");
+        assert_eq!(e.line, 2);
+        let e = err("daxdiff_barrier() [t0]\n");
+        assert!(e.msg.contains("default"), "{e}");
+        let e = err("daxdiff_barrier() [t2]\n");
+        assert!(e.msg.contains("only [t1]"), "{e}");
+        let e = err("x = daxdiff_barrier()\n");
+        assert_eq!((e.line, e.col), (1, 1));
+    }
+
+    #[test]
+    fn out_of_range_and_unsafe_paths_are_rejected() {
+        assert!(err("daxdiff_sleep(0x3e8)\n").msg.contains("outside"));
+        let e = err("r0 = openat$ext4(AT_FDCWD, &\"../etc/passwd\", O_RDWR, 0x1b6)\n");
+        assert!(e.msg.contains("must be relative"), "{e}");
+        assert!(
+            err("r0 = daxdiff_pipe(0x0)\nread$pipe(r0, &buf[0x40000000], 0x1)\n")
+                .msg
+                .contains("16 MiB")
+        );
+    }
+
+    #[test]
+    fn labels_must_be_unique_and_only_on_resource_calls() {
+        let e = err("r0 = daxdiff_pipe(0x0)\nr0 = daxdiff_pipe(0x0)\n");
+        assert!(e.msg.contains("produced twice"), "{e}");
+        let e = err("r0 = daxdiff_barrier()\n");
+        assert!(e.msg.contains("produces no resource"), "{e}");
+    }
 }

@@ -197,11 +197,11 @@ impl<'a> Gen<'a> {
     /// Generate call `name` with fresh arguments and push it (after its producers).
     pub(crate) fn call(&mut self, name: &str, depth: u32) -> Option<ResId> {
         let desc = self.target.call(name)?.clone();
-        let mut lens = vec![None; desc.params.len()];
+        let mut lens = Vec::with_capacity(desc.params.len());
         let mut args = Vec::with_capacity(desc.params.len());
         for i in 0..desc.params.len() {
             let (arg, len) = self.arg(&desc, i, &args, depth);
-            lens[i] = len;
+            lens.push(len);
             args.push(arg);
         }
         for (i, p) in desc.params.iter().enumerate() {
@@ -500,7 +500,7 @@ impl<'a> Gen<'a> {
         let len = self.st.map(map).map(|m| m.len).unwrap_or(0);
         let mut offset =
             self.rng
-                .weighted_pick(&[(0u64, 60), (0x1000, 20), (len / 2 & !0xfff, 20)]);
+                .weighted_pick(&[(0u64, 60), (0x1000, 20), ((len / 2) & !0xfff, 20)]);
         if offset >= len {
             offset = 0;
         }
@@ -541,13 +541,95 @@ impl<'a> Gen<'a> {
                 let len = self.st.map(m).map(|x| x.len).unwrap_or(0);
                 let offset = if len > 0x1000 && self.rng.percent(20) {
                     self.rng
-                        .weighted_pick(&[(0x1000u64, 50), (len / 2 & !0xfff, 50)])
+                        .weighted_pick(&[(0x1000u64, 50), ((len / 2) & !0xfff, 50)])
                 } else {
                     0
                 };
                 BufRef::Map { map: m, offset }
             }
             None => BufRef::Nil,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{generation_stats, pins_dax_page};
+    use crate::validate::validate;
+
+    #[test]
+    fn same_seed_same_program_other_seed_other_program() {
+        let t = Target::builtin();
+        let a = generate(t, &mut Rng::new(1234));
+        let b = generate(t, &mut Rng::new(1234));
+        let c = generate(t, &mut Rng::new(1235));
+        assert_eq!(a.to_text(), b.to_text());
+        assert_ne!(a.to_text(), c.to_text());
+    }
+
+    #[test]
+    fn generated_programs_are_valid_and_bounded() {
+        let t = Target::builtin();
+        for seed in 0..3000 {
+            let p = generate(t, &mut Rng::new(seed));
+            if let Err(e) = validate(t, &p) {
+                panic!("seed {seed}: {e}\n{p}");
+            }
+            assert!((1..=MAX_CALLS).contains(&p.calls.len()), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn at_least_half_of_generated_programs_pin_a_dax_page() {
+        let s = generation_stats(Target::builtin(), 2000, 99);
+        assert!(s.pin_share() >= 0.5, "pin share {:.2}", s.pin_share());
+        assert!(
+            s.pin_then_disrupt * 3 >= s.programs,
+            "too few disruptions after a pin: {s:?}"
+        );
+        assert!(s.concurrent * 5 >= s.programs, "too few races: {s:?}");
+    }
+
+    #[test]
+    fn chains_build_resources_in_order() {
+        // The first pin of a program comes after an open and an mmap of a DAX file.
+        let t = Target::builtin();
+        for seed in 0..200 {
+            let p = generate(t, &mut Rng::new(seed));
+            let st = State::at(t, &p, p.calls.len());
+            let Some(&pin) = st.pins.first() else {
+                continue;
+            };
+            let before = &p.calls[..pin];
+            assert!(
+                before.iter().any(|c| c.base_name() == "mmap"),
+                "seed {seed}:\n{p}"
+            );
+            assert!(before
+                .iter()
+                .any(|c| c.name.starts_with("open") || c.name.starts_with("creat")));
+            assert!(pins_dax_page(t, &p));
+        }
+    }
+
+    #[test]
+    fn generation_reaches_every_stage_table_call() {
+        let t = Target::builtin();
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..3000 {
+            for c in generate(t, &mut Rng::new(seed)).calls {
+                seen.insert(c.name);
+            }
+        }
+        for table in [OPEN, SIZE, MAP, PIN, DISRUPT] {
+            for (name, _) in table {
+                assert!(
+                    t.call(name).is_some(),
+                    "{name} in a stage table is not described"
+                );
+                assert!(seen.contains(*name), "{name} never generated");
+            }
         }
     }
 }

@@ -87,10 +87,10 @@ fn remove(p: &mut Program, rng: &mut Rng) -> bool {
     let mut gone: Vec<ResId> = p.calls[i].ret.into_iter().collect();
     let mut keep = vec![true; p.calls.len()];
     keep[i] = false;
-    for j in i + 1..p.calls.len() {
-        if p.calls[j].uses().iter().any(|r| gone.contains(r)) {
-            keep[j] = false;
-            gone.extend(p.calls[j].ret);
+    for (call, kept) in p.calls.iter().zip(keep.iter_mut()).skip(i + 1) {
+        if call.uses().iter().any(|r| gone.contains(r)) {
+            *kept = false;
+            gone.extend(call.ret);
         }
     }
     let mut k = keep.into_iter();
@@ -205,4 +205,107 @@ fn toggle_thread(p: &mut Program, rng: &mut Rng) -> bool {
         ThreadId::MAIN
     };
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::generate;
+
+    #[test]
+    fn mutations_keep_programs_valid_and_change_them() {
+        let t = Target::builtin();
+        let mut rng = Rng::new(5);
+        let mut seen = std::collections::HashSet::new();
+        let mut prog = generate(t, &mut rng);
+        for i in 0..5000 {
+            let other = generate(t, &mut Rng::new(10_000 + i));
+            let (next, kind) = mutate(t, &prog, Some(&other), &mut rng);
+            if let Err(e) = validate(t, &next) {
+                panic!("{kind:?} made an invalid program: {e}\nbefore:\n{prog}\nafter:\n{next}");
+            }
+            assert_ne!(next, prog, "{kind:?} changed nothing");
+            assert!(next.calls.len() <= MAX_CALLS);
+            let text = next.to_text();
+            assert_eq!(crate::parse(t, &text).unwrap(), next);
+            seen.insert(kind);
+            // Restart now and then so both short and long programs get mutated.
+            prog = if i % 50 == 49 {
+                generate(t, &mut rng)
+            } else {
+                next
+            };
+        }
+        assert_eq!(seen.len(), 5, "not every mutation ran: {seen:?}");
+    }
+
+    #[test]
+    fn mutation_is_deterministic_for_a_seed() {
+        let t = Target::builtin();
+        let base = generate(t, &mut Rng::new(77));
+        let other = generate(t, &mut Rng::new(78));
+        let run = |seed| {
+            let mut rng = Rng::new(seed);
+            let mut p = base.clone();
+            for _ in 0..50 {
+                p = mutate(t, &p, Some(&other), &mut rng).0;
+            }
+            p.to_text()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn remove_takes_dependents_with_it() {
+        let t = Target::builtin();
+        let text = "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\nr1 = mmap(0x0, 0x1000, PROT_READ, MAP_SHARED, r0, 0x0)\nmunmap(&r1+0x0, 0x1000)\ndaxdiff_barrier()\n";
+        let prog = crate::parse(t, text).unwrap();
+        // Find a seed whose removal hits the open: everything but the barrier goes.
+        for seed in 0..200 {
+            let mut p = prog.clone();
+            let mut rng = Rng::new(seed);
+            remove(&mut p, &mut rng);
+            if !p.calls.iter().any(|c| c.name == "openat$ext4") {
+                assert_eq!(p.to_text(), "daxdiff_barrier()\n");
+                return;
+            }
+        }
+        panic!("no seed removed the open");
+    }
+
+    #[test]
+    fn splice_is_a_prefix_of_one_program_then_all_of_the_other() {
+        let t = Target::builtin();
+        let a = generate(t, &mut Rng::new(1));
+        let b = generate(t, &mut Rng::new(2));
+        let mut p = a.clone();
+        assert!(splice(&mut p, &b, &mut Rng::new(3)));
+        p.renumber();
+        validate(t, &p).unwrap();
+        let cut = p.calls.len() - b.calls.len();
+        assert!(cut <= a.calls.len());
+        let names =
+            |calls: &[crate::Call]| calls.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&p.calls[..cut]), names(&a.calls[..cut]));
+        assert_eq!(names(&p.calls[cut..]), names(&b.calls));
+        // Relabelled but structurally the same: renumbering the tail alone gives b back.
+        let mut tail = Program {
+            calls: p.calls[cut..].to_vec(),
+            trailer: vec![],
+        };
+        tail.renumber();
+        assert_eq!(tail.to_text(), b.to_text());
+    }
+
+    #[test]
+    fn toggle_moves_a_call_between_threads() {
+        let t = Target::builtin();
+        let p0 = crate::parse(t, "daxdiff_barrier()\n").unwrap();
+        let mut p = p0.clone();
+        toggle_thread(&mut p, &mut Rng::new(0));
+        assert_eq!(p.to_text(), "daxdiff_barrier() [t1]\n");
+        toggle_thread(&mut p, &mut Rng::new(0));
+        assert_eq!(p, p0);
+    }
 }

@@ -178,6 +178,7 @@ impl Apt {
             "-oAPT::Install-Recommends=false".into(),
             "-oDebug::NoLocking=true".into(),
             "-oAcquire::Retries=3".into(),
+            "-oAPT::Sandbox::User=root".into(),
         ]
     }
 

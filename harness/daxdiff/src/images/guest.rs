@@ -23,6 +23,8 @@ pub const INIT: &str = include_str!("../../../../vm-images/guest/init.sh");
 pub struct Recipe {
     pub packages: Vec<String>,
     #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
     pub strip: Vec<String>,
     pub modules: Vec<String>,
     #[serde(default)]
@@ -32,6 +34,13 @@ pub struct Recipe {
 impl Recipe {
     pub fn builtin() -> Recipe {
         toml::from_str(RECIPE).expect("the shipped recipe parses (tested)")
+    }
+
+    pub fn excludes(&self, package: &str) -> bool {
+        self.exclude.iter().any(|e| match e.strip_suffix('*') {
+            Some(prefix) => package.starts_with(prefix),
+            None => package == e,
+        })
     }
 }
 
@@ -110,7 +119,7 @@ impl GuestBuilder {
         let apt = Apt::open(&self.cache.join("apt/userspace"), Suites::HostRelease)?;
         apt.update(false)?;
         let names: Vec<&str> = self.recipe.packages.iter().map(String::as_str).collect();
-        let pkgs = apt.closure(&names)?;
+        let pkgs: Vec<Package> = apt.closure(&names)?.into_iter().filter(|p| !self.recipe.excludes(&p.name)).collect();
         let mut key = KeyBuilder::default().part("recipe", RECIPE);
         for p in &pkgs {
             key = key.part(&p.name, &p.version);
@@ -437,6 +446,8 @@ mod tests {
             assert!(r.packages.iter().any(|x| x == p), "{p}");
         }
         assert!(INIT.contains("daxdiff-init: $*"), "markers the controller reads");
+        assert!(r.excludes("perl-base") && r.excludes("python3.11-minimal") && r.excludes("libicu72"));
+        assert!(!r.excludes("libc6") && !r.excludes("e2fsprogs") && !r.excludes("python"));
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Vm {
             // Sparse and fresh every boot: blank labels, no state carried between boots.
             let p = run_dir.join(format!("nvdimm{i}.img"));
             let f = fs::File::create(&p).with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
-            f.set_len(n.size)?;
+            f.set_len(n.backend_size())?;
             nvdimm_files.push(p);
         }
         let files = BootFiles {

@@ -41,6 +41,13 @@ pub struct Nvdimm {
     pub role: Role,
 }
 
+impl Nvdimm {
+    /// Bytes of the backing file: the pmem the guest sees plus the label area.
+    pub fn backend_size(&self) -> u64 {
+        self.size + self.label_size
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
@@ -129,7 +136,8 @@ impl MachineProfile {
     /// The QEMU argument vector (program not included).
     pub fn qemu_args(&self, files: &BootFiles) -> Vec<String> {
         assert_eq!(files.nvdimm_files.len(), self.nvdimms.len(), "one backing file per NVDIMM");
-        let dimm_total: u64 = self.nvdimms.iter().map(|n| n.size).sum();
+        // Room for every DIMM rounded up to 1 GiB, plus 1 GiB of slack for QEMU's placement.
+        let dimm_total: u64 = self.nvdimms.iter().map(|n| n.backend_size().div_ceil(GIB) * GIB).sum::<u64>() + GIB;
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"]);
@@ -139,16 +147,18 @@ impl MachineProfile {
             // The default TCG CPU model lacks what crc32c needs; ext4/xfs mounts then fail.
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
         }
-        let mem = format!(
-            "{}M,slots={},maxmem={}M",
-            self.memory / MIB,
-            self.nvdimms.len().max(1),
-            (self.memory + dimm_total) / MIB
-        );
+        let mem = if self.nvdimms.is_empty() {
+            format!("{}M", self.memory / MIB)
+        } else {
+            format!("{}M,slots={},maxmem={}M", self.memory / MIB, self.nvdimms.len(), (self.memory + dimm_total) / MIB)
+        };
         let smp = self.cpus.to_string();
         push(&["-m", &mem, "-smp", &smp]);
         for (i, (n, f)) in self.nvdimms.iter().zip(&files.nvdimm_files).enumerate() {
-            let obj = format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}M", f.display(), n.size / MIB);
+            // QEMU keeps the label area at the end of the backend and maps the rest as pmem:
+            // sizing the backend as pmem + labels keeps every DIMM's region 1 GiB aligned
+            // (a region left misaligned makes namespace creation fail in the guest).
+            let obj = format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}", f.display(), n.backend_size());
             let dev = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i},label-size={}K", n.label_size / 1024);
             push(&["-object", &obj, "-device", &dev]);
         }
@@ -184,11 +194,15 @@ pub fn shell_quote(w: &str) -> String {
 
 /// QEMU's x86 system emulator: `$DAXDIFF_QEMU` or `qemu-system-x86_64` on PATH.
 pub fn find_qemu() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("DAXDIFF_QEMU") {
-        return Ok(PathBuf::from(p));
+    find_qemu_in(std::env::var_os("DAXDIFF_QEMU").map(PathBuf::from), &std::env::var("PATH").unwrap_or_default())
+}
+
+/// Looks for QEMU in an explicit override, else in the directories of `path`.
+pub fn find_qemu_in(explicit: Option<PathBuf>, path: &str) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if is_executable(&p) { Ok(p) } else { Err(format!("DAXDIFF_QEMU={} is not an executable file", p.display())) };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    for dir in std::env::split_paths(path) {
         let p = dir.join("qemu-system-x86_64");
         if is_executable(&p) {
             return Ok(p);
@@ -231,9 +245,12 @@ mod tests {
         let devs = after(&args, "-device");
         assert_eq!(devs.iter().filter(|d| d.starts_with("nvdimm,") && d.contains("label-size=128K")).count(), 3);
         let objs = after(&args, "-object");
-        assert!(objs[1].contains("mem-path=/r/nv1") && objs[1].contains("size=1024M") && objs[1].contains("share=on"));
+        assert!(objs[1].contains("mem-path=/r/nv1") && objs[1].contains("share=on"));
+        // 1 GiB of pmem plus the 128 KiB label area.
+        assert!(objs[1].ends_with(&format!("size={}", GIB + 128 * 1024)), "{}", objs[1]);
         // maxmem covers RAM and every NVDIMM, with a slot for each.
-        assert_eq!(after(&args, "-m"), ["2048M,slots=3,maxmem=5120M"]);
+        let maxmem = (2 * GIB + 3 * 2 * GIB + GIB) / MIB;
+        assert_eq!(after(&args, "-m"), [format!("2048M,slots=3,maxmem={maxmem}M")]);
     }
 
     #[test]

@@ -53,7 +53,12 @@ impl RunEnv {
             chardev: d.chardev.trim_start_matches("/dev/").to_string(),
             align: d.align,
         });
-        RunEnv { ext4: fs(Role::Ext4), xfs: fs(Role::Xfs), devdax, dev_dir: PathBuf::from("/dev") }
+        RunEnv {
+            ext4: fs(Role::Ext4),
+            xfs: fs(Role::Xfs),
+            devdax,
+            dev_dir: PathBuf::from("/dev"),
+        }
     }
 
     /// Plain directories standing in for the DAX mounts (host tests: tmpfs, no remount).
@@ -64,7 +69,12 @@ impl RunEnv {
             fstype: t.to_string(),
             mount_data: String::new(),
         };
-        RunEnv { ext4: Some(fs(ext4, "ext4")), xfs: Some(fs(xfs, "xfs")), devdax: None, dev_dir: PathBuf::from("/dev") }
+        RunEnv {
+            ext4: Some(fs(ext4, "ext4")),
+            xfs: Some(fs(xfs, "xfs")),
+            devdax: None,
+            dev_dir: PathBuf::from("/dev"),
+        }
     }
 
     pub fn fs(&self, target: FileTarget) -> Option<&FsTarget> {
@@ -90,7 +100,10 @@ pub struct ProgDirs {
 impl ProgDirs {
     pub fn new(env: &RunEnv, seq: u64) -> ProgDirs {
         let dir = |f: &Option<FsTarget>| f.as_ref().map(|f| f.mountpoint.join(format!("p{seq}")));
-        ProgDirs { ext4: dir(&env.ext4), xfs: dir(&env.xfs) }
+        ProgDirs {
+            ext4: dir(&env.ext4),
+            xfs: dir(&env.xfs),
+        }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &PathBuf> {
@@ -101,7 +114,12 @@ impl ProgDirs {
 /// Where a program's file name points: its directory on the call's filesystem, or the
 /// device directory for devdax. Device names are mapped onto the real device, since the
 /// descriptions name it generically (`dax0.0`) and the guest's numbering varies.
-pub fn resolve_path(env: &RunEnv, dirs: &ProgDirs, target: Option<FileTarget>, name: &str) -> PathBuf {
+pub fn resolve_path(
+    env: &RunEnv,
+    dirs: &ProgDirs,
+    target: Option<FileTarget>,
+    name: &str,
+) -> PathBuf {
     match target {
         Some(FileTarget::Ext4) => match &dirs.ext4 {
             Some(d) => d.join(name),
@@ -156,8 +174,16 @@ mod tests {
         assert_eq!(xfs.blockdev.as_deref(), Some("/dev/pmem1"));
         let dirs = ProgDirs::new(&env, 7);
         assert_eq!(dirs.xfs.as_deref(), Some(Path::new("/mnt/xfs/p7")));
-        assert_eq!(resolve_path(&env, &dirs, Some(FileTarget::Xfs), "file1"), Path::new("/mnt/xfs/p7/file1"));
-        assert_eq!(resolve_path(&env, &dirs, Some(FileTarget::Devdax), "dax0.0"), Path::new("/dev/dax2.0"));
-        assert!(resolve_path(&env, &dirs, Some(FileTarget::Ext4), "file0").starts_with("/nonexistent"));
+        assert_eq!(
+            resolve_path(&env, &dirs, Some(FileTarget::Xfs), "file1"),
+            Path::new("/mnt/xfs/p7/file1")
+        );
+        assert_eq!(
+            resolve_path(&env, &dirs, Some(FileTarget::Devdax), "dax0.0"),
+            Path::new("/dev/dax2.0")
+        );
+        assert!(
+            resolve_path(&env, &dirs, Some(FileTarget::Ext4), "file0").starts_with("/nonexistent")
+        );
     }
 }

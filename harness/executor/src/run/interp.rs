@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use daxdiff_prog::target::{Dir, PipeEnd};
 use daxdiff_prog::wire::{errno_name, CallResult};
-use daxdiff_prog::{Arg, BufRef, CallDesc, CallKind, ParamType, Program, ResId, ResourceKind, Target, ThreadId};
+use daxdiff_prog::{
+    Arg, BufRef, CallDesc, CallKind, ParamType, Program, ResId, ResourceKind, Target, ThreadId,
+};
 
 use super::env::{resolve_path, ProgDirs, RunEnv};
 use super::memory::{checksum, copy_user, Scratch};
@@ -44,9 +46,15 @@ impl Sink for VecSink {
 pub(super) enum ResVal {
     Fd(i32),
     Map(u64),
-    Ring { fd: i32, ring: Arc<Mutex<Ring>> },
+    Ring {
+        fd: i32,
+        ring: Arc<Mutex<Ring>>,
+    },
     RegBufs(i64),
-    Pipe { r: i32, w: i32 },
+    Pipe {
+        r: i32,
+        w: i32,
+    },
     Pid(i32),
     Child(i32),
     /// The producing call failed; users get the kind's "invalid" value.
@@ -59,7 +67,9 @@ impl ResVal {
             ResVal::Fd(fd) | ResVal::Ring { fd, .. } => *fd as i64 as u64,
             ResVal::Map(a) => *a,
             ResVal::RegBufs(v) => *v as u64,
-            ResVal::Pipe { r, w } => (if end == Some(PipeEnd::Write) { *w } else { *r }) as i64 as u64,
+            ResVal::Pipe { r, w } => {
+                (if end == Some(PipeEnd::Write) { *w } else { *r }) as i64 as u64
+            }
             ResVal::Pid(p) | ResVal::Child(p) => *p as i64 as u64,
             ResVal::Failed => match kind {
                 ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => u64::MAX,
@@ -101,11 +111,23 @@ pub(super) struct Done {
 impl Done {
     pub fn from_rc(rc: i64, duration: Duration) -> Done {
         let errno = (rc == -1).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-        Done { ret: rc, errno, checksum: None, produced: None, duration }
+        Done {
+            ret: rc,
+            errno,
+            checksum: None,
+            produced: None,
+            duration,
+        }
     }
 
     pub fn errno(errno: i32) -> Done {
-        Done { ret: -1, errno: Some(errno), checksum: None, produced: None, duration: Duration::ZERO }
+        Done {
+            ret: -1,
+            errno: Some(errno),
+            checksum: None,
+            produced: None,
+            duration: Duration::ZERO,
+        }
     }
 }
 
@@ -127,7 +149,13 @@ pub struct Interp<'a> {
 }
 
 impl<'a> Interp<'a> {
-    pub fn new(target: &'static Target, prog: &'a Program, env: &'a RunEnv, dirs: &'a ProgDirs, sink: &'a dyn Sink) -> Interp<'a> {
+    pub fn new(
+        target: &'static Target,
+        prog: &'a Program,
+        env: &'a RunEnv,
+        dirs: &'a ProgDirs,
+        sink: &'a dyn Sink,
+    ) -> Interp<'a> {
         Interp {
             target,
             prog,
@@ -189,7 +217,7 @@ impl<'a> Interp<'a> {
                 let m = self.marshal(idx, desc, &call.args);
                 match desc.kind {
                     CallKind::Syscall { nr } => self.syscall(desc, nr, &m),
-                    CallKind::Pseudo(p) => self.pseudo(idx, desc, p, &m),
+                    CallKind::Pseudo(p) => self.pseudo(idx, p, &m),
                 }
             }
             None => Done::errno(libc::ENOSYS),
@@ -248,7 +276,11 @@ impl<'a> Interp<'a> {
 
     fn buf_addr(&self, b: &BufRef, seed: u8) -> (u64, bool) {
         match b {
-            BufRef::Map { map, offset } => (self.res_value(*map, ResourceKind::Map, None).wrapping_add(*offset), false),
+            BufRef::Map { map, offset } => (
+                self.res_value(*map, ResourceKind::Map, None)
+                    .wrapping_add(*offset),
+                false,
+            ),
             BufRef::Scratch { size } => (self.alloc(*size as usize, seed, None), true),
             BufRef::Nil => (0, false),
         }
@@ -263,7 +295,9 @@ impl<'a> Interp<'a> {
             let v = match (ty, arg) {
                 (_, Arg::Int(v)) => *v,
                 (_, Arg::Flags(names)) => self.target.flags_value(names).unwrap_or(0),
-                (Some(ParamType::Resource { kind, pipe_end, .. }), Arg::Res(r)) => self.res_value(*r, *kind, *pipe_end),
+                (Some(ParamType::Resource { kind, pipe_end, .. }), Arg::Res(r)) => {
+                    self.res_value(*r, *kind, *pipe_end)
+                }
                 (_, Arg::Res(r)) => self.res_value(*r, ResourceKind::Map, None),
                 (_, Arg::Path(name)) => {
                     let p = resolve_path(self.env, self.dirs, desc.file_target, name);
@@ -275,7 +309,11 @@ impl<'a> Interp<'a> {
                     let (addr, _) = self.buf_addr(b, seed);
                     if let Some(ParamType::Buffer { dir }) = ty {
                         let len = buf_len(b, desc, args, i);
-                        bufs.push(BufSeen { dir: *dir, addr, len });
+                        bufs.push(BufSeen {
+                            dir: *dir,
+                            addr,
+                            len,
+                        });
                     }
                     addr
                 }
@@ -287,7 +325,11 @@ impl<'a> Interp<'a> {
                     let mut bytes = Vec::with_capacity(iovs.len() * 16);
                     for iov in iovs {
                         let (addr, _) = self.buf_addr(&iov.base, seed);
-                        bufs.push(BufSeen { dir, addr, len: iov.len as usize });
+                        bufs.push(BufSeen {
+                            dir,
+                            addr,
+                            len: iov.len as usize,
+                        });
                         bytes.extend_from_slice(&addr.to_le_bytes());
                         bytes.extend_from_slice(&iov.len.to_le_bytes());
                     }
@@ -327,12 +369,19 @@ impl<'a> Interp<'a> {
             ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => ResVal::Fd(rc as i32),
         });
         if desc.ret_kind == Some(ResourceKind::Map) {
-            let param = |name: &str| desc.params.iter().position(|p| p.name == name).map(|i| m.arg(i));
+            let param = |name: &str| {
+                desc.params
+                    .iter()
+                    .position(|p| p.name == name)
+                    .map(|i| m.arg(i))
+            };
             let populated = param("flags").is_some_and(|f| f & MAP_POPULATE != 0);
             let readable = param("prot").is_some_and(|p| p & PROT_READ != 0);
             let len = param("len").or_else(|| param("new_len")).unwrap_or(0) as usize;
             if populated && readable && len > 0 {
-                done.checksum = copy_user(rc as u64, len.min(MAP_CHECKSUM_BYTES)).ok().map(|b| checksum(&b));
+                done.checksum = copy_user(rc as u64, len.min(MAP_CHECKSUM_BYTES))
+                    .ok()
+                    .map(|b| checksum(&b));
             }
         }
         done
@@ -362,7 +411,11 @@ pub(super) fn seen_checksum(bufs: &[BufSeen], dir: Dir, ret: i64) -> Option<u64>
     if outs.is_empty() || ret < 0 {
         return None;
     }
-    let mut left = if ret > 0 { ret as usize } else { outs.iter().map(|b| b.len).sum() };
+    let mut left = if ret > 0 {
+        ret as usize
+    } else {
+        outs.iter().map(|b| b.len).sum()
+    };
     let mut seen = Vec::new();
     for b in outs {
         if left == 0 {

@@ -44,7 +44,11 @@ impl Scratch {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let s = Scratch { ptr: p.cast(), len, map_len };
+        let s = Scratch {
+            ptr: p.cast(),
+            len,
+            map_len,
+        };
         // SAFETY: map_len bytes are mapped writable.
         let bytes = unsafe { std::slice::from_raw_parts_mut(s.ptr, map_len) };
         for (i, b) in bytes.iter_mut().enumerate() {
@@ -91,7 +95,13 @@ pub fn copy_user(addr: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut done = 0usize;
         while done < len {
             // SAFETY: the kernel validates the source range; we never dereference it.
-            let n = unsafe { libc::write(fd, (addr as usize + done) as *const libc::c_void, len - done) };
+            let n = unsafe {
+                libc::write(
+                    fd,
+                    (addr as usize + done) as *const libc::c_void,
+                    len - done,
+                )
+            };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -142,11 +152,26 @@ mod tests {
         assert_eq!(copy_user(s.addr(), 8192).unwrap(), s.bytes());
         // A file mapping past EOF would SIGBUS on a direct read.
         let path = format!("/dev/shm/daxdiff-copy-{}", std::process::id());
-        let f = std::fs::File::create(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         f.set_len(4096).unwrap();
         use std::os::unix::io::AsRawFd;
         // SAFETY: test mapping of a file we own.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
         assert_ne!(p, libc::MAP_FAILED);
         let r = copy_user(p as u64 + 4096, 4096);
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EFAULT));

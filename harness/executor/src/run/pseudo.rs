@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use daxdiff_prog::target::{Dir, Pseudo};
-use daxdiff_prog::CallDesc;
 
 use super::interp::{seen_checksum, BufSeen, Done, Interp, Marshaled, ResVal};
 
@@ -64,23 +63,49 @@ fn io_done(r: std::io::Result<()>, start: Instant) -> Done {
 }
 
 impl Interp<'_> {
-    pub(super) fn pseudo(&self, idx: usize, desc: &CallDesc, p: Pseudo, m: &Marshaled) -> Done {
+    pub(super) fn pseudo(&self, idx: usize, p: Pseudo, m: &Marshaled) -> Done {
         let args = &self.prog.calls[idx].args;
         let start = Instant::now();
         match p {
             Pseudo::Evict => self.evict(m.arg(0), start),
             Pseudo::DevdaxDisable | Pseudo::DevdaxEnable => {
-                let Some(dd) = &self.env.devdax else { return Done::errno(libc::ENODEV) };
-                let verb = if p == Pseudo::DevdaxDisable { "disable-device" } else { "enable-device" };
+                let Some(dd) = &self.env.devdax else {
+                    return Done::errno(libc::ENODEV);
+                };
+                let verb = if p == Pseudo::DevdaxDisable {
+                    "disable-device"
+                } else {
+                    "enable-device"
+                };
                 admin("daxctl", &[verb, &dd.chardev])
             }
             Pseudo::NsReconfigure => {
-                let Some(dd) = &self.env.devdax else { return Done::errno(libc::ENODEV) };
+                let Some(dd) = &self.env.devdax else {
+                    return Done::errno(libc::ENODEV);
+                };
                 let align = dd.align.to_string();
                 match m.arg(0) {
-                    NS_DEVDAX => admin("ndctl", &["create-namespace", "-f", "-e", &dd.namespace, "-m", "devdax", "-a", &align]),
-                    NS_FSDAX => admin("ndctl", &["create-namespace", "-f", "-e", &dd.namespace, "-m", "fsdax"]),
-                    NS_RAW => admin("ndctl", &["create-namespace", "-f", "-e", &dd.namespace, "-m", "raw"]),
+                    NS_DEVDAX => admin(
+                        "ndctl",
+                        &[
+                            "create-namespace",
+                            "-f",
+                            "-e",
+                            &dd.namespace,
+                            "-m",
+                            "devdax",
+                            "-a",
+                            &align,
+                        ],
+                    ),
+                    NS_FSDAX => admin(
+                        "ndctl",
+                        &["create-namespace", "-f", "-e", &dd.namespace, "-m", "fsdax"],
+                    ),
+                    NS_RAW => admin(
+                        "ndctl",
+                        &["create-namespace", "-f", "-e", &dd.namespace, "-m", "raw"],
+                    ),
                     _ => Done::errno(libc::EINVAL),
                 }
             }
@@ -106,7 +131,14 @@ impl Interp<'_> {
                 Done::from_rc(0, start.elapsed())
             }
             Pseudo::Barrier => {
-                let handed: Vec<usize> = self.handed.lock().unwrap().iter().copied().filter(|&i| i < idx).collect();
+                let handed: Vec<usize> = self
+                    .handed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .filter(|&i| i < idx)
+                    .collect();
                 self.wait_done(&handed);
                 Done::from_rc(0, start.elapsed())
             }
@@ -116,7 +148,10 @@ impl Interp<'_> {
                 let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), m.arg(0) as i32) };
                 let mut d = Done::from_rc(rc as i64, start.elapsed());
                 if rc == 0 {
-                    d.produced = Some(ResVal::Pipe { r: fds[0], w: fds[1] });
+                    d.produced = Some(ResVal::Pipe {
+                        r: fds[0],
+                        w: fds[1],
+                    });
                 }
                 d
             }
@@ -125,13 +160,21 @@ impl Interp<'_> {
                     ring.leave_fd_open();
                     let fd = ring.fd();
                     let mut d = Done::from_rc(i64::from(fd), start.elapsed());
-                    d.produced = Some(ResVal::Ring { fd, ring: Arc::new(Mutex::new(ring)) });
+                    d.produced = Some(ResVal::Ring {
+                        fd,
+                        ring: Arc::new(Mutex::new(ring)),
+                    });
                     d
                 }
-                Err(e) => Done { duration: start.elapsed(), ..Done::errno(e.raw_os_error().unwrap_or(libc::EIO)) },
+                Err(e) => Done {
+                    duration: start.elapsed(),
+                    ..Done::errno(e.raw_os_error().unwrap_or(libc::EIO))
+                },
             },
             Pseudo::UringRw => {
-                let Some(ring) = self.ring_of(&args[0]) else { return Done::errno(libc::EBADF) };
+                let Some(ring) = self.ring_of(&args[0]) else {
+                    return Done::errno(libc::EBADF);
+                };
                 let op = m.arg(1) as u8;
                 let sqe = Sqe {
                     opcode: op,
@@ -149,17 +192,34 @@ impl Interp<'_> {
                 d
             }
             Pseudo::UringUpdateBuffers => {
-                let Some(ring) = self.ring_of(&args[0]) else { return Done::errno(libc::EBADF) };
+                let Some(ring) = self.ring_of(&args[0]) else {
+                    return Done::errno(libc::EBADF);
+                };
                 let fd = ring.lock().unwrap().fd();
-                let upd = RsrcUpdate2 { offset: m.arg(2) as u32, data: m.arg(3), nr: m.arg(4) as u32, ..Default::default() };
-                let r = Ring::register(fd, IORING_REGISTER_BUFFERS_UPDATE, &upd as *const RsrcUpdate2 as u64, std::mem::size_of::<RsrcUpdate2>() as u32);
+                let upd = RsrcUpdate2 {
+                    offset: m.arg(2) as u32,
+                    data: m.arg(3),
+                    nr: m.arg(4) as u32,
+                    ..Default::default()
+                };
+                let r = Ring::register(
+                    fd,
+                    IORING_REGISTER_BUFFERS_UPDATE,
+                    &upd as *const RsrcUpdate2 as u64,
+                    std::mem::size_of::<RsrcUpdate2>() as u32,
+                );
                 match r {
                     Ok(v) => Done::from_rc(v, start.elapsed()),
-                    Err(e) => Done { duration: start.elapsed(), ..Done::errno(e) },
+                    Err(e) => Done {
+                        duration: start.elapsed(),
+                        ..Done::errno(e)
+                    },
                 }
             }
             Pseudo::UringRwFixed => {
-                let Some(ring) = self.ring_of(&args[0]) else { return Done::errno(libc::EBADF) };
+                let Some(ring) = self.ring_of(&args[0]) else {
+                    return Done::errno(libc::EBADF);
+                };
                 let op = m.arg(2) as u8;
                 let sqe = Sqe {
                     opcode: op,
@@ -172,7 +232,11 @@ impl Interp<'_> {
                 };
                 let mut d = submit(&ring, sqe, start);
                 if is_read_op(op) && d.ret > 0 {
-                    let seen = [BufSeen { dir: Dir::Out, addr: sqe.addr, len: d.ret as usize }];
+                    let seen = [BufSeen {
+                        dir: Dir::Out,
+                        addr: sqe.addr,
+                        len: d.ret as usize,
+                    }];
                     d.checksum = seen_checksum(&seen, Dir::Out, d.ret);
                 }
                 d
@@ -182,10 +246,15 @@ impl Interp<'_> {
 
     fn evict(&self, mode: u64, start: Instant) -> Done {
         let remount = |fs: Option<&super::env::FsTarget>| {
-            let Some(fs) = fs else { return Done::errno(libc::ENODEV) };
-            let Some(dev) = &fs.blockdev else { return Done::errno(libc::ENOTBLK) };
+            let Some(fs) = fs else {
+                return Done::errno(libc::ENODEV);
+            };
+            let Some(dev) = &fs.blockdev else {
+                return Done::errno(libc::ENOTBLK);
+            };
             let mp = fs.mountpoint.to_string_lossy();
-            let r = mounts::umount(&mp).and_then(|()| mounts::mount(dev, &mp, &fs.fstype, &fs.mount_data));
+            let r = mounts::umount(&mp)
+                .and_then(|()| mounts::mount(dev, &mp, &fs.fstype, &fs.mount_data));
             io_done(r, start)
         };
         match mode {
@@ -251,8 +320,13 @@ fn submit(ring: &Mutex<Ring>, sqe: Sqe, start: Instant) -> Done {
     let duration = start.elapsed();
     match r {
         Ok(res) if res >= 0 => Done::from_rc(i64::from(res), duration),
-        Ok(res) => Done { duration, ..Done::errno(-res) },
-        Err(e) => Done { duration, ..Done::errno(e.raw_os_error().unwrap_or(libc::EIO)) },
+        Ok(res) => Done {
+            duration,
+            ..Done::errno(-res)
+        },
+        Err(e) => Done {
+            duration,
+            ..Done::errno(e.raw_os_error().unwrap_or(libc::EIO))
+        },
     }
 }
-

@@ -6,9 +6,13 @@ use std::fs;
 /// Pids whose process group is `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return pids };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return pids;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
             if stat_field(&stat, 5).and_then(|f| f.parse::<i32>().ok()) == Some(pgid) {
                 pids.push(pid);
@@ -34,7 +38,11 @@ pub fn dump_group(pgid: i32) -> String {
     let mut out = String::new();
     for pid in group_members(pgid) {
         let tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut tids = tids;
         tids.sort_unstable();
@@ -46,7 +54,9 @@ pub fn dump_group(pgid: i32) -> String {
             let stack = fs::read_to_string(format!("{base}/stack"))
                 .unwrap_or_else(|e| format!("(stack unreadable: {e})\n"));
             let wchan = fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
-            out.push_str(&format!("== pid {pid} tid {tid} ({comm}) state {state} wchan {wchan}\n{stack}"));
+            out.push_str(&format!(
+                "== pid {pid} tid {tid} ({comm}) state {state} wchan {wchan}\n{stack}"
+            ));
             if !out.ends_with('\n') {
                 out.push('\n');
             }
@@ -58,6 +68,7 @@ pub fn dump_group(pgid: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn stat_fields_survive_spaces_in_names() {
@@ -70,12 +81,19 @@ mod tests {
 
     #[test]
     fn dumps_a_sleeping_group() {
-        let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let pgid = child.id() as i32;
         std::thread::sleep(std::time::Duration::from_millis(100));
         let dump = dump_group(pgid);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(dump.contains(&format!("== pid {pgid} tid {pgid} (sleep) state S")), "{dump}");
+        assert!(
+            dump.contains(&format!("== pid {pgid} tid {pgid} (sleep) state S")),
+            "{dump}"
+        );
     }
 }

@@ -157,12 +157,33 @@ impl Ring {
         let fd = fd as i32;
         let result = (|| {
             let sq_len = p.sq_off.array as usize + p.sq_entries as usize * 4;
-            let cq_len = p.cq_off.cqes as usize + p.cq_entries as usize * std::mem::size_of::<Cqe>();
+            let cq_len =
+                p.cq_off.cqes as usize + p.cq_entries as usize * std::mem::size_of::<Cqe>();
             let single = p.features & IORING_FEAT_SINGLE_MMAP != 0;
-            let sq_ring = map_ring(fd, if single { sq_len.max(cq_len) } else { sq_len }, IORING_OFF_SQ_RING)?;
-            let cq_ring = if single { None } else { Some(map_ring(fd, cq_len, IORING_OFF_CQ_RING)?) };
-            let sqes = map_ring(fd, p.sq_entries as usize * std::mem::size_of::<Sqe>(), IORING_OFF_SQES)?;
-            Ok(Ring { fd, sq_ring, cq_ring, sqes, p, next_user_data: 1, close_fd: true })
+            let sq_ring = map_ring(
+                fd,
+                if single { sq_len.max(cq_len) } else { sq_len },
+                IORING_OFF_SQ_RING,
+            )?;
+            let cq_ring = if single {
+                None
+            } else {
+                Some(map_ring(fd, cq_len, IORING_OFF_CQ_RING)?)
+            };
+            let sqes = map_ring(
+                fd,
+                p.sq_entries as usize * std::mem::size_of::<Sqe>(),
+                IORING_OFF_SQES,
+            )?;
+            Ok(Ring {
+                fd,
+                sq_ring,
+                cq_ring,
+                sqes,
+                p,
+                next_user_data: 1,
+                close_fd: true,
+            })
         })();
         if result.is_err() {
             // SAFETY: fd is ours.
@@ -199,7 +220,9 @@ impl Ring {
         sqe.user_data = user_data;
         let sq = self.sq_ring.ptr;
         let tail = self.u32_at(sq, self.p.sq_off.tail).load(Ordering::Acquire);
-        let mask = self.u32_at(sq, self.p.sq_off.ring_mask).load(Ordering::Relaxed);
+        let mask = self
+            .u32_at(sq, self.p.sq_off.ring_mask)
+            .load(Ordering::Relaxed);
         let idx = tail & mask;
         // SAFETY: idx < sq_entries; the SQE array and index array are inside their mappings.
         unsafe {
@@ -208,7 +231,8 @@ impl Ring {
                 .add(idx as usize)
                 .write(idx);
         }
-        self.u32_at(sq, self.p.sq_off.tail).store(tail.wrapping_add(1), Ordering::Release);
+        self.u32_at(sq, self.p.sq_off.tail)
+            .store(tail.wrapping_add(1), Ordering::Release);
         let mut to_submit = 1u32;
         loop {
             if let Some(res) = self.reap(user_data) {
@@ -244,7 +268,9 @@ impl Ring {
         let cq = self.cq_base();
         let head_a = self.u32_at(cq, self.p.cq_off.head);
         let tail = self.u32_at(cq, self.p.cq_off.tail).load(Ordering::Acquire);
-        let mask = self.u32_at(cq, self.p.cq_off.ring_mask).load(Ordering::Relaxed);
+        let mask = self
+            .u32_at(cq, self.p.cq_off.ring_mask)
+            .load(Ordering::Relaxed);
         let mut head = head_a.load(Ordering::Relaxed);
         let mut found = None;
         while head != tail {
@@ -317,9 +343,17 @@ mod tests {
 
     #[test]
     fn reads_and_writes_a_file_and_reports_errors() {
-        let Some(mut ring) = ring_or_skip() else { return };
+        let Some(mut ring) = ring_or_skip() else {
+            return;
+        };
         let path = format!("/dev/shm/daxdiff-uring-{}", std::process::id());
-        let mut f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"hello uring").unwrap();
         let mut buf = [0u8; 16];
         let res = ring
@@ -335,13 +369,25 @@ mod tests {
         assert_eq!(&buf[..11], b"hello uring");
         let data = *b"HELLO";
         let res = ring
-            .submit_and_wait(Sqe { opcode: IORING_OP_WRITE, fd: f.as_raw_fd(), addr: data.as_ptr() as u64, len: 5, ..Default::default() })
+            .submit_and_wait(Sqe {
+                opcode: IORING_OP_WRITE,
+                fd: f.as_raw_fd(),
+                addr: data.as_ptr() as u64,
+                len: 5,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(res, 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"HELLO uring");
         // A bad fd comes back as a negative errno in the CQE, not as a ring failure.
         let res = ring
-            .submit_and_wait(Sqe { opcode: IORING_OP_READ, fd: 9999, addr: buf.as_mut_ptr() as u64, len: 4, ..Default::default() })
+            .submit_and_wait(Sqe {
+                opcode: IORING_OP_READ,
+                fd: 9999,
+                addr: buf.as_mut_ptr() as u64,
+                len: 4,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(res, -libc::EBADF);
         std::fs::remove_file(&path).unwrap();
@@ -349,13 +395,23 @@ mod tests {
 
     #[test]
     fn fixed_buffers_register_and_read() {
-        let Some(mut ring) = ring_or_skip() else { return };
+        let Some(mut ring) = ring_or_skip() else {
+            return;
+        };
         let path = format!("/dev/shm/daxdiff-uring-fixed-{}", std::process::id());
         std::fs::write(&path, [9u8; 4096]).unwrap();
         let f = std::fs::File::open(&path).unwrap();
         let mut buf = vec![0u8; 4096];
-        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let reg = Ring::register(ring.fd(), IORING_REGISTER_BUFFERS, &iov as *const _ as u64, 1);
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let reg = Ring::register(
+            ring.fd(),
+            IORING_REGISTER_BUFFERS,
+            &iov as *const _ as u64,
+            1,
+        );
         if reg == Err(libc::ENOMEM) {
             eprintln!("RLIMIT_MEMLOCK too small for buffer registration on this host");
             return;
@@ -375,7 +431,14 @@ mod tests {
         assert!(buf.iter().all(|&b| b == 9));
         // Index 1 was never registered.
         let res = ring
-            .submit_and_wait(Sqe { opcode: IORING_OP_READ_FIXED, fd: f.as_raw_fd(), addr: buf.as_mut_ptr() as u64, len: 4096, buf_index: 1, ..Default::default() })
+            .submit_and_wait(Sqe {
+                opcode: IORING_OP_READ_FIXED,
+                fd: f.as_raw_fd(),
+                addr: buf.as_mut_ptr() as u64,
+                len: 4096,
+                buf_index: 1,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(res, -libc::EFAULT);
         std::fs::remove_file(&path).unwrap();
