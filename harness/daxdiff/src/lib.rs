@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cache;
 pub mod catalogue;
+pub mod exec;
 pub mod images;
 pub mod setup;
 pub mod vm;

@@ -33,6 +33,19 @@ enum Cmd {
     /// Boot a guest, run a command in one, or get a shell
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Run programs on one kernel and print per-call results
+    Run {
+        #[arg(long)]
+        kernel: String,
+        /// Seconds each program may run
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+        /// Program files (text form)
+        #[arg(required = true)]
+        programs: Vec<PathBuf>,
+    },
     /// Benchmarks that print figures
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -81,6 +94,18 @@ enum VmCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Programs/second through the controller against the same programs looped in the guest
+    Exec {
+        #[arg(long)]
+        kernel: String,
+        /// Seed corpus directory
+        #[arg(long, default_value = "corpora")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        rounds: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot-to-ready split by phase against the bare boot-to-init floor
     Boot {
         #[arg(long)]
@@ -154,6 +179,41 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                 .context("run ssh (package openssh-client)")?;
             vm.shutdown()?;
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        Cmd::Run { kernel, timeout, json, programs } => {
+            let progs: Vec<_> = programs.iter().map(|p| daxdiff::exec::load_program(p).map(|x| (p, x))).collect::<Result<_>>()?;
+            let p = prepare(env, &kernel)?;
+            let vm = p.boot(MachineProfile::default(), None)?;
+            eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
+            let mut runner = daxdiff::exec::Runner::start(&vm)?;
+            for (path, prog) in &progs {
+                let r = runner.run(&vm, prog, Duration::from_secs(timeout))?;
+                if json {
+                    println!("{}", serde_json::json!({"program": path, "response": r}));
+                } else {
+                    println!("== {} on {kernel}", path.display());
+                    print!("{}", daxdiff::exec::format_response(prog, &r));
+                }
+            }
+            drop(runner);
+            vm.shutdown()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Exec { kernel, corpus, rounds, json }) => {
+            let progs = daxdiff::exec::load_corpus(&corpus)?;
+            let p = prepare(env, &kernel)?;
+            let vm = p.boot(MachineProfile::default(), None)?;
+            let b = daxdiff::exec::bench(&vm, &progs, rounds, Duration::from_secs(30))?;
+            vm.shutdown()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!("kernel {}: {} programs x {} rounds", b.kernel, b.programs, b.rounds);
+                println!("  through the controller   {:.2} programs/s", b.controller_per_second);
+                println!("  looped inside the guest  {:.2} programs/s", b.in_guest_per_second);
+                println!("  controller / in-guest = {:.2} (target >= 0.80)", b.ratio);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(BenchCmd::Boot { kernel, runs, json }) => {
             let p = prepare(env, &kernel)?;

@@ -293,7 +293,9 @@ fn create_namespace(
                     out.to_string(),
                 ));
             }
-            d.push_str(&format!("{region} starts off 16M but on 2M; retrying with -f\n"));
+            d.push_str(&format!(
+                "{region} starts off 16M but on 2M; retrying with -f\n"
+            ));
             args.push("-f");
             out = ndctl::run(&args, NDCTL_TIMEOUT);
         }

@@ -278,6 +278,8 @@ mod tests {
     const CONFIGURED: &str = include_str!("../testdata/ndctl-list-configured.json");
     const CREATE_FSDAX: &str = include_str!("../testdata/ndctl-create-fsdax.json");
     const CREATE_DEVDAX: &str = include_str!("../testdata/ndctl-create-devdax.json");
+    /// Captured from ndctl 76.1 in a debian-6.12 guest (QEMU NVDIMM, 1 GiB, 128K labels).
+    const CREATE_DEVDAX_76: &str = include_str!("../testdata/ndctl-create-devdax-76.json");
 
     #[test]
     fn maps_dimms_to_regions_without_assuming_numbering() {
@@ -345,5 +347,8 @@ mod tests {
         assert_eq!(dd.chardev(), Some("dax2.0"));
         assert_eq!(dd.align(), Some(2097152));
         assert!(parse_created_namespace("failed to create namespace: No space left").is_err());
+        let real = parse_created_namespace(CREATE_DEVDAX_76).unwrap();
+        assert_eq!(real.chardev(), Some("dax1.0"));
+        assert_eq!(real.size_bytes(), Some(1054867456));
     }
 }

@@ -1,0 +1,171 @@
+//! Running programs in a guest: the controller's side of the executor protocol (one JSON
+//! request line in, one response line out, over an SSH channel to `daxdiff-exec run`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use daxdiff_prog::wire::{Request, Response};
+use daxdiff_prog::{Program, Target};
+
+use crate::vm::Vm;
+
+/// Extra time the controller waits beyond a program's own timeout before it calls the guest
+/// unresponsive: the executor needs it to collect stacks and clean up.
+pub const GRACE: Duration = Duration::from_secs(60);
+
+/// A live `daxdiff-exec run` session in one guest.
+pub struct Runner {
+    channel: ssh2::Channel,
+    reader: BufReader<ssh2::Stream>,
+    next_id: u64,
+}
+
+impl Runner {
+    pub fn start(vm: &Vm) -> Result<Runner> {
+        let ssh = vm.ssh()?;
+        let channel = ssh.channel("daxdiff-exec run").context("start daxdiff-exec run in the guest")?;
+        let reader = BufReader::new(channel.stream(0));
+        Ok(Runner { channel, reader, next_id: 1 })
+    }
+
+    /// Runs one program. An error means the guest or the executor stopped answering; a
+    /// program's own failures, hangs and crashes come back inside the `Response`.
+    pub fn run(&mut self, vm: &Vm, program: &Program, timeout: Duration) -> Result<Response> {
+        self.run_text(vm, &program.to_text(), timeout)
+    }
+
+    pub fn run_text(&mut self, vm: &Vm, text: &str, timeout: Duration) -> Result<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request { id, program: text.to_string(), timeout_ms: timeout.as_millis() as u64 };
+        let mut line = serde_json::to_string(&req)?;
+        line.push('\n');
+        let session = vm.ssh()?.session();
+        session.set_timeout((timeout + GRACE).as_millis() as u32);
+        self.channel.write_all(line.as_bytes()).context("send a program to the guest executor")?;
+        self.channel.flush()?;
+        let mut resp = String::new();
+        let n = self.reader.read_line(&mut resp).context("the guest executor did not answer in time")?;
+        if n == 0 {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut self.channel.stderr(), &mut err);
+            bail!("the guest executor exited: {}", err.trim());
+        }
+        let r: Response = serde_json::from_str(&resp).with_context(|| format!("the guest executor sent a bad response: {resp}"))?;
+        if r.id != id {
+            bail!("the guest executor answered request {} while {id} was expected", r.id);
+        }
+        Ok(r)
+    }
+}
+
+/// A program file from disk: parsed, validated, with the file name in every error.
+pub fn load_program(path: &Path) -> Result<Program> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    daxdiff_prog::parse(Target::builtin(), &text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+}
+
+/// Every `.prog` file of a corpus directory, sorted by name.
+pub fn load_corpus(dir: &Path) -> Result<Vec<(String, Program)>> {
+    let mut v = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read corpus {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.extension().and_then(|e| e.to_str()) == Some("prog") {
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            v.push((name, load_program(&p)?));
+        }
+    }
+    if v.is_empty() {
+        bail!("no .prog files in {}", dir.display());
+    }
+    Ok(v)
+}
+
+/// Per-call results as a user reads them: `#3 mmap$ext4 = 0x7f… (12us)` / `= -1 EOPNOTSUPP`.
+pub fn format_response(program: &Program, r: &Response) -> String {
+    let mut out = String::new();
+    let status = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    out.push_str(&format!("status: {status}"));
+    if let Some(d) = &r.detail {
+        out.push_str(&format!(" ({d})"));
+    }
+    out.push('\n');
+    let mut calls = r.calls.clone();
+    calls.sort_by_key(|c| c.index);
+    for c in &calls {
+        let thread = if c.thread > 0 { format!(" [t{}]", c.thread) } else { String::new() };
+        let result = match &c.errno_name {
+            Some(e) => format!("-1 {e}"),
+            None if c.ret > 4096 => format!("{:#x}", c.ret),
+            None => c.ret.to_string(),
+        };
+        let sum = c.checksum.map(|s| format!(" sum={s:016x}")).unwrap_or_default();
+        out.push_str(&format!("  #{:<2} {:<40} = {result}{sum} ({}us){thread}\n", c.index, c.name, c.duration_us));
+    }
+    let ran: std::collections::BTreeSet<usize> = calls.iter().map(|c| c.index).collect();
+    for (i, call) in program.calls.iter().enumerate() {
+        if !ran.contains(&i) {
+            out.push_str(&format!("  #{i:<2} {:<40}   (did not run)\n", call.name));
+        }
+    }
+    if let Some(s) = &r.stack {
+        out.push_str("  hung task stack:\n");
+        for l in s.lines() {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    out
+}
+
+/// Controller throughput against the in-guest floor for the same programs.
+#[derive(Debug, serde::Serialize)]
+pub struct ExecBench {
+    pub kernel: String,
+    pub programs: usize,
+    pub rounds: u64,
+    pub controller_per_second: f64,
+    pub in_guest_per_second: f64,
+    /// controller / in-guest (target ≥ 0.80).
+    pub ratio: f64,
+}
+
+pub fn bench(vm: &Vm, corpus: &[(String, Program)], rounds: u64, timeout: Duration) -> Result<ExecBench> {
+    let mut runner = Runner::start(vm)?;
+    // One warm-up round so both sides start from the same state.
+    for (_, p) in corpus {
+        runner.run(vm, p, timeout)?;
+    }
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for (_, p) in corpus {
+            runner.run(vm, p, timeout)?;
+        }
+    }
+    let n = corpus.len() as u64 * rounds;
+    let controller = n as f64 / start.elapsed().as_secs_f64();
+    drop(runner);
+    let batch: String = corpus
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| {
+            serde_json::to_string(&Request { id: i as u64, program: p.to_text(), timeout_ms: timeout.as_millis() as u64 }).unwrap() + "\n"
+        })
+        .collect();
+    let out = vm.ssh()?.exec(&format!("daxdiff-exec loop --count {rounds}"), Some(batch.as_bytes()), Duration::from_secs(3600))?;
+    if out.status != 0 {
+        bail!("in-guest loop failed: {}", out.stderr_str());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("loop output: {}", out.stdout_str()))?;
+    let in_guest = report["programs_per_second"].as_f64().context("loop report has programs_per_second")?;
+    Ok(ExecBench {
+        kernel: vm.kernel_name.clone(),
+        programs: corpus.len(),
+        rounds,
+        controller_per_second: controller,
+        in_guest_per_second: in_guest,
+        ratio: controller / in_guest.max(1e-9),
+    })
+}
