@@ -4,7 +4,10 @@
 pub mod bench;
 pub mod cache;
 pub mod catalogue;
+pub mod diff;
 pub mod exec;
+pub mod fuzz;
 pub mod images;
 pub mod setup;
 pub mod vm;
+pub mod workdir;

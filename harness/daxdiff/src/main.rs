@@ -49,6 +49,10 @@ enum Cmd {
     /// Benchmarks that print figures
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Fuzz kernel A against kernel B; stable divergences and kernel reports go to a workdir
+    Fuzz(daxdiff::fuzz::cli::FuzzArgs),
+    /// Summarize a fuzzing workdir's findings
+    Show(daxdiff::fuzz::cli::ShowArgs),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +203,8 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             vm.shutdown()?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Fuzz(args) => daxdiff::fuzz::cli::run_fuzz(env, args),
+        Cmd::Show(args) => daxdiff::fuzz::cli::run_show(args),
         Cmd::Bench(BenchCmd::Exec { kernel, corpus, rounds, json }) => {
             let progs = daxdiff::exec::load_corpus(&corpus)?;
             let p = prepare(env, &kernel)?;

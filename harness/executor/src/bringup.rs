@@ -110,29 +110,55 @@ fn configure(cfg: &BootConfig, opts: &Options, rec: &mut Recorder, topo: &mut To
         return;
     };
 
-    for (i, role) in cfg.roles.iter().copied().enumerate() {
-        let Some(mode) = role.namespace_mode() else {
-            continue;
-        };
-        let region = listing
-            .region_of_dimm(&nmem(i))
-            .expect("checked while mapping")
-            .dev
-            .clone();
-        let align = (role == Role::Devdax).then_some(cfg.devdax_align);
-        let Some(ns) = rec.run(format!("create-namespace for {role} on {region}"), |d| {
-            create_namespace(&region, mode, align, d)
-        }) else {
-            return;
-        };
-        let ok = if role == Role::Devdax {
-            set_up_devdax(&region, &ns, cfg.devdax_align, rec, topo)
-        } else {
-            set_up_fs(role, &region, &ns, rec, topo)
-        };
-        if !ok {
-            return;
+    // Each NVDIMM is set up on its own thread: namespace creation and mkfs dominate bring-up
+    // under TCG, and the regions are independent. Steps and results are merged in role order.
+    let jobs: Vec<(Role, String)> = cfg
+        .roles
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, role)| role.namespace_mode().is_some())
+        .map(|(i, role)| {
+            let region = listing.region_of_dimm(&nmem(i)).expect("checked while mapping").dev.clone();
+            (role, region)
+        })
+        .collect();
+    let done: Vec<(Recorder, Topology)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(role, region)| {
+                s.spawn(move || {
+                    let mut r = Recorder::new("bringup");
+                    let mut t = Topology::default();
+                    set_up_role(cfg, *role, region, &mut r, &mut t);
+                    (r, t)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("bring-up thread")).collect()
+    });
+    for (r, t) in done {
+        rec.steps.extend(r.steps);
+        if rec.error.is_none() {
+            rec.error = r.error;
         }
+        topo.fs.extend(t.fs);
+        topo.devdax.extend(t.devdax);
+    }
+}
+
+fn set_up_role(cfg: &BootConfig, role: Role, region: &str, rec: &mut Recorder, topo: &mut Topology) {
+    let mode = role.namespace_mode().expect("only roles with a namespace mode");
+    let align = (role == Role::Devdax).then_some(cfg.devdax_align);
+    let Some(ns) = rec.run(format!("create-namespace for {role} on {region}"), |d| {
+        create_namespace(region, mode, align, d)
+    }) else {
+        return;
+    };
+    if role == Role::Devdax {
+        set_up_devdax(region, &ns, cfg.devdax_align, rec, topo);
+    } else {
+        set_up_fs(role, region, &ns, rec, topo);
     }
 }
 

@@ -1,0 +1,10 @@
+//! The differential oracle: what one program did on one kernel (`Outcome`), with everything
+//! run-specific normalized away, and whether two kernels agree on it (`Verdict`).
+
+mod compare;
+mod outcome;
+mod suppress;
+
+pub use compare::{compare, differences, judge, Difference, Verdict};
+pub use outcome::{normalize, CallOutcome, KernelReport, Outcome, Ret};
+pub use suppress::{Suppression, SuppressionError, Suppressions};

@@ -1,0 +1,201 @@
+//! One program's observable behaviour on one kernel, normalized so that two runs of the same
+//! program compare equal unless the kernel really behaved differently.
+
+use serde::{Deserialize, Serialize};
+
+use daxdiff_observe::Signature;
+use daxdiff_prog::wire::{Response, Status};
+
+/// What a call returned, with run-specific values replaced by what they stand for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ret {
+    /// A plain return value (fd numbers, byte counts, wait statuses, 0).
+    Value(i64),
+    /// A mapping address (`mmap`, `mremap`): only "it succeeded" is comparable.
+    Address,
+    /// A pid (`getpid`).
+    Pid,
+    /// The call failed with this errno (symbolic when known, else `errno 123`).
+    Errno(String),
+}
+
+impl std::fmt::Display for Ret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ret::Value(v) => write!(f, "{v}"),
+            Ret::Address => f.write_str("addr"),
+            Ret::Pid => f.write_str("pid"),
+            Ret::Errno(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One call's normalized result.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CallOutcome {
+    pub index: usize,
+    pub name: String,
+    pub ret: Ret,
+    pub checksum: Option<u64>,
+}
+
+/// A kernel report seen on the console while the program ran.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KernelReport {
+    pub title: String,
+    pub signature: Signature,
+}
+
+/// Everything comparable about one run of one program on one kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    /// Sorted by call index (the executor reports completion order, which threads shuffle).
+    pub calls: Vec<CallOutcome>,
+    /// Sorted and deduplicated by signature.
+    pub reports: Vec<KernelReport>,
+    /// Function names of the hung task's stack for `Status::Timeout`, innermost first.
+    pub hung_stack: Vec<String>,
+    /// Why the program did not complete (signal, setup error), numbers and addresses removed.
+    pub detail: Option<String>,
+}
+
+/// Calls whose return value is an address or a pid, which differ from run to run.
+const ADDRESS_CALLS: &[&str] = &["mmap", "mremap"];
+const PID_CALLS: &[&str] = &["getpid", "gettid"];
+
+/// Builds the outcome of one run from the executor's response and the console lines printed
+/// while it ran. Addresses, pids, durations and completion order are dropped here.
+pub fn normalize(resp: &Response, console: &[String]) -> Outcome {
+    let mut calls: Vec<CallOutcome> = resp
+        .calls
+        .iter()
+        .map(|c| {
+            let base = c.name.split('$').next().unwrap_or(&c.name);
+            let ret = match (&c.errno, &c.errno_name) {
+                (_, Some(name)) => Ret::Errno(name.clone()),
+                (Some(e), None) => Ret::Errno(format!("errno {e}")),
+                (None, None) if ADDRESS_CALLS.contains(&base) => Ret::Address,
+                (None, None) if PID_CALLS.contains(&base) => Ret::Pid,
+                (None, None) => Ret::Value(c.ret),
+            };
+            CallOutcome { index: c.index, name: c.name.clone(), ret, checksum: c.checksum }
+        })
+        .collect();
+    calls.sort_by_key(|c| c.index);
+    let mut reports: Vec<KernelReport> = daxdiff_observe::parse(&console.join("\n"))
+        .into_iter()
+        .map(|r| KernelReport { title: r.title, signature: r.signature })
+        .collect();
+    reports.sort();
+    reports.dedup_by(|a, b| a.signature == b.signature);
+    let hung_stack = resp.stack.as_deref().map(stack_functions).unwrap_or_default();
+    let detail = match resp.status {
+        Status::Completed => None,
+        _ => resp.detail.as_deref().map(scrub),
+    };
+    Outcome { status: resp.status, calls, reports, hung_stack, detail }
+}
+
+/// `[<0>] dax_break_layout_final+0x4d/0x90` → `dax_break_layout_final`.
+fn stack_functions(stack: &str) -> Vec<String> {
+    stack
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(_, r)| r.trim()).unwrap_or(l);
+            let f = l.split(['+', ' ']).next()?.trim();
+            (!f.is_empty()).then(|| f.to_string())
+        })
+        .collect()
+}
+
+/// Removes hex values and long numbers (pids, addresses, times) from a free-text detail; small
+/// numbers (signal numbers, exit statuses) stay because they carry meaning.
+fn scrub(text: &str) -> String {
+    text.split_whitespace()
+        .map(|w| {
+            let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let is_hex = core.len() > 2 && core.starts_with("0x");
+            let is_long = core.len() >= 4 && core.chars().all(|c| c.is_ascii_digit());
+            if is_hex || is_long {
+                w.replace(core, "N")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response as `daxdiff run --json` printed it on debian-6.12 (trimmed), threads and
+    /// completion order included.
+    pub(crate) const RESPONSE_612: &str = r#"{"calls":[
+        {"checksum":null,"duration_us":877,"errno":null,"errno_name":null,"index":0,"name":"openat$ext4","ret":3,"thread":0},
+        {"checksum":13346994205906133797,"duration_us":19056,"errno":null,"errno_name":null,"index":2,"name":"mmap","ret":140132950736896,"thread":0},
+        {"checksum":null,"duration_us":24,"errno":null,"errno_name":null,"index":3,"name":"getpid","ret":266,"thread":0},
+        {"checksum":null,"duration_us":6209,"errno":null,"errno_name":null,"index":5,"name":"fallocate","ret":0,"thread":0},
+        {"checksum":null,"duration_us":1048,"errno":14,"errno_name":"EFAULT","index":4,"name":"process_vm_readv","ret":-1,"thread":1},
+        {"checksum":null,"duration_us":994,"errno":null,"errno_name":null,"index":1,"name":"ftruncate","ret":0,"thread":0}],
+        "detail":null,"id":1,"stack":null,"status":"completed"}"#;
+
+    fn resp(json: &str) -> Response {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn addresses_pids_durations_and_order_are_normalized_away() {
+        let a = resp(RESPONSE_612);
+        let b = resp(
+            &RESPONSE_612
+                .replace("140132950736896", "140737488347136")
+                .replace("\"ret\":266", "\"ret\":301")
+                .replace("\"duration_us\":877", "\"duration_us\":5"),
+        );
+        let oa = normalize(&a, &[]);
+        assert_eq!(oa, normalize(&b, &[]));
+        assert_eq!(oa.calls.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(oa.calls[2].ret, Ret::Address);
+        assert_eq!(oa.calls[3].ret, Ret::Pid);
+        assert_eq!(oa.calls[4].ret, Ret::Errno("EFAULT".into()));
+        assert_eq!(oa.calls[0].ret, Ret::Value(3));
+    }
+
+    #[test]
+    fn checksums_and_errnos_are_kept() {
+        let a = normalize(&resp(RESPONSE_612), &[]);
+        let b = normalize(&resp(&RESPONSE_612.replace("13346994205906133797", "1")), &[]);
+        assert_ne!(a, b);
+        let c = normalize(&resp(&RESPONSE_612.replace("\"errno\":14,\"errno_name\":\"EFAULT\"", "\"errno\":95,\"errno_name\":\"EOPNOTSUPP\"")), &[]);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn hung_stack_keeps_function_names_only() {
+        let json = r#"{"id":4,"status":"timeout","calls":[],"detail":"program did not finish in 10000 ms (pid 4242)",
+            "stack":"[<0>] dax_break_layout_final+0x4d/0x90\n[<0>] ext4_evict_inode+0x1a/0x5c0 [ext4]\n"}"#;
+        let o = normalize(&resp(json), &[]);
+        assert_eq!(o.hung_stack, vec!["dax_break_layout_final", "ext4_evict_inode"]);
+        assert_eq!(o.detail.as_deref(), Some("program did not finish in N ms (pid N)"));
+    }
+
+    #[test]
+    fn console_reports_become_titles_and_signatures() {
+        let console: Vec<String> = [
+            "[    2.031496] WARNING: CPU: 0 PID: 1 at fs/dax.c:460 dax_insert_entry+0x36e/0x380",
+            "[    2.038216] Call Trace:",
+            "[    2.038486]  dax_fault_iter+0x286/0x6a0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = normalize(&resp(RESPONSE_612), &console);
+        assert_eq!(o.reports.len(), 1);
+        assert_eq!(o.reports[0].title, "WARNING in dax_insert_entry");
+    }
+}

@@ -1,0 +1,121 @@
+//! What all jobs of one `daxdiff fuzz` share: the workdir, counters, suppressions, the
+//! outcome features seen so far, the budget and the status line.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+
+use crate::diff::Suppressions;
+use crate::workdir::{Stats, Workdir};
+
+/// How long to fuzz: wall time, program pairs, or both (whichever ends first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub time: Option<Duration>,
+    pub execs: Option<u64>,
+}
+
+/// `90s`, `30m`, `8h`, `2d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration: write e.g. 90s, 30m, 8h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(n * mult))
+}
+
+pub struct Campaign {
+    pub workdir: Workdir,
+    pub stats: Stats,
+    pub suppressions: Suppressions,
+    /// Runs per kernel behind a divergence verdict.
+    pub runs: usize,
+    features: HashSet<String>,
+    budget: Budget,
+    started: Instant,
+    base_elapsed: f64,
+    base_execs: u64,
+    last_save: Instant,
+    pub bar: ProgressBar,
+}
+
+impl Campaign {
+    pub fn new(workdir: Workdir, stats: Stats, suppressions: Suppressions, runs: usize, budget: Budget, bar: ProgressBar) -> Campaign {
+        let (base_elapsed, base_execs) = (stats.elapsed_secs, stats.execs);
+        Campaign {
+            workdir,
+            stats,
+            suppressions,
+            runs,
+            features: HashSet::new(),
+            budget,
+            started: Instant::now(),
+            base_elapsed,
+            base_execs,
+            last_save: Instant::now(),
+            bar,
+        }
+    }
+
+    /// Execs in this session.
+    pub fn session_execs(&self) -> u64 {
+        self.stats.execs - self.base_execs
+    }
+
+    pub fn should_stop(&self) -> bool {
+        self.budget.time.is_some_and(|t| self.started.elapsed() >= t) || self.budget.execs.is_some_and(|n| self.session_execs() >= n)
+    }
+
+    /// Adds features; true if any was new.
+    pub fn add_features(&mut self, features: impl IntoIterator<Item = String>) -> bool {
+        let mut new = false;
+        for f in features {
+            new |= self.features.insert(f);
+        }
+        new
+    }
+
+    /// Refreshes the status line, and `stats.json` every few seconds.
+    pub fn tick(&mut self) -> Result<()> {
+        self.stats.elapsed_secs = self.base_elapsed + self.started.elapsed().as_secs_f64();
+        let s = &self.stats;
+        let rate = self.session_execs() as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar.set_message(format!(
+            "{} vs {}: execs {} ({rate:.2}/s) corpus {} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
+            s.kernel_a, s.kernel_b, s.execs, s.corpus, s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
+        ));
+        if self.last_save.elapsed() >= Duration::from_secs(5) {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    pub fn save(&mut self) -> Result<()> {
+        self.stats.elapsed_secs = self.base_elapsed + self.started.elapsed().as_secs_f64();
+        self.last_save = Instant::now();
+        self.workdir.save_stats(&self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(28800)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

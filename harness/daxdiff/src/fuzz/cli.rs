@@ -1,0 +1,104 @@
+//! The `fuzz` and `show` subcommands' arguments and their wiring to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{fuzz, parse_duration, Budget, FuzzConfig};
+use crate::diff::Suppressions;
+use crate::setup::Env;
+use crate::workdir::{Summary, Workdir};
+
+/// The shipped suppressions, used when present and no `--suppressions` is given.
+pub const DEFAULT_SUPPRESSIONS: &str = "vm-images/suppressions.toml";
+
+#[derive(Args, Debug)]
+#[command(after_help = "Exit status: 0 the workdir holds no stable divergence and no crash; 1 it holds at least one \
+(see `daxdiff show WORKDIR`); 2 error.\nA killed run resumes from its workdir: run the same command again.")]
+pub struct FuzzArgs {
+    /// Kernel A (the base)
+    #[arg(long, default_value = "debian-6.12")]
+    pub a: String,
+    /// Kernel B (compared against A)
+    #[arg(long, default_value = "debian-7.3")]
+    pub b: String,
+    /// Wall time to fuzz: 90s, 30m, 8h
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub budget: Duration,
+    /// Stop after this many program pairs instead (ends at whichever limit comes first)
+    #[arg(long)]
+    pub execs: Option<u64>,
+    #[arg(long, default_value = "daxdiff-work")]
+    pub workdir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// VM pairs fuzzing in parallel (each pair is two guests)
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Runs on each kernel before a difference counts as a stable divergence
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Known, intended differences (TOML) [default: vm-images/suppressions.toml if present]
+    #[arg(long)]
+    pub suppressions: Option<PathBuf>,
+    /// Seed programs run first [default: corpora if present]
+    #[arg(long)]
+    pub seeds: Option<PathBuf>,
+    /// Seconds each program may run in the guest
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    pub workdir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
+    let suppressions = match &args.suppressions {
+        Some(p) => Suppressions::load(p)?,
+        None if Path::new(DEFAULT_SUPPRESSIONS).is_file() => Suppressions::load(Path::new(DEFAULT_SUPPRESSIONS))?,
+        None => Suppressions::default(),
+    };
+    let seeds = args.seeds.clone().or_else(|| Path::new("corpora").is_dir().then(|| PathBuf::from("corpora")));
+    let cfg = FuzzConfig {
+        kernel_a: args.a,
+        kernel_b: args.b,
+        workdir: args.workdir,
+        budget: Budget { time: Some(args.budget), execs: args.execs },
+        seed: args.seed,
+        jobs: args.jobs,
+        runs: args.runs,
+        suppressions,
+        seeds,
+        timeout: Duration::from_secs(args.timeout),
+        progress: true,
+    };
+    let summary = fuzz(env, &cfg)?;
+    print!("{summary}");
+    println!("workdir: {}", cfg.workdir.display());
+    Ok(exit_code(&summary))
+}
+
+pub fn run_show(args: ShowArgs) -> Result<ExitCode> {
+    let summary = Workdir::existing(&args.workdir)?.summary().with_context(|| format!("read {}", args.workdir.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(exit_code(&summary))
+}
+
+fn exit_code(s: &Summary) -> ExitCode {
+    if s.divergences.is_empty() && s.crashes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,360 @@
+//! The LibAFL pieces: a program `Input`, a VM-backed `Executor` per kernel (combined with
+//! `DiffExecutor`), an `Observer` carrying each side's outcome, a "new outcome features"
+//! `Feedback`, an objective that confirms and records stable divergences and kernel reports,
+//! and a `Mutator` over the program model.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use libafl::corpus::{Corpus, CorpusId};
+use libafl::executors::{Executor, ExitKind, HasObservers};
+use libafl::feedbacks::{Feedback, StateInitializer};
+use libafl::inputs::Input;
+use libafl::mutators::{MutationResult, Mutator};
+use libafl::observers::Observer;
+use libafl::state::HasCorpus;
+use libafl::Error;
+use libafl_bolts::tuples::{Handle, MatchNameRef, RefIndexable};
+use libafl_bolts::Named;
+use serde::{Deserialize, Serialize};
+
+use daxdiff_prog::rng::Rng;
+use daxdiff_prog::wire::Status;
+use daxdiff_prog::Target;
+
+use super::campaign::Campaign;
+use super::side::{KernelSide, Run};
+use crate::diff::{compare, judge, Outcome, Verdict};
+use crate::workdir::{fnv1a64, Finding, FindingKind, SideRecord};
+
+/// A program in its text form (what the executor takes and what lands in `corpus/`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgInput(pub String);
+
+impl Input for ProgInput {}
+
+/// Carries one kernel's run of the current program.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OutcomeObserver {
+    name: Cow<'static, str>,
+    #[serde(skip)]
+    pub run: Option<Run>,
+}
+
+impl OutcomeObserver {
+    pub fn new(name: &'static str) -> OutcomeObserver {
+        OutcomeObserver { name: Cow::Borrowed(name), run: None }
+    }
+}
+
+impl Named for OutcomeObserver {
+    fn name(&self) -> &Cow<'static, str> {
+        &self.name
+    }
+}
+
+impl<I, S> Observer<I, S> for OutcomeObserver {
+    fn pre_exec(&mut self, _state: &mut S, _input: &I) -> Result<(), Error> {
+        self.run = None;
+        Ok(())
+    }
+}
+
+/// Which side of the pair an executor drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    A,
+    B,
+}
+
+/// Runs programs in one kernel's guest.
+pub struct VmExecutor {
+    side: Rc<RefCell<KernelSide>>,
+    observers: (OutcomeObserver, ()),
+    campaign: Arc<Mutex<Campaign>>,
+    role: Role,
+    restarts_seen: u64,
+}
+
+impl VmExecutor {
+    pub fn new(side: Rc<RefCell<KernelSide>>, observer: OutcomeObserver, campaign: Arc<Mutex<Campaign>>, role: Role) -> VmExecutor {
+        VmExecutor { side, observers: (observer, ()), campaign, role, restarts_seen: 0 }
+    }
+}
+
+impl HasObservers for VmExecutor {
+    type Observers = (OutcomeObserver, ());
+
+    fn observers(&self) -> RefIndexable<&Self::Observers, Self::Observers> {
+        RefIndexable::from(&self.observers)
+    }
+
+    fn observers_mut(&mut self) -> RefIndexable<&mut Self::Observers, Self::Observers> {
+        RefIndexable::from(&mut self.observers)
+    }
+}
+
+impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
+    fn run_target(&mut self, _fuzzer: &mut Z, _state: &mut S, _mgr: &mut EM, input: &ProgInput) -> Result<ExitKind, Error> {
+        let mut side = self.side.borrow_mut();
+        let run = side.run(&input.0).map_err(|e| Error::unknown(format!("{}: {e:#}", side.name)))?;
+        let kind = match run.outcome.status {
+            Status::Crashed => ExitKind::Crash,
+            Status::Timeout => ExitKind::Timeout,
+            Status::Completed | Status::Error => ExitKind::Ok,
+        };
+        // Restarts also happen during stability re-runs; count them all here.
+        let restarts = side.restarts - self.restarts_seen;
+        self.restarts_seen = side.restarts;
+        drop(side);
+        let mut c = self.campaign.lock().unwrap();
+        match self.role {
+            Role::A => {
+                c.stats.execs += 1;
+                c.stats.vm_restarts_a += restarts;
+            }
+            Role::B => c.stats.vm_restarts_b += restarts,
+        }
+        c.tick().map_err(|e| Error::unknown(format!("{e:#}")))?;
+        self.observers.0.run = Some(run);
+        Ok(kind)
+    }
+}
+
+/// Outcome features: each call's result class (value classes, not values, so that sizes
+/// do not flood the corpus), call-to-call transitions, status, reports, hung function.
+pub fn features(side: &str, o: &Outcome) -> Vec<String> {
+    let class = |c: &crate::diff::CallOutcome| match &c.ret {
+        crate::diff::Ret::Errno(e) => format!("{}={e}", c.name),
+        crate::diff::Ret::Value(0) => format!("{}=0", c.name),
+        _ => format!("{}=ok", c.name),
+    };
+    let mut f: Vec<String> = o.calls.iter().map(|c| format!("{side}:{}", class(c))).collect();
+    f.extend(o.calls.windows(2).map(|w| format!("{side}:{}>{}", class(&w[0]), class(&w[1]))));
+    f.push(format!("{side}:status={:?}", o.status));
+    f.extend(o.reports.iter().map(|r| format!("{side}:report={}", r.signature)));
+    f.extend(o.hung_stack.first().map(|h| format!("{side}:hung={h}")));
+    f
+}
+
+fn runs_of<'a, OT: MatchNameRef>(observers: &'a OT, a: &Handle<OutcomeObserver>, b: &Handle<OutcomeObserver>) -> Option<(&'a Run, &'a Run)> {
+    Some((observers.get(a)?.run.as_ref()?, observers.get(b)?.run.as_ref()?))
+}
+
+/// Corpus-worthy: a program that showed an outcome feature not seen before on either kernel.
+pub struct NewOutcomeFeedback {
+    pub a: Handle<OutcomeObserver>,
+    pub b: Handle<OutcomeObserver>,
+    pub campaign: Arc<Mutex<Campaign>>,
+}
+
+impl Named for NewOutcomeFeedback {
+    fn name(&self) -> &Cow<'static, str> {
+        static NAME: Cow<'static, str> = Cow::Borrowed("new-outcome");
+        &NAME
+    }
+}
+
+impl<S> StateInitializer<S> for NewOutcomeFeedback {}
+
+impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedback {
+    fn is_interesting(&mut self, _state: &mut S, _mgr: &mut EM, input: &ProgInput, observers: &OT, _exit: &ExitKind) -> Result<bool, Error> {
+        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else { return Ok(false) };
+        let mut feats = features("a", &ra.outcome);
+        feats.extend(features("b", &rb.outcome));
+        let mut c = self.campaign.lock().unwrap();
+        if !c.add_features(feats) {
+            return Ok(false);
+        }
+        if c.workdir.add_corpus(&input.0).map_err(|e| Error::unknown(format!("{e:#}")))? {
+            c.stats.corpus += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// Objective: a kernel report on either side (one `crashes/` entry per report signature) or
+/// a divergence that holds over `runs` runs on each kernel (one `divergences/` entry per
+/// divergence signature). Programs that disagree with themselves go to `unstable/`.
+pub struct FindingObjective {
+    pub a: Handle<OutcomeObserver>,
+    pub b: Handle<OutcomeObserver>,
+    pub side_a: Rc<RefCell<KernelSide>>,
+    pub side_b: Rc<RefCell<KernelSide>>,
+    pub campaign: Arc<Mutex<Campaign>>,
+}
+
+impl Named for FindingObjective {
+    fn name(&self) -> &Cow<'static, str> {
+        static NAME: Cow<'static, str> = Cow::Borrowed("stable-divergence-or-report");
+        &NAME
+    }
+}
+
+impl<S> StateInitializer<S> for FindingObjective {}
+
+fn lib_err(e: anyhow::Error) -> Error {
+    Error::unknown(format!("{e:#}"))
+}
+
+impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjective {
+    fn is_interesting(&mut self, _state: &mut S, _mgr: &mut EM, input: &ProgInput, observers: &OT, _exit: &ExitKind) -> Result<bool, Error> {
+        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else { return Ok(false) };
+        let (ra, rb) = (ra.clone(), rb.clone());
+        let program = &input.0;
+        let mut found = self.record_reports(program, &ra, &rb).map_err(lib_err)?;
+        let kernels = {
+            let mut c = self.campaign.lock().unwrap();
+            let kernels = (c.stats.kernel_a.clone(), c.stats.kernel_b.clone());
+            let (v, _) = judge(std::slice::from_ref(&ra.outcome), std::slice::from_ref(&rb.outcome), (&kernels.0, &kernels.1), &c.suppressions);
+            match v {
+                // A divergence already recorded needs no confirmation runs.
+                Verdict::Divergence { signature } => {
+                    if c.workdir.has_finding(FindingKind::Divergence, &signature.dir_name()) {
+                        return Ok(found);
+                    }
+                    kernels
+                }
+                _ => {
+                    if compare(&ra.outcome, &rb.outcome) != Verdict::Same {
+                        c.stats.suppressed += 1;
+                    }
+                    return Ok(found);
+                }
+            }
+        };
+        // A candidate: confirm on both kernels before calling it a divergence.
+        let runs = self.campaign.lock().unwrap().runs;
+        let (mut runs_a, mut runs_b) = (vec![ra], vec![rb]);
+        for _ in 1..runs {
+            runs_a.push(self.side_a.borrow_mut().run(program).map_err(lib_err)?);
+            runs_b.push(self.side_b.borrow_mut().run(program).map_err(lib_err)?);
+            self.campaign.lock().unwrap().stats.reruns += 1;
+        }
+        let oa: Vec<Outcome> = runs_a.iter().map(|r| r.outcome.clone()).collect();
+        let ob: Vec<Outcome> = runs_b.iter().map(|r| r.outcome.clone()).collect();
+        let mut c = self.campaign.lock().unwrap();
+        let (verdict, diffs) = judge(&oa, &ob, (&kernels.0, &kernels.1), &c.suppressions);
+        let (kind, name, sig) = match verdict {
+            Verdict::Same => {
+                c.stats.suppressed += 1;
+                return Ok(found);
+            }
+            Verdict::Unstable { kernel } => (FindingKind::Unstable, format!("{:016x}", fnv1a64(program.as_bytes())), format!("unstable on {kernel}")),
+            Verdict::Divergence { signature } => (FindingKind::Divergence, signature.dir_name(), signature.to_string()),
+        };
+        if c.workdir.has_finding(kind, &name) {
+            return Ok(found);
+        }
+        let finding = Finding {
+            kind,
+            signature: sig,
+            kernel_a: kernels.0.clone(),
+            kernel_b: kernels.1.clone(),
+            differences: diffs.iter().map(|d| d.describe()).collect(),
+            runs,
+            found_at_exec: c.stats.execs,
+        };
+        let (ca, cb) = (&runs_a[0].console, &runs_b[0].console);
+        c.workdir
+            .save_finding(&name, &finding, program, SideRecord { outcomes: &oa, console: ca }, SideRecord { outcomes: &ob, console: cb })
+            .map_err(lib_err)?;
+        match kind {
+            FindingKind::Unstable => c.stats.unstable += 1,
+            _ => {
+                c.stats.divergences += 1;
+                found = true;
+            }
+        }
+        c.bar.println(format!("{}: {}", kind.dir(), finding.signature));
+        c.save().map_err(lib_err)?;
+        Ok(found)
+    }
+}
+
+impl FindingObjective {
+    /// Each kernel report not seen before gets `crashes/<title>/`.
+    fn record_reports(&self, program: &str, ra: &Run, rb: &Run) -> anyhow::Result<bool> {
+        let mut c = self.campaign.lock().unwrap();
+        let mut found = false;
+        let all: Vec<_> = ra.outcome.reports.iter().chain(&rb.outcome.reports).collect();
+        for r in all {
+            let name = r.signature.dir_name();
+            if c.workdir.has_finding(FindingKind::Crash, &name) {
+                continue;
+            }
+            let on_a = ra.outcome.reports.iter().any(|x| x.signature == r.signature);
+            let on_b = rb.outcome.reports.iter().any(|x| x.signature == r.signature);
+            let finding = Finding {
+                kind: FindingKind::Crash,
+                signature: r.title.clone(),
+                kernel_a: c.stats.kernel_a.clone(),
+                kernel_b: c.stats.kernel_b.clone(),
+                differences: vec![match (on_a, on_b) {
+                    (true, true) => "on both kernels".to_string(),
+                    (true, false) => format!("only on A ({})", c.stats.kernel_a),
+                    _ => format!("only on B ({})", c.stats.kernel_b),
+                }],
+                runs: 1,
+                found_at_exec: c.stats.execs,
+            };
+            c.workdir.save_finding(
+                &name,
+                &finding,
+                program,
+                SideRecord { outcomes: std::slice::from_ref(&ra.outcome), console: &ra.console },
+                SideRecord { outcomes: std::slice::from_ref(&rb.outcome), console: &rb.console },
+            )?;
+            c.stats.crashes += 1;
+            c.bar.println(format!("crashes: {} ({})", r.title, finding.differences[0]));
+            found = true;
+        }
+        if found {
+            c.save()?;
+        }
+        Ok(found)
+    }
+}
+
+/// Mutates programs with the program model's own mutator (and sometimes generates a fresh
+/// one); once the budget is spent it skips, so the stage ends without running anything.
+pub struct ProgMutator {
+    pub rng: Rng,
+    pub campaign: Arc<Mutex<Campaign>>,
+}
+
+impl Named for ProgMutator {
+    fn name(&self) -> &Cow<'static, str> {
+        static NAME: Cow<'static, str> = Cow::Borrowed("daxdiff-prog");
+        &NAME
+    }
+}
+
+impl<S: HasCorpus<ProgInput>> Mutator<ProgInput, S> for ProgMutator {
+    fn mutate(&mut self, state: &mut S, input: &mut ProgInput) -> Result<MutationResult, Error> {
+        if self.campaign.lock().unwrap().should_stop() {
+            return Ok(MutationResult::Skipped);
+        }
+        let target = Target::builtin();
+        let n = state.corpus().count();
+        let other = if n > 0 {
+            let id = state.corpus().nth(self.rng.index(n));
+            let tc = state.corpus().get(id)?.borrow();
+            tc.input().as_ref().and_then(|i| daxdiff_prog::parse(target, &i.0).ok())
+        } else {
+            None
+        };
+        let next = match daxdiff_prog::parse(target, &input.0) {
+            Ok(p) if !self.rng.percent(5) => daxdiff_prog::mutate::mutate(target, &p, other.as_ref(), &mut self.rng).0,
+            _ => daxdiff_prog::generate::generate(target, &mut self.rng),
+        };
+        input.0 = next.to_text();
+        Ok(MutationResult::Mutated)
+    }
+
+    fn post_exec(&mut self, _state: &mut S, _new_corpus_id: Option<CorpusId>) -> Result<(), Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! A fuzzing campaign's directory: the corpus, findings (one directory per signature) and
+//! counters. Every write is atomic, so a killed controller resumes from what is on disk.
+//!
+//! ```text
+//! corpus/<hash>.prog
+//! divergences/<signature>/  prog.txt finding.json outcome-a.json outcome-b.json console-a.log console-b.log
+//! crashes/<title>/          (same files)
+//! unstable/<hash>/          (same files; outcome-*.json hold every run)
+//! stats.json
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::write_atomic;
+use crate::diff::Outcome;
+
+/// The kinds of finding, each with its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    Divergence,
+    Crash,
+    Unstable,
+}
+
+impl FindingKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FindingKind::Divergence => "divergences",
+            FindingKind::Crash => "crashes",
+            FindingKind::Unstable => "unstable",
+        }
+    }
+}
+
+/// `finding.json`: what was found, on which pair, and the differences that make it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// Divergence signature, report title, or the unstable kernel.
+    pub signature: String,
+    pub kernel_a: String,
+    pub kernel_b: String,
+    /// Every difference, one line each (`call 3 io_uring_register$…: 0 vs EOPNOTSUPP`).
+    pub differences: Vec<String>,
+    /// Runs per kernel behind the verdict.
+    pub runs: usize,
+    /// The campaign's exec count when it was found.
+    pub found_at_exec: u64,
+}
+
+/// One side of a finding: the outcomes of its runs and the console of the first.
+pub struct SideRecord<'a> {
+    pub outcomes: &'a [Outcome],
+    pub console: &'a [String],
+}
+
+/// Campaign counters (`stats.json`); they continue across restarts of the controller.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub kernel_a: String,
+    pub kernel_b: String,
+    /// Program pairs run by the fuzz loop (stability re-runs not included).
+    pub execs: u64,
+    /// Stability re-runs (per side).
+    pub reruns: u64,
+    pub corpus: u64,
+    pub divergences: u64,
+    pub crashes: u64,
+    pub unstable: u64,
+    /// Programs whose only differences were suppressed.
+    pub suppressed: u64,
+    pub vm_restarts_a: u64,
+    pub vm_restarts_b: u64,
+    /// Fuzzing time over all sessions, seconds.
+    pub elapsed_secs: f64,
+    /// Controller sessions that wrote into this workdir.
+    pub sessions: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Workdir {
+    pub root: PathBuf,
+}
+
+impl Workdir {
+    /// Opens (creating if needed) a workdir.
+    pub fn open(root: &Path) -> Result<Workdir> {
+        for d in ["corpus", "divergences", "crashes", "unstable"] {
+            std::fs::create_dir_all(root.join(d)).with_context(|| format!("create {}", root.join(d).display()))?;
+        }
+        Ok(Workdir { root: root.to_path_buf() })
+    }
+
+    /// Opens a workdir that must already exist (for `show`).
+    pub fn existing(root: &Path) -> Result<Workdir> {
+        if !root.join("stats.json").is_file() {
+            bail!("{} is not a daxdiff workdir (no stats.json); `daxdiff fuzz --workdir {}` creates one", root.display(), root.display());
+        }
+        Ok(Workdir { root: root.to_path_buf() })
+    }
+
+    pub fn stats(&self) -> Result<Option<Stats>> {
+        let p = self.root.join("stats.json");
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
+        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is damaged; delete it to restart the counters", p.display()))?))
+    }
+
+    pub fn save_stats(&self, s: &Stats) -> Result<()> {
+        write_atomic(&self.root.join("stats.json"), serde_json::to_string_pretty(s)?.as_bytes())
+    }
+
+    /// Every corpus program's text, sorted by file name.
+    pub fn corpus(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("corpus");
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "prog")) {
+            out.push(std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?);
+        }
+        Ok(out)
+    }
+
+    /// Adds a program to the corpus; false if it was there already.
+    pub fn add_corpus(&self, text: &str) -> Result<bool> {
+        let p = self.root.join("corpus").join(format!("{:016x}.prog", fnv1a64(text.as_bytes())));
+        if p.exists() {
+            return Ok(false);
+        }
+        write_atomic(&p, text.as_bytes())?;
+        Ok(true)
+    }
+
+    pub fn finding_dir(&self, kind: FindingKind, name: &str) -> PathBuf {
+        self.root.join(kind.dir()).join(name)
+    }
+
+    pub fn has_finding(&self, kind: FindingKind, name: &str) -> bool {
+        self.finding_dir(kind, name).join("finding.json").is_file()
+    }
+
+    /// Writes a finding's directory. `finding.json` goes last: a directory without it is an
+    /// interrupted write and is rewritten when the finding comes again.
+    pub fn save_finding(&self, name: &str, finding: &Finding, program: &str, a: SideRecord, b: SideRecord) -> Result<PathBuf> {
+        let dir = self.finding_dir(finding.kind, name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        write_atomic(&dir.join("prog.txt"), program.as_bytes())?;
+        for (side, rec) in [("a", &a), ("b", &b)] {
+            let outcomes = if finding.kind == FindingKind::Unstable {
+                serde_json::to_string_pretty(rec.outcomes)?
+            } else {
+                serde_json::to_string_pretty(&rec.outcomes.first())?
+            };
+            write_atomic(&dir.join(format!("outcome-{side}.json")), outcomes.as_bytes())?;
+            let mut log = rec.console.join("\n");
+            log.push('\n');
+            write_atomic(&dir.join(format!("console-{side}.log")), log.as_bytes())?;
+        }
+        write_atomic(&dir.join("finding.json"), serde_json::to_string_pretty(finding)?.as_bytes())?;
+        Ok(dir)
+    }
+
+    /// Every complete finding of a kind, sorted by directory name.
+    pub fn findings(&self, kind: FindingKind) -> Result<Vec<(String, Finding)>> {
+        let dir = self.root.join(kind.dir());
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(out) };
+        for e in rd.flatten() {
+            let p = e.path().join("finding.json");
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                let f: Finding = serde_json::from_str(&text).with_context(|| format!("{} is damaged", p.display()))?;
+                out.push((e.file_name().to_string_lossy().into_owned(), f));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// The program hash used for corpus and unstable file names (stable across Rust versions).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// What `daxdiff show` prints.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub stats: Stats,
+    pub divergences: Vec<Finding>,
+    pub crashes: Vec<Finding>,
+    pub unstable: Vec<Finding>,
+}
+
+impl Workdir {
+    pub fn summary(&self) -> Result<Summary> {
+        let strip = |v: Vec<(String, Finding)>| v.into_iter().map(|(_, f)| f).collect();
+        Ok(Summary {
+            stats: self.stats()?.unwrap_or_default(),
+            divergences: strip(self.findings(FindingKind::Divergence)?),
+            crashes: strip(self.findings(FindingKind::Crash)?),
+            unstable: strip(self.findings(FindingKind::Unstable)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.stats;
+        writeln!(f, "{} (A) vs {} (B): {} execs in {:.0}s over {} session(s), {} stability re-runs", s.kernel_a, s.kernel_b, s.execs, s.elapsed_secs, s.sessions, s.reruns)?;
+        writeln!(f, "corpus {}, suppressed {}, VM restarts A {} B {}", s.corpus, s.suppressed, s.vm_restarts_a, s.vm_restarts_b)?;
+        for (label, list) in [("divergences", &self.divergences), ("crashes", &self.crashes), ("unstable", &self.unstable)] {
+            writeln!(f, "{label}: {}", list.len())?;
+            for x in list.iter() {
+                writeln!(f, "  {}  (exec {})", x.signature, x.found_at_exec)?;
+                for d in x.differences.iter().take(4) {
+                    writeln!(f, "      {d}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_and_stats_round_trip_and_half_written_findings_do_not_count() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Workdir::open(t.path()).unwrap();
+        assert!(w.add_corpus("getpid()\n").unwrap());
+        assert!(!w.add_corpus("getpid()\n").unwrap());
+        assert_eq!(w.corpus().unwrap(), vec!["getpid()\n".to_string()]);
+        let f = Finding {
+            kind: FindingKind::Divergence,
+            signature: "mmap: ENODEV vs addr".into(),
+            kernel_a: "a".into(),
+            kernel_b: "b".into(),
+            differences: vec!["call 1 mmap: ENODEV vs addr".into()],
+            runs: 3,
+            found_at_exec: 7,
+        };
+        let rec = SideRecord { outcomes: &[], console: &["line".to_string()] };
+        let dir = w.save_finding("mmap-1", &f, "mmap()\n", SideRecord { ..rec }, SideRecord { outcomes: &[], console: &[] }).unwrap();
+        for file in ["prog.txt", "finding.json", "outcome-a.json", "outcome-b.json", "console-a.log", "console-b.log"] {
+            assert!(dir.join(file).is_file(), "{file}");
+        }
+        assert!(w.has_finding(FindingKind::Divergence, "mmap-1"));
+        std::fs::create_dir_all(w.finding_dir(FindingKind::Divergence, "half")).unwrap();
+        assert!(!w.has_finding(FindingKind::Divergence, "half"));
+        assert_eq!(w.findings(FindingKind::Divergence).unwrap().len(), 1);
+        let s = Stats { execs: 5, kernel_a: "a".into(), ..Stats::default() };
+        w.save_stats(&s).unwrap();
+        assert_eq!(Workdir::existing(t.path()).unwrap().stats().unwrap(), Some(s));
+    }
+}
