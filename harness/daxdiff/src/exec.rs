@@ -47,7 +47,15 @@ impl Runner {
         self.channel.write_all(line.as_bytes()).context("send a program to the guest executor")?;
         self.channel.flush()?;
         let mut resp = String::new();
-        let n = self.reader.read_line(&mut resp).context("the guest executor did not answer in time")?;
+        let sent = Instant::now();
+        let n = match self.reader.read_line(&mut resp) {
+            Ok(n) => n,
+            Err(e) => bail!(
+                "the guest executor did not answer in time ({e}, after {:.0}s); the guest may be hung\nconsole tail:\n{}",
+                sent.elapsed().as_secs_f64(),
+                vm.console.tail(25)
+            ),
+        };
         if n == 0 {
             let mut err = String::new();
             let _ = std::io::Read::read_to_string(&mut self.channel.stderr(), &mut err);

@@ -90,9 +90,12 @@ impl Workdir {
     /// Opens (creating if needed) a workdir.
     pub fn open(root: &Path) -> Result<Workdir> {
         for d in ["corpus", "divergences", "crashes", "unstable"] {
-            std::fs::create_dir_all(root.join(d)).with_context(|| format!("create {}", root.join(d).display()))?;
+            std::fs::create_dir_all(root.join(d))
+                .with_context(|| format!("create {}", root.join(d).display()))?;
         }
-        Ok(Workdir { root: root.to_path_buf() })
+        Ok(Workdir {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Opens a workdir that must already exist (for `show`).
@@ -100,7 +103,9 @@ impl Workdir {
         if !root.join("stats.json").is_file() {
             bail!("{} is not a daxdiff workdir (no stats.json); `daxdiff fuzz --workdir {}` creates one", root.display(), root.display());
         }
-        Ok(Workdir { root: root.to_path_buf() })
+        Ok(Workdir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn stats(&self) -> Result<Option<Stats>> {
@@ -109,20 +114,35 @@ impl Workdir {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is damaged; delete it to restart the counters", p.display()))?))
+        Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; delete it to restart the counters",
+                p.display()
+            )
+        })?))
     }
 
     pub fn save_stats(&self, s: &Stats) -> Result<()> {
-        write_atomic(&self.root.join("stats.json"), serde_json::to_string_pretty(s)?.as_bytes())
+        write_atomic(
+            &self.root.join("stats.json"),
+            serde_json::to_string_pretty(s)?.as_bytes(),
+        )
     }
 
     /// Every corpus program's text, sorted by file name.
     pub fn corpus(&self) -> Result<Vec<String>> {
         let dir = self.root.join("corpus");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("read {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         paths.sort();
         let mut out = Vec::new();
-        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "prog")) {
+        for p in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "prog"))
+        {
             out.push(std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?);
         }
         Ok(out)
@@ -130,7 +150,10 @@ impl Workdir {
 
     /// Adds a program to the corpus; false if it was there already.
     pub fn add_corpus(&self, text: &str) -> Result<bool> {
-        let p = self.root.join("corpus").join(format!("{:016x}.prog", fnv1a64(text.as_bytes())));
+        let p = self
+            .root
+            .join("corpus")
+            .join(format!("{:016x}.prog", fnv1a64(text.as_bytes())));
         if p.exists() {
             return Ok(false);
         }
@@ -148,7 +171,14 @@ impl Workdir {
 
     /// Writes a finding's directory. `finding.json` goes last: a directory without it is an
     /// interrupted write and is rewritten when the finding comes again.
-    pub fn save_finding(&self, name: &str, finding: &Finding, program: &str, a: SideRecord, b: SideRecord) -> Result<PathBuf> {
+    pub fn save_finding(
+        &self,
+        name: &str,
+        finding: &Finding,
+        program: &str,
+        a: SideRecord,
+        b: SideRecord,
+    ) -> Result<PathBuf> {
         let dir = self.finding_dir(finding.kind, name);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         write_atomic(&dir.join("prog.txt"), program.as_bytes())?;
@@ -158,12 +188,18 @@ impl Workdir {
             } else {
                 serde_json::to_string_pretty(&rec.outcomes.first())?
             };
-            write_atomic(&dir.join(format!("outcome-{side}.json")), outcomes.as_bytes())?;
+            write_atomic(
+                &dir.join(format!("outcome-{side}.json")),
+                outcomes.as_bytes(),
+            )?;
             let mut log = rec.console.join("\n");
             log.push('\n');
             write_atomic(&dir.join(format!("console-{side}.log")), log.as_bytes())?;
         }
-        write_atomic(&dir.join("finding.json"), serde_json::to_string_pretty(finding)?.as_bytes())?;
+        write_atomic(
+            &dir.join("finding.json"),
+            serde_json::to_string_pretty(finding)?.as_bytes(),
+        )?;
         Ok(dir)
     }
 
@@ -171,11 +207,14 @@ impl Workdir {
     pub fn findings(&self, kind: FindingKind) -> Result<Vec<(String, Finding)>> {
         let dir = self.root.join(kind.dir());
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(out) };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
         for e in rd.flatten() {
             let p = e.path().join("finding.json");
             if let Ok(text) = std::fs::read_to_string(&p) {
-                let f: Finding = serde_json::from_str(&text).with_context(|| format!("{} is damaged", p.display()))?;
+                let f: Finding = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is damaged", p.display()))?;
                 out.push((e.file_name().to_string_lossy().into_owned(), f));
             }
         }
@@ -186,7 +225,9 @@ impl Workdir {
 
 /// The program hash used for corpus and unstable file names (stable across Rust versions).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// What `daxdiff show` prints.
@@ -213,9 +254,21 @@ impl Workdir {
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = &self.stats;
-        writeln!(f, "{} (A) vs {} (B): {} execs in {:.0}s over {} session(s), {} stability re-runs", s.kernel_a, s.kernel_b, s.execs, s.elapsed_secs, s.sessions, s.reruns)?;
-        writeln!(f, "corpus {}, suppressed {}, VM restarts A {} B {}", s.corpus, s.suppressed, s.vm_restarts_a, s.vm_restarts_b)?;
-        for (label, list) in [("divergences", &self.divergences), ("crashes", &self.crashes), ("unstable", &self.unstable)] {
+        writeln!(
+            f,
+            "{} (A) vs {} (B): {} execs in {:.0}s over {} session(s), {} stability re-runs",
+            s.kernel_a, s.kernel_b, s.execs, s.elapsed_secs, s.sessions, s.reruns
+        )?;
+        writeln!(
+            f,
+            "corpus {}, suppressed {}, VM restarts A {} B {}",
+            s.corpus, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
+        )?;
+        for (label, list) in [
+            ("divergences", &self.divergences),
+            ("crashes", &self.crashes),
+            ("unstable", &self.unstable),
+        ] {
             writeln!(f, "{label}: {}", list.len())?;
             for x in list.iter() {
                 writeln!(f, "  {}  (exec {})", x.signature, x.found_at_exec)?;
@@ -248,17 +301,45 @@ mod tests {
             runs: 3,
             found_at_exec: 7,
         };
-        let rec = SideRecord { outcomes: &[], console: &["line".to_string()] };
-        let dir = w.save_finding("mmap-1", &f, "mmap()\n", SideRecord { ..rec }, SideRecord { outcomes: &[], console: &[] }).unwrap();
-        for file in ["prog.txt", "finding.json", "outcome-a.json", "outcome-b.json", "console-a.log", "console-b.log"] {
+        let rec = SideRecord {
+            outcomes: &[],
+            console: &["line".to_string()],
+        };
+        let dir = w
+            .save_finding(
+                "mmap-1",
+                &f,
+                "mmap()\n",
+                SideRecord { ..rec },
+                SideRecord {
+                    outcomes: &[],
+                    console: &[],
+                },
+            )
+            .unwrap();
+        for file in [
+            "prog.txt",
+            "finding.json",
+            "outcome-a.json",
+            "outcome-b.json",
+            "console-a.log",
+            "console-b.log",
+        ] {
             assert!(dir.join(file).is_file(), "{file}");
         }
         assert!(w.has_finding(FindingKind::Divergence, "mmap-1"));
         std::fs::create_dir_all(w.finding_dir(FindingKind::Divergence, "half")).unwrap();
         assert!(!w.has_finding(FindingKind::Divergence, "half"));
         assert_eq!(w.findings(FindingKind::Divergence).unwrap().len(), 1);
-        let s = Stats { execs: 5, kernel_a: "a".into(), ..Stats::default() };
+        let s = Stats {
+            execs: 5,
+            kernel_a: "a".into(),
+            ..Stats::default()
+        };
         w.save_stats(&s).unwrap();
-        assert_eq!(Workdir::existing(t.path()).unwrap().stats().unwrap(), Some(s));
+        assert_eq!(
+            Workdir::existing(t.path()).unwrap().stats().unwrap(),
+            Some(s)
+        );
     }
 }

@@ -17,7 +17,12 @@ pub enum Difference {
     /// The program ended differently (completed, timeout, crashed, error).
     Status { a: String, b: String },
     /// A call returned something else, or ran on one side only (`None`: did not run).
-    Call { index: usize, name: String, a: Option<Ret>, b: Option<Ret> },
+    Call {
+        index: usize,
+        name: String,
+        a: Option<Ret>,
+        b: Option<Ret>,
+    },
     /// Same return value, different bytes seen.
     Checksum { index: usize, name: String },
 }
@@ -34,7 +39,10 @@ impl Difference {
     /// change reached by different programs is one finding.
     pub fn signature_text(&self) -> String {
         match self {
-            Difference::Report { title, on } => format!("report only on {}: {title}", if *on == Side::A { "A" } else { "B" }),
+            Difference::Report { title, on } => format!(
+                "report only on {}: {title}",
+                if *on == Side::A { "A" } else { "B" }
+            ),
             Difference::Status { a, b } => format!("status {a} vs {b}"),
             Difference::Call { name, a, b, .. } => format!("{name}: {} vs {}", show(a), show(b)),
             Difference::Checksum { name, .. } => format!("{name}: checksum differs"),
@@ -52,34 +60,50 @@ impl Difference {
     /// A line for humans, with the call position.
     pub fn describe(&self) -> String {
         match self {
-            Difference::Call { index, .. } | Difference::Checksum { index, .. } => format!("call {index} {}", self.signature_text()),
+            Difference::Call { index, .. } | Difference::Checksum { index, .. } => {
+                format!("call {index} {}", self.signature_text())
+            }
             _ => self.signature_text(),
         }
     }
 
     fn is_call_level(&self) -> bool {
-        matches!(self, Difference::Call { .. } | Difference::Checksum { .. } | Difference::Status { .. })
+        matches!(
+            self,
+            Difference::Call { .. } | Difference::Checksum { .. } | Difference::Status { .. }
+        )
     }
 }
 
 fn show(r: &Option<Ret>) -> String {
-    r.as_ref().map(Ret::to_string).unwrap_or_else(|| "did not run".into())
+    r.as_ref()
+        .map(Ret::to_string)
+        .unwrap_or_else(|| "did not run".into())
 }
 
 /// Every difference between two outcomes: reports first (they matter most), then status,
 /// then calls in program order.
 pub fn differences(a: &Outcome, b: &Outcome) -> Vec<Difference> {
     let mut out = Vec::new();
-    for (mine, theirs, on) in [(&a.reports, &b.reports, Side::A), (&b.reports, &a.reports, Side::B)] {
+    for (mine, theirs, on) in [
+        (&a.reports, &b.reports, Side::A),
+        (&b.reports, &a.reports, Side::B),
+    ] {
         for r in mine {
             if !theirs.iter().any(|t| t.signature == r.signature) {
-                out.push(Difference::Report { title: r.title.clone(), on });
+                out.push(Difference::Report {
+                    title: r.title.clone(),
+                    on,
+                });
             }
         }
     }
     if a.status != b.status || a.hung_stack.first() != b.hung_stack.first() {
         let st = |o: &Outcome| {
-            let s = serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let s = serde_json::to_value(o.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             match o.hung_stack.first() {
                 Some(f) => format!("{s} in {f}"),
                 None => s,
@@ -87,7 +111,13 @@ pub fn differences(a: &Outcome, b: &Outcome) -> Vec<Difference> {
         };
         out.push(Difference::Status { a: st(a), b: st(b) });
     }
-    let max = a.calls.iter().chain(&b.calls).map(|c| c.index + 1).max().unwrap_or(0);
+    let max = a
+        .calls
+        .iter()
+        .chain(&b.calls)
+        .map(|c| c.index + 1)
+        .max()
+        .unwrap_or(0);
     for i in 0..max {
         let ca = a.calls.iter().find(|c| c.index == i);
         let cb = b.calls.iter().find(|c| c.index == i);
@@ -99,7 +129,12 @@ pub fn differences(a: &Outcome, b: &Outcome) -> Vec<Difference> {
                     out.push(Difference::Checksum { index: i, name });
                 }
             }
-            _ => out.push(Difference::Call { index: i, name, a: ca.map(|c| c.ret.clone()), b: cb.map(|c| c.ret.clone()) }),
+            _ => out.push(Difference::Call {
+                index: i,
+                name,
+                a: ca.map(|c| c.ret.clone()),
+                b: cb.map(|c| c.ret.clone()),
+            }),
         }
     }
     out
@@ -112,9 +147,13 @@ pub enum Verdict {
     Same,
     /// Each kernel agrees with itself and they disagree; the signature names the first
     /// (after suppressions) difference.
-    Divergence { signature: Signature },
+    Divergence {
+        signature: Signature,
+    },
     /// The program's outcome differs between runs on this kernel: not comparable.
-    Unstable { kernel: String },
+    Unstable {
+        kernel: String,
+    },
 }
 
 /// One run each, no suppressions.
@@ -126,7 +165,8 @@ fn verdict_of(diffs: &[Difference]) -> Verdict {
     match diffs.first() {
         None => Verdict::Same,
         Some(d) => Verdict::Divergence {
-            signature: Signature::try_from(d.signature_text()).unwrap_or_else(|_| Signature::from_title("divergence")),
+            signature: Signature::try_from(d.signature_text())
+                .unwrap_or_else(|_| Signature::from_title("divergence")),
         },
     }
 }
@@ -134,10 +174,22 @@ fn verdict_of(diffs: &[Difference]) -> Verdict {
 /// The verdict over repeated runs: unstable if a kernel disagrees with itself, else A
 /// against B with suppressed differences removed. A suppressed call-level difference takes
 /// the later call-level differences with it, since those usually follow from it.
-pub fn judge(a_runs: &[Outcome], b_runs: &[Outcome], kernels: (&str, &str), supp: &Suppressions) -> (Verdict, Vec<Difference>) {
+pub fn judge(
+    a_runs: &[Outcome],
+    b_runs: &[Outcome],
+    kernels: (&str, &str),
+    supp: &Suppressions,
+) -> (Verdict, Vec<Difference>) {
     for (runs, k) in [(a_runs, kernels.0), (b_runs, kernels.1)] {
-        if runs.windows(2).any(|w| w[0] != w[1]) {
-            return (Verdict::Unstable { kernel: k.to_string() }, Vec::new());
+        if let Some(other) = runs.iter().skip(1).find(|o| **o != runs[0]) {
+            // What differs between this kernel's first run and the first that disagrees.
+            let diffs = differences(&runs[0], other);
+            return (
+                Verdict::Unstable {
+                    kernel: k.to_string(),
+                },
+                diffs,
+            );
         }
     }
     let (Some(a), Some(b)) = (a_runs.first(), b_runs.first()) else {
@@ -177,19 +229,43 @@ mod tests {
     #[test]
     fn the_same_outcome_on_both_sides_is_silent() {
         let a = outcome(URING_612);
-        let b = outcome(&URING_612.replace("140132950736896", "139999999995904").replace("\"duration_us\":30", "\"duration_us\":31"));
+        let b = outcome(
+            &URING_612
+                .replace("140132950736896", "139999999995904")
+                .replace("\"duration_us\":30", "\"duration_us\":31"),
+        );
         assert_eq!(compare(&a, &b), Verdict::Same);
         let runs = vec![a.clone(), a.clone(), a];
-        assert_eq!(judge(&runs, &[b.clone(), b.clone(), b], ("x", "x"), &Suppressions::default()).0, Verdict::Same);
+        assert_eq!(
+            judge(
+                &runs,
+                &[b.clone(), b.clone(), b],
+                ("x", "x"),
+                &Suppressions::default()
+            )
+            .0,
+            Verdict::Same
+        );
     }
 
     #[test]
     fn divergence_signature_says_what_differs_without_the_position() {
         let a = outcome(URING_612);
-        let b = outcome(&URING_612.replace(r#""ret":-1,"errno":95,"errno_name":"EOPNOTSUPP""#, r#""ret":0,"errno":null,"errno_name":null"#));
-        let Verdict::Divergence { signature } = compare(&a, &b) else { panic!("expected a divergence") };
-        assert_eq!(signature.as_str(), "io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs 0");
-        assert_eq!(differences(&a, &b)[0].describe(), "call 3 io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs 0");
+        let b = outcome(&URING_612.replace(
+            r#""ret":-1,"errno":95,"errno_name":"EOPNOTSUPP""#,
+            r#""ret":0,"errno":null,"errno_name":null"#,
+        ));
+        let Verdict::Divergence { signature } = compare(&a, &b) else {
+            panic!("expected a divergence")
+        };
+        assert_eq!(
+            signature.as_str(),
+            "io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs 0"
+        );
+        assert_eq!(
+            differences(&a, &b)[0].describe(),
+            "call 3 io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs 0"
+        );
     }
 
     #[test]
@@ -204,25 +280,55 @@ mod tests {
         let d = differences(&a, &b);
         assert_eq!(d.len(), 2, "{d:?}");
         assert_eq!(d[0].signature_text(), "mmap: checksum differs");
-        assert_eq!(d[1].signature_text(), "io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs did not run");
+        assert_eq!(
+            d[1].signature_text(),
+            "io_uring_register$REGISTER_BUFFERS: EOPNOTSUPP vs did not run"
+        );
     }
 
     #[test]
     fn a_kernel_that_disagrees_with_itself_is_unstable() {
         let a = outcome(URING_612);
         let a2 = outcome(&URING_612.replace("\"checksum\":42", "\"checksum\":7"));
-        let (v, _) = judge(&[a.clone(), a2, a.clone()], &[a.clone(), a.clone(), a], ("debian-6.12", "debian-7.3"), &Suppressions::default());
-        assert_eq!(v, Verdict::Unstable { kernel: "debian-6.12".into() });
+        let (v, d) = judge(
+            &[a.clone(), a2, a.clone()],
+            &[a.clone(), a.clone(), a],
+            ("debian-6.12", "debian-7.3"),
+            &Suppressions::default(),
+        );
+        assert_eq!(
+            v,
+            Verdict::Unstable {
+                kernel: "debian-6.12".into()
+            }
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].signature_text(), "mmap: checksum differs");
     }
 
     #[test]
     fn a_report_on_one_side_is_a_divergence_and_comes_first() {
-        let console: Vec<String> = vec!["[    5.1] WARNING: CPU: 1 PID: 77 at mm/gup.c:229 try_grab_folio+0x1/0x2".into()];
+        let console: Vec<String> =
+            vec!["[    5.1] WARNING: CPU: 1 PID: 77 at mm/gup.c:229 try_grab_folio+0x1/0x2".into()];
         let a = outcome(URING_612);
-        let b = normalize(&serde_json::from_str::<Response>(&URING_612.replace("\"ret\":4", "\"ret\":5")).unwrap(), &console);
+        let b = normalize(
+            &serde_json::from_str::<Response>(&URING_612.replace("\"ret\":4", "\"ret\":5"))
+                .unwrap(),
+            &console,
+        );
         let d = differences(&a, &b);
-        assert!(matches!(&d[0], Difference::Report { on: Side::B, .. }), "{d:?}");
-        let Verdict::Divergence { signature } = compare(&a, &b) else { panic!() };
-        assert!(signature.as_str().starts_with("report only on B: WARNING in try_grab_folio"), "{signature}");
+        assert!(
+            matches!(&d[0], Difference::Report { on: Side::B, .. }),
+            "{d:?}"
+        );
+        let Verdict::Divergence { signature } = compare(&a, &b) else {
+            panic!()
+        };
+        assert!(
+            signature
+                .as_str()
+                .starts_with("report only on B: WARNING in try_grab_folio"),
+            "{signature}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use daxdiff_observe::Signature;
 use daxdiff_prog::wire::{Response, Status};
+use daxdiff_prog::{ResourceKind, Target};
 
 /// What a call returned, with run-specific values replaced by what they stand for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -16,6 +17,9 @@ pub enum Ret {
     Address,
     /// A pid (`getpid`).
     Pid,
+    /// A file descriptor (`openat`, `io_uring_setup`): its number depends on which thread
+    /// opened first, so only "it succeeded" is comparable.
+    Fd,
     /// The call failed with this errno (symbolic when known, else `errno 123`).
     Errno(String),
 }
@@ -26,6 +30,7 @@ impl std::fmt::Display for Ret {
             Ret::Value(v) => write!(f, "{v}"),
             Ret::Address => f.write_str("addr"),
             Ret::Pid => f.write_str("pid"),
+            Ret::Fd => f.write_str("fd"),
             Ret::Errno(e) => f.write_str(e),
         }
     }
@@ -76,26 +81,54 @@ pub fn normalize(resp: &Response, console: &[String]) -> Outcome {
             let ret = match (&c.errno, &c.errno_name) {
                 (_, Some(name)) => Ret::Errno(name.clone()),
                 (Some(e), None) => Ret::Errno(format!("errno {e}")),
-                (None, None) if ADDRESS_CALLS.contains(&base) => Ret::Address,
-                (None, None) if PID_CALLS.contains(&base) => Ret::Pid,
-                (None, None) => Ret::Value(c.ret),
+                (None, None) => match returns(&c.name) {
+                    Some(ResourceKind::Fd | ResourceKind::Ring) => Ret::Fd,
+                    Some(ResourceKind::Map) => Ret::Address,
+                    Some(ResourceKind::Pid) => Ret::Pid,
+                    _ if ADDRESS_CALLS.contains(&base) => Ret::Address,
+                    _ if PID_CALLS.contains(&base) => Ret::Pid,
+                    _ => Ret::Value(c.ret),
+                },
             };
-            CallOutcome { index: c.index, name: c.name.clone(), ret, checksum: c.checksum }
+            CallOutcome {
+                index: c.index,
+                name: c.name.clone(),
+                ret,
+                checksum: c.checksum,
+            }
         })
         .collect();
     calls.sort_by_key(|c| c.index);
     let mut reports: Vec<KernelReport> = daxdiff_observe::parse(&console.join("\n"))
         .into_iter()
-        .map(|r| KernelReport { title: r.title, signature: r.signature })
+        .map(|r| KernelReport {
+            title: r.title,
+            signature: r.signature,
+        })
         .collect();
     reports.sort();
     reports.dedup_by(|a, b| a.signature == b.signature);
-    let hung_stack = resp.stack.as_deref().map(stack_functions).unwrap_or_default();
+    let hung_stack = resp
+        .stack
+        .as_deref()
+        .map(stack_functions)
+        .unwrap_or_default();
     let detail = match resp.status {
         Status::Completed => None,
         _ => resp.detail.as_deref().map(scrub),
     };
-    Outcome { status: resp.status, calls, reports, hung_stack, detail }
+    Outcome {
+        status: resp.status,
+        calls,
+        reports,
+        hung_stack,
+        detail,
+    }
+}
+
+/// The kind of resource a call returns, from the descriptions.
+fn returns(name: &str) -> Option<ResourceKind> {
+    Target::builtin().call(name).and_then(|d| d.ret_kind)
 }
 
 /// `[<0>] dax_break_layout_final+0x4d/0x90` → `dax_break_layout_final`.
@@ -104,7 +137,11 @@ fn stack_functions(stack: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let l = l.trim();
-            let l = l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(_, r)| r.trim()).unwrap_or(l);
+            let l = l
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .map(|(_, r)| r.trim())
+                .unwrap_or(l);
             let f = l.split(['+', ' ']).next()?.trim();
             (!f.is_empty()).then(|| f.to_string())
         })
@@ -159,19 +196,32 @@ mod tests {
         );
         let oa = normalize(&a, &[]);
         assert_eq!(oa, normalize(&b, &[]));
-        assert_eq!(oa.calls.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            oa.calls.iter().map(|c| c.index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5]
+        );
         assert_eq!(oa.calls[2].ret, Ret::Address);
         assert_eq!(oa.calls[3].ret, Ret::Pid);
         assert_eq!(oa.calls[4].ret, Ret::Errno("EFAULT".into()));
-        assert_eq!(oa.calls[0].ret, Ret::Value(3));
+        assert_eq!(oa.calls[0].ret, Ret::Fd);
+        assert_eq!(oa.calls[1].ret, Ret::Value(0));
     }
 
     #[test]
     fn checksums_and_errnos_are_kept() {
         let a = normalize(&resp(RESPONSE_612), &[]);
-        let b = normalize(&resp(&RESPONSE_612.replace("13346994205906133797", "1")), &[]);
+        let b = normalize(
+            &resp(&RESPONSE_612.replace("13346994205906133797", "1")),
+            &[],
+        );
         assert_ne!(a, b);
-        let c = normalize(&resp(&RESPONSE_612.replace("\"errno\":14,\"errno_name\":\"EFAULT\"", "\"errno\":95,\"errno_name\":\"EOPNOTSUPP\"")), &[]);
+        let c = normalize(
+            &resp(&RESPONSE_612.replace(
+                "\"errno\":14,\"errno_name\":\"EFAULT\"",
+                "\"errno\":95,\"errno_name\":\"EOPNOTSUPP\"",
+            )),
+            &[],
+        );
         assert_ne!(a, c);
     }
 
@@ -180,8 +230,14 @@ mod tests {
         let json = r#"{"id":4,"status":"timeout","calls":[],"detail":"program did not finish in 10000 ms (pid 4242)",
             "stack":"[<0>] dax_break_layout_final+0x4d/0x90\n[<0>] ext4_evict_inode+0x1a/0x5c0 [ext4]\n"}"#;
         let o = normalize(&resp(json), &[]);
-        assert_eq!(o.hung_stack, vec!["dax_break_layout_final", "ext4_evict_inode"]);
-        assert_eq!(o.detail.as_deref(), Some("program did not finish in N ms (pid N)"));
+        assert_eq!(
+            o.hung_stack,
+            vec!["dax_break_layout_final", "ext4_evict_inode"]
+        );
+        assert_eq!(
+            o.detail.as_deref(),
+            Some("program did not finish in N ms (pid N)")
+        );
     }
 
     #[test]

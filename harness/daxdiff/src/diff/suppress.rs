@@ -18,9 +18,16 @@ use super::compare::Difference;
 #[derive(Debug, thiserror::Error)]
 pub enum SuppressionError {
     #[error("read suppressions {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Bad { path: PathBuf, line: usize, message: String },
+    Bad {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// One judged, intended difference.
@@ -59,13 +66,20 @@ struct EntryForm {
 
 impl Suppressions {
     pub fn load(path: &Path) -> Result<Suppressions, SuppressionError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SuppressionError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SuppressionError::Read {
+            path: path.into(),
+            source,
+        })?;
         Suppressions::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Suppressions, SuppressionError> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let bad = |line: usize, message: String| SuppressionError::Bad { path: path.into(), line, message };
+        let bad = |line: usize, message: String| SuppressionError::Bad {
+            path: path.into(),
+            line,
+            message,
+        };
         let file: FileForm = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(s.start)).unwrap_or(1);
             bad(line, e.message().to_string())
@@ -75,13 +89,25 @@ impl Suppressions {
             let line = line_of(spanned.span().start);
             let e = spanned.into_inner();
             if e.reason.trim().is_empty() {
-                return Err(bad(line, "`reason` is empty: write down why this difference is intended".into()));
+                return Err(bad(
+                    line,
+                    "`reason` is empty: write down why this difference is intended".into(),
+                ));
             }
             if e.signature.is_none() && e.call.is_none() {
-                return Err(bad(line, "an entry needs `signature` or `call`, or it would silence everything".into()));
+                return Err(bad(
+                    line,
+                    "an entry needs `signature` or `call`, or it would silence everything".into(),
+                ));
             }
             if !(e.kernels.is_empty() || e.kernels.len() == 2) {
-                return Err(bad(line, format!("`kernels` names the two kernels of a pair, got {}", e.kernels.len())));
+                return Err(bad(
+                    line,
+                    format!(
+                        "`kernels` names the two kernels of a pair, got {}",
+                        e.kernels.len()
+                    ),
+                ));
             }
             entries.push(Suppression {
                 reason: e.reason,
@@ -97,10 +123,15 @@ impl Suppressions {
     /// The first entry that silences this difference between these two kernels.
     pub fn matches(&self, d: &Difference, kernels: (&str, &str)) -> Option<&Suppression> {
         self.entries.iter().find(|s| {
-            let pair = s.kernels.is_empty()
-                || (s.kernels.iter().any(|k| k == kernels.0) && s.kernels.iter().any(|k| k == kernels.1));
+            let pair = match s.kernels.as_slice() {
+                [x, y] => (x == kernels.0 && y == kernels.1) || (x == kernels.1 && y == kernels.0),
+                _ => true,
+            };
             let call = s.call.as_deref().is_none_or(|c| d.call_name() == Some(c));
-            let sig = s.signature.as_deref().is_none_or(|p| glob(p, &d.signature_text()));
+            let sig = s
+                .signature
+                .as_deref()
+                .is_none_or(|p| glob(p, &d.signature_text()));
             pair && call && sig
         })
     }
@@ -132,7 +163,12 @@ mod tests {
     use crate::diff::Ret;
 
     fn uring(a: &str, b: Ret) -> Difference {
-        Difference::Call { index: 3, name: "io_uring_register$REGISTER_BUFFERS".into(), a: Some(Ret::Errno(a.into())), b: Some(b) }
+        Difference::Call {
+            index: 3,
+            name: "io_uring_register$REGISTER_BUFFERS".into(),
+            a: Some(Ret::Errno(a.into())),
+            b: Some(b),
+        }
     }
 
     #[test]
@@ -147,20 +183,45 @@ mod tests {
         assert!(s.matches(&d, ("debian-6.12", "debian-7.3")).is_some());
         assert!(s.matches(&d, ("debian-7.3", "debian-6.12")).is_some());
         assert!(s.matches(&d, ("debian-6.12", "debian-6.12")).is_none());
-        assert!(s.matches(&uring("EFAULT", Ret::Value(0)), ("debian-6.12", "debian-7.3")).is_none());
+        assert!(s
+            .matches(
+                &uring("EFAULT", Ret::Value(0)),
+                ("debian-6.12", "debian-7.3")
+            )
+            .is_none());
     }
 
     #[test]
     fn bad_entries_name_file_and_line() {
         let e = Suppressions::parse("[[suppress]]\nreason = \"x\"\ncall = \"mmap\"\n\n[[suppress]]\nreason = \" \"\ncall = \"mmap\"\n", Path::new("s.toml")).unwrap_err();
-        assert_eq!(e.to_string(), "s.toml:5: `reason` is empty: write down why this difference is intended");
-        let e = Suppressions::parse("[[suppress]]\nreason = \"x\"\n", Path::new("s.toml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "s.toml:5: `reason` is empty: write down why this difference is intended"
+        );
+        let e =
+            Suppressions::parse("[[suppress]]\nreason = \"x\"\n", Path::new("s.toml")).unwrap_err();
         assert!(e.to_string().starts_with("s.toml:1: an entry needs"), "{e}");
-        let e = Suppressions::parse("[[suppress]]\ncall = \"mmap\"\n", Path::new("s.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("s.toml:1: missing field `reason`"), "{e}");
-        let e = Suppressions::parse("[[suppress]]\nreason = \"r\"\ncall = \"mmap\"\nkernel = \"x\"\n", Path::new("s.toml")).unwrap_err();
+        let e = Suppressions::parse("[[suppress]]\ncall = \"mmap\"\n", Path::new("s.toml"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("s.toml:1: missing field `reason`"),
+            "{e}"
+        );
+        let e = Suppressions::parse(
+            "[[suppress]]\nreason = \"r\"\ncall = \"mmap\"\nkernel = \"x\"\n",
+            Path::new("s.toml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("s.toml:"), "{e}");
         assert!(e.to_string().contains("unknown field `kernel`"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_file_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../vm-images/suppressions.toml");
+        let s = Suppressions::load(&p).unwrap();
+        assert!(s.entries.iter().all(|e| !e.reason.trim().is_empty()));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub struct Budget {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration: write e.g. 90s, 30m, 8h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 90s, 30m, 8h"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -48,7 +50,14 @@ pub struct Campaign {
 }
 
 impl Campaign {
-    pub fn new(workdir: Workdir, stats: Stats, suppressions: Suppressions, runs: usize, budget: Budget, bar: ProgressBar) -> Campaign {
+    pub fn new(
+        workdir: Workdir,
+        stats: Stats,
+        suppressions: Suppressions,
+        runs: usize,
+        budget: Budget,
+        bar: ProgressBar,
+    ) -> Campaign {
         let (base_elapsed, base_execs) = (stats.elapsed_secs, stats.execs);
         Campaign {
             workdir,
@@ -71,7 +80,10 @@ impl Campaign {
     }
 
     pub fn should_stop(&self) -> bool {
-        self.budget.time.is_some_and(|t| self.started.elapsed() >= t) || self.budget.execs.is_some_and(|n| self.session_execs() >= n)
+        self.budget
+            .time
+            .is_some_and(|t| self.started.elapsed() >= t)
+            || self.budget.execs.is_some_and(|n| self.session_execs() >= n)
     }
 
     /// Adds features; true if any was new.

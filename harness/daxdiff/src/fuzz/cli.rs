@@ -16,8 +16,10 @@ use crate::workdir::{Summary, Workdir};
 pub const DEFAULT_SUPPRESSIONS: &str = "vm-images/suppressions.toml";
 
 #[derive(Args, Debug)]
-#[command(after_help = "Exit status: 0 the workdir holds no stable divergence and no crash; 1 it holds at least one \
-(see `daxdiff show WORKDIR`); 2 error.\nA killed run resumes from its workdir: run the same command again.")]
+#[command(
+    after_help = "Exit status: 0 the workdir holds no stable divergence and no crash; 1 it holds at least one \
+(see `daxdiff show WORKDIR`); 2 error.\nA killed run resumes from its workdir: run the same command again."
+)]
 pub struct FuzzArgs {
     /// Kernel A (the base)
     #[arg(long, default_value = "debian-6.12")]
@@ -47,6 +49,9 @@ pub struct FuzzArgs {
     /// Seed programs run first [default: corpora if present]
     #[arg(long)]
     pub seeds: Option<PathBuf>,
+    /// Start from generated programs only (no seed directory)
+    #[arg(long, conflicts_with = "seeds")]
+    pub no_seeds: bool,
     /// Seconds each program may run in the guest
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -62,15 +67,26 @@ pub struct ShowArgs {
 pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
     let suppressions = match &args.suppressions {
         Some(p) => Suppressions::load(p)?,
-        None if Path::new(DEFAULT_SUPPRESSIONS).is_file() => Suppressions::load(Path::new(DEFAULT_SUPPRESSIONS))?,
+        None if Path::new(DEFAULT_SUPPRESSIONS).is_file() => {
+            Suppressions::load(Path::new(DEFAULT_SUPPRESSIONS))?
+        }
         None => Suppressions::default(),
     };
-    let seeds = args.seeds.clone().or_else(|| Path::new("corpora").is_dir().then(|| PathBuf::from("corpora")));
+    let seeds = match (&args.seeds, args.no_seeds) {
+        (_, true) => None,
+        (Some(dir), false) => Some(dir.clone()),
+        (None, false) => Path::new("corpora")
+            .is_dir()
+            .then(|| PathBuf::from("corpora")),
+    };
     let cfg = FuzzConfig {
         kernel_a: args.a,
         kernel_b: args.b,
         workdir: args.workdir,
-        budget: Budget { time: Some(args.budget), execs: args.execs },
+        budget: Budget {
+            time: Some(args.budget),
+            execs: args.execs,
+        },
         seed: args.seed,
         jobs: args.jobs,
         runs: args.runs,
@@ -86,7 +102,9 @@ pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
 }
 
 pub fn run_show(args: ShowArgs) -> Result<ExitCode> {
-    let summary = Workdir::existing(&args.workdir)?.summary().with_context(|| format!("read {}", args.workdir.display()))?;
+    let summary = Workdir::existing(&args.workdir)?
+        .summary()
+        .with_context(|| format!("read {}", args.workdir.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -45,7 +45,10 @@ pub struct OutcomeObserver {
 
 impl OutcomeObserver {
     pub fn new(name: &'static str) -> OutcomeObserver {
-        OutcomeObserver { name: Cow::Borrowed(name), run: None }
+        OutcomeObserver {
+            name: Cow::Borrowed(name),
+            run: None,
+        }
     }
 }
 
@@ -79,8 +82,19 @@ pub struct VmExecutor {
 }
 
 impl VmExecutor {
-    pub fn new(side: Rc<RefCell<KernelSide>>, observer: OutcomeObserver, campaign: Arc<Mutex<Campaign>>, role: Role) -> VmExecutor {
-        VmExecutor { side, observers: (observer, ()), campaign, role, restarts_seen: 0 }
+    pub fn new(
+        side: Rc<RefCell<KernelSide>>,
+        observer: OutcomeObserver,
+        campaign: Arc<Mutex<Campaign>>,
+        role: Role,
+    ) -> VmExecutor {
+        VmExecutor {
+            side,
+            observers: (observer, ()),
+            campaign,
+            role,
+            restarts_seen: 0,
+        }
     }
 }
 
@@ -97,9 +111,17 @@ impl HasObservers for VmExecutor {
 }
 
 impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
-    fn run_target(&mut self, _fuzzer: &mut Z, _state: &mut S, _mgr: &mut EM, input: &ProgInput) -> Result<ExitKind, Error> {
+    fn run_target(
+        &mut self,
+        _fuzzer: &mut Z,
+        _state: &mut S,
+        _mgr: &mut EM,
+        input: &ProgInput,
+    ) -> Result<ExitKind, Error> {
         let mut side = self.side.borrow_mut();
-        let run = side.run(&input.0).map_err(|e| Error::unknown(format!("{}: {e:#}", side.name)))?;
+        let run = side
+            .run(&input.0)
+            .map_err(|e| Error::unknown(format!("{}: {e:#}", side.name)))?;
         let kind = match run.outcome.status {
             Status::Crashed => ExitKind::Crash,
             Status::Timeout => ExitKind::Timeout,
@@ -131,16 +153,35 @@ pub fn features(side: &str, o: &Outcome) -> Vec<String> {
         crate::diff::Ret::Value(0) => format!("{}=0", c.name),
         _ => format!("{}=ok", c.name),
     };
-    let mut f: Vec<String> = o.calls.iter().map(|c| format!("{side}:{}", class(c))).collect();
-    f.extend(o.calls.windows(2).map(|w| format!("{side}:{}>{}", class(&w[0]), class(&w[1]))));
+    let mut f: Vec<String> = o
+        .calls
+        .iter()
+        .map(|c| format!("{side}:{}", class(c)))
+        .collect();
+    f.extend(
+        o.calls
+            .windows(2)
+            .map(|w| format!("{side}:{}>{}", class(&w[0]), class(&w[1]))),
+    );
     f.push(format!("{side}:status={:?}", o.status));
-    f.extend(o.reports.iter().map(|r| format!("{side}:report={}", r.signature)));
+    f.extend(
+        o.reports
+            .iter()
+            .map(|r| format!("{side}:report={}", r.signature)),
+    );
     f.extend(o.hung_stack.first().map(|h| format!("{side}:hung={h}")));
     f
 }
 
-fn runs_of<'a, OT: MatchNameRef>(observers: &'a OT, a: &Handle<OutcomeObserver>, b: &Handle<OutcomeObserver>) -> Option<(&'a Run, &'a Run)> {
-    Some((observers.get(a)?.run.as_ref()?, observers.get(b)?.run.as_ref()?))
+fn runs_of<'a, OT: MatchNameRef>(
+    observers: &'a OT,
+    a: &Handle<OutcomeObserver>,
+    b: &Handle<OutcomeObserver>,
+) -> Option<(&'a Run, &'a Run)> {
+    Some((
+        observers.get(a)?.run.as_ref()?,
+        observers.get(b)?.run.as_ref()?,
+    ))
 }
 
 /// Corpus-worthy: a program that showed an outcome feature not seen before on either kernel.
@@ -160,15 +201,27 @@ impl Named for NewOutcomeFeedback {
 impl<S> StateInitializer<S> for NewOutcomeFeedback {}
 
 impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedback {
-    fn is_interesting(&mut self, _state: &mut S, _mgr: &mut EM, input: &ProgInput, observers: &OT, _exit: &ExitKind) -> Result<bool, Error> {
-        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else { return Ok(false) };
+    fn is_interesting(
+        &mut self,
+        _state: &mut S,
+        _mgr: &mut EM,
+        input: &ProgInput,
+        observers: &OT,
+        _exit: &ExitKind,
+    ) -> Result<bool, Error> {
+        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else {
+            return Ok(false);
+        };
         let mut feats = features("a", &ra.outcome);
         feats.extend(features("b", &rb.outcome));
         let mut c = self.campaign.lock().unwrap();
         if !c.add_features(feats) {
             return Ok(false);
         }
-        if c.workdir.add_corpus(&input.0).map_err(|e| Error::unknown(format!("{e:#}")))? {
+        if c.workdir
+            .add_corpus(&input.0)
+            .map_err(|e| Error::unknown(format!("{e:#}")))?
+        {
             c.stats.corpus += 1;
         }
         Ok(true)
@@ -200,19 +253,35 @@ fn lib_err(e: anyhow::Error) -> Error {
 }
 
 impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjective {
-    fn is_interesting(&mut self, _state: &mut S, _mgr: &mut EM, input: &ProgInput, observers: &OT, _exit: &ExitKind) -> Result<bool, Error> {
-        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else { return Ok(false) };
+    fn is_interesting(
+        &mut self,
+        _state: &mut S,
+        _mgr: &mut EM,
+        input: &ProgInput,
+        observers: &OT,
+        _exit: &ExitKind,
+    ) -> Result<bool, Error> {
+        let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else {
+            return Ok(false);
+        };
         let (ra, rb) = (ra.clone(), rb.clone());
         let program = &input.0;
         let mut found = self.record_reports(program, &ra, &rb).map_err(lib_err)?;
         let kernels = {
             let mut c = self.campaign.lock().unwrap();
             let kernels = (c.stats.kernel_a.clone(), c.stats.kernel_b.clone());
-            let (v, _) = judge(std::slice::from_ref(&ra.outcome), std::slice::from_ref(&rb.outcome), (&kernels.0, &kernels.1), &c.suppressions);
+            let (v, _) = judge(
+                std::slice::from_ref(&ra.outcome),
+                std::slice::from_ref(&rb.outcome),
+                (&kernels.0, &kernels.1),
+                &c.suppressions,
+            );
             match v {
                 // A divergence already recorded needs no confirmation runs.
                 Verdict::Divergence { signature } => {
-                    if c.workdir.has_finding(FindingKind::Divergence, &signature.dir_name()) {
+                    if c.workdir
+                        .has_finding(FindingKind::Divergence, &signature.dir_name())
+                    {
                         return Ok(found);
                     }
                     kernels
@@ -242,8 +311,16 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
                 c.stats.suppressed += 1;
                 return Ok(found);
             }
-            Verdict::Unstable { kernel } => (FindingKind::Unstable, format!("{:016x}", fnv1a64(program.as_bytes())), format!("unstable on {kernel}")),
-            Verdict::Divergence { signature } => (FindingKind::Divergence, signature.dir_name(), signature.to_string()),
+            Verdict::Unstable { kernel } => (
+                FindingKind::Unstable,
+                format!("{:016x}", fnv1a64(program.as_bytes())),
+                format!("unstable on {kernel}"),
+            ),
+            Verdict::Divergence { signature } => (
+                FindingKind::Divergence,
+                signature.dir_name(),
+                signature.to_string(),
+            ),
         };
         if c.workdir.has_finding(kind, &name) {
             return Ok(found);
@@ -259,7 +336,19 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
         };
         let (ca, cb) = (&runs_a[0].console, &runs_b[0].console);
         c.workdir
-            .save_finding(&name, &finding, program, SideRecord { outcomes: &oa, console: ca }, SideRecord { outcomes: &ob, console: cb })
+            .save_finding(
+                &name,
+                &finding,
+                program,
+                SideRecord {
+                    outcomes: &oa,
+                    console: ca,
+                },
+                SideRecord {
+                    outcomes: &ob,
+                    console: cb,
+                },
+            )
             .map_err(lib_err)?;
         match kind {
             FindingKind::Unstable => c.stats.unstable += 1,
@@ -268,7 +357,8 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
                 found = true;
             }
         }
-        c.bar.println(format!("{}: {}", kind.dir(), finding.signature));
+        c.bar
+            .println(format!("{}: {}", kind.dir(), finding.signature));
         c.save().map_err(lib_err)?;
         Ok(found)
     }
@@ -279,14 +369,27 @@ impl FindingObjective {
     fn record_reports(&self, program: &str, ra: &Run, rb: &Run) -> anyhow::Result<bool> {
         let mut c = self.campaign.lock().unwrap();
         let mut found = false;
-        let all: Vec<_> = ra.outcome.reports.iter().chain(&rb.outcome.reports).collect();
+        let all: Vec<_> = ra
+            .outcome
+            .reports
+            .iter()
+            .chain(&rb.outcome.reports)
+            .collect();
         for r in all {
             let name = r.signature.dir_name();
             if c.workdir.has_finding(FindingKind::Crash, &name) {
                 continue;
             }
-            let on_a = ra.outcome.reports.iter().any(|x| x.signature == r.signature);
-            let on_b = rb.outcome.reports.iter().any(|x| x.signature == r.signature);
+            let on_a = ra
+                .outcome
+                .reports
+                .iter()
+                .any(|x| x.signature == r.signature);
+            let on_b = rb
+                .outcome
+                .reports
+                .iter()
+                .any(|x| x.signature == r.signature);
             let finding = Finding {
                 kind: FindingKind::Crash,
                 signature: r.title.clone(),
@@ -304,11 +407,18 @@ impl FindingObjective {
                 &name,
                 &finding,
                 program,
-                SideRecord { outcomes: std::slice::from_ref(&ra.outcome), console: &ra.console },
-                SideRecord { outcomes: std::slice::from_ref(&rb.outcome), console: &rb.console },
+                SideRecord {
+                    outcomes: std::slice::from_ref(&ra.outcome),
+                    console: &ra.console,
+                },
+                SideRecord {
+                    outcomes: std::slice::from_ref(&rb.outcome),
+                    console: &rb.console,
+                },
             )?;
             c.stats.crashes += 1;
-            c.bar.println(format!("crashes: {} ({})", r.title, finding.differences[0]));
+            c.bar
+                .println(format!("crashes: {} ({})", r.title, finding.differences[0]));
             found = true;
         }
         if found {
@@ -342,12 +452,16 @@ impl<S: HasCorpus<ProgInput>> Mutator<ProgInput, S> for ProgMutator {
         let other = if n > 0 {
             let id = state.corpus().nth(self.rng.index(n));
             let tc = state.corpus().get(id)?.borrow();
-            tc.input().as_ref().and_then(|i| daxdiff_prog::parse(target, &i.0).ok())
+            tc.input()
+                .as_ref()
+                .and_then(|i| daxdiff_prog::parse(target, &i.0).ok())
         } else {
             None
         };
         let next = match daxdiff_prog::parse(target, &input.0) {
-            Ok(p) if !self.rng.percent(5) => daxdiff_prog::mutate::mutate(target, &p, other.as_ref(), &mut self.rng).0,
+            Ok(p) if !self.rng.percent(5) => {
+                daxdiff_prog::mutate::mutate(target, &p, other.as_ref(), &mut self.rng).0
+            }
             _ => daxdiff_prog::generate::generate(target, &mut self.rng),
         };
         input.0 = next.to_text();

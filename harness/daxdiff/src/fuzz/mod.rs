@@ -26,7 +26,10 @@ use libafl_bolts::rands::StdRand;
 use libafl_bolts::tuples::{tuple_list, Handled};
 
 pub use campaign::{parse_duration, Budget, Campaign};
-pub use engine::{features, FindingObjective, NewOutcomeFeedback, OutcomeObserver, ProgInput, ProgMutator, VmExecutor};
+pub use engine::{
+    features, FindingObjective, NewOutcomeFeedback, OutcomeObserver, ProgInput, ProgMutator,
+    VmExecutor,
+};
 pub use side::{KernelSide, Run};
 
 use crate::diff::Suppressions;
@@ -61,31 +64,60 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
     }
     let workdir = Workdir::open(&cfg.workdir)?;
     let mut stats = match workdir.stats()? {
-        Some(s) if (s.kernel_a.as_str(), s.kernel_b.as_str()) != (cfg.kernel_a.as_str(), cfg.kernel_b.as_str()) => bail!(
-            "{} holds a campaign of {} vs {}, not {} vs {}: choose another --workdir",
-            cfg.workdir.display(),
-            s.kernel_a,
-            s.kernel_b,
-            cfg.kernel_a,
-            cfg.kernel_b
-        ),
+        Some(s)
+            if (s.kernel_a.as_str(), s.kernel_b.as_str())
+                != (cfg.kernel_a.as_str(), cfg.kernel_b.as_str()) =>
+        {
+            bail!(
+                "{} holds a campaign of {} vs {}, not {} vs {}: choose another --workdir",
+                cfg.workdir.display(),
+                s.kernel_a,
+                s.kernel_b,
+                cfg.kernel_a,
+                cfg.kernel_b
+            )
+        }
         Some(s) => s,
-        None => Stats { kernel_a: cfg.kernel_a.clone(), kernel_b: cfg.kernel_b.clone(), ..Stats::default() },
+        None => Stats {
+            kernel_a: cfg.kernel_a.clone(),
+            kernel_b: cfg.kernel_b.clone(),
+            ..Stats::default()
+        },
     };
     stats.sessions += 1;
     let mut seeds = Vec::new();
     if let Some(dir) = &cfg.seeds {
-        seeds.extend(crate::exec::load_corpus(dir)?.into_iter().map(|(_, p)| p.to_text()));
+        seeds.extend(
+            crate::exec::load_corpus(dir)?
+                .into_iter()
+                .map(|(_, p)| p.to_text()),
+        );
     }
     // Resuming: the corpus found so far is replayed so its features count again.
     seeds.extend(workdir.corpus()?);
-    let prepared_a = prepare(env, &cfg.kernel_a).with_context(|| format!("prepare kernel A ({})", cfg.kernel_a))?;
-    let prepared_b = prepare(env, &cfg.kernel_b).with_context(|| format!("prepare kernel B ({})", cfg.kernel_b))?;
+    let prepared_a = prepare(env, &cfg.kernel_a)
+        .with_context(|| format!("prepare kernel A ({})", cfg.kernel_a))?;
+    let prepared_b = prepare(env, &cfg.kernel_b)
+        .with_context(|| format!("prepare kernel B ({})", cfg.kernel_b))?;
     drop((prepared_a, prepared_b));
-    let bar = if cfg.progress { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
+    let bar = if cfg.progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.enable_steady_tick(Duration::from_millis(500));
-    bar.set_message(format!("booting {} and {} ({} pair(s))", cfg.kernel_a, cfg.kernel_b, cfg.jobs));
-    let campaign = Arc::new(Mutex::new(Campaign::new(workdir.clone(), stats, cfg.suppressions.clone(), cfg.runs, cfg.budget, bar.clone())));
+    bar.set_message(format!(
+        "booting {} and {} ({} pair(s))",
+        cfg.kernel_a, cfg.kernel_b, cfg.jobs
+    ));
+    let campaign = Arc::new(Mutex::new(Campaign::new(
+        workdir.clone(),
+        stats,
+        cfg.suppressions.clone(),
+        cfg.runs,
+        cfg.budget,
+        bar.clone(),
+    )));
     campaign.lock().unwrap().save()?;
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..cfg.jobs)
@@ -95,7 +127,13 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
                 s.spawn(move || run_job(env, cfg, job, seeds, campaign))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a fuzzing job panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a fuzzing job panicked")))
+            })
+            .collect()
     });
     let mut c = campaign.lock().unwrap();
     c.save()?;
@@ -107,9 +145,23 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
 }
 
 /// One VM pair: its own LibAFL state, corpus and scheduler; findings and counters shared.
-fn run_job(env: &Env, cfg: &FuzzConfig, job: usize, seeds: Vec<String>, campaign: Arc<Mutex<Campaign>>) -> Result<()> {
-    let side_a = Rc::new(RefCell::new(KernelSide::new(&cfg.kernel_a, prepare(env, &cfg.kernel_a)?, cfg.timeout)));
-    let side_b = Rc::new(RefCell::new(KernelSide::new(&cfg.kernel_b, prepare(env, &cfg.kernel_b)?, cfg.timeout)));
+fn run_job(
+    env: &Env,
+    cfg: &FuzzConfig,
+    job: usize,
+    seeds: Vec<String>,
+    campaign: Arc<Mutex<Campaign>>,
+) -> Result<()> {
+    let side_a = Rc::new(RefCell::new(KernelSide::new(
+        &cfg.kernel_a,
+        prepare(env, &cfg.kernel_a)?,
+        cfg.timeout,
+    )));
+    let side_b = Rc::new(RefCell::new(KernelSide::new(
+        &cfg.kernel_b,
+        prepare(env, &cfg.kernel_b)?,
+        cfg.timeout,
+    )));
     // Boot both before the clock matters (the first boot is the slow part of a short run).
     side_a.borrow_mut().ensure_booted()?;
     side_b.borrow_mut().ensure_booted()?;
@@ -119,14 +171,36 @@ fn run_job(env: &Env, cfg: &FuzzConfig, job: usize, seeds: Vec<String>, campaign
     let exec_a = VmExecutor::new(side_a.clone(), obs_a, campaign.clone(), engine::Role::A);
     let exec_b = VmExecutor::new(side_b.clone(), obs_b, campaign.clone(), engine::Role::B);
     let mut executor = DiffExecutor::new(exec_a, exec_b, ());
-    let mut feedback = NewOutcomeFeedback { a: ha.clone(), b: hb.clone(), campaign: campaign.clone() };
-    let mut objective = FindingObjective { a: ha, b: hb, side_a: side_a.clone(), side_b: side_b.clone(), campaign: campaign.clone() };
+    let mut feedback = NewOutcomeFeedback {
+        a: ha.clone(),
+        b: hb.clone(),
+        campaign: campaign.clone(),
+    };
+    let mut objective = FindingObjective {
+        a: ha,
+        b: hb,
+        side_a: side_a.clone(),
+        side_b: side_b.clone(),
+        campaign: campaign.clone(),
+    };
     let seed = cfg.seed.wrapping_add(job as u64);
-    let mut state = StdState::new(StdRand::with_seed(seed), InMemoryCorpus::<ProgInput>::new(), InMemoryCorpus::new(), &mut feedback, &mut objective)?;
+    let mut state = StdState::new(
+        StdRand::with_seed(seed),
+        InMemoryCorpus::<ProgInput>::new(),
+        InMemoryCorpus::new(),
+        &mut feedback,
+        &mut objective,
+    )?;
     let mut mgr = SimpleEventManager::new(NopMonitor::new());
     let mut fuzzer = StdFuzzer::new(QueueScheduler::new(), feedback, objective);
-    let mutator = ProgMutator { rng: daxdiff_prog::rng::Rng::new(seed), campaign: campaign.clone() };
-    let mut stages = tuple_list!(StdMutationalStage::with_max_iterations(mutator, NonZeroUsize::new(8).expect("8 > 0")));
+    let mutator = ProgMutator {
+        rng: daxdiff_prog::rng::Rng::new(seed),
+        campaign: campaign.clone(),
+    };
+    let mut stages = tuple_list!(StdMutationalStage::with_max_iterations(
+        mutator,
+        NonZeroUsize::new(8).expect("8 > 0")
+    ));
     let stop = || campaign.lock().unwrap().should_stop();
     for text in seeds {
         if stop() {

@@ -31,7 +31,14 @@ pub struct KernelSide {
 
 impl KernelSide {
     pub fn new(name: &str, prepared: Prepared, timeout: Duration) -> KernelSide {
-        KernelSide { name: name.to_string(), prepared, guest: None, timeout, restarts: 0, booted: 0 }
+        KernelSide {
+            name: name.to_string(),
+            prepared,
+            guest: None,
+            timeout,
+            restarts: 0,
+            booted: 0,
+        }
     }
 
     /// Boots the guest now (the first boot is slow; callers show it).
@@ -64,19 +71,32 @@ impl KernelSide {
                 // moment to finish printing it before the guest is killed.
                 std::thread::sleep(Duration::from_secs(2));
                 let (vm, _) = self.guest.take().expect("booted above");
-                let console: Vec<String> = vm.console.since(from).into_iter().map(|l| l.text).collect();
+                let console: Vec<String> =
+                    vm.console.since(from).into_iter().map(|l| l.text).collect();
                 drop(vm);
                 let resp = Response {
                     id: 0,
                     status: Status::Crashed,
                     calls: Vec::new(),
                     stack: None,
-                    detail: Some(format!("guest stopped answering: {}", first_line(&format!("{e:#}")))),
+                    detail: Some(format!(
+                        "guest stopped answering: {}",
+                        first_line(&format!("{e:#}"))
+                    )),
                 };
-                return Ok(Run { outcome: normalize(&resp, &console), console });
+                return Ok(Run {
+                    outcome: normalize(&resp, &console),
+                    console,
+                });
             }
         };
-        Ok(Run { outcome: normalize(&resp, &console), console })
+        let outcome = normalize(&resp, &console);
+        if !outcome.reports.is_empty() {
+            // A kernel that has oopsed or warned is no longer the kernel under test (tainted,
+            // locks or references possibly leaked): the next program gets a fresh guest.
+            self.shutdown();
+        }
+        Ok(Run { outcome, console })
     }
 
     pub fn shutdown(&mut self) {
