@@ -140,7 +140,7 @@ pub struct ExecBench {
     pub ratio: f64,
 }
 
-pub fn bench(vm: &Vm, corpus: &[(String, Program)], rounds: u64, timeout: Duration) -> Result<ExecBench> {
+pub fn bench(vm: &mut Vm, corpus: &[(String, Program)], rounds: u64, timeout: Duration) -> Result<ExecBench> {
     let mut runner = Runner::start(vm)?;
     // One warm-up round so both sides start from the same state.
     for (_, p) in corpus {
@@ -162,7 +162,7 @@ pub fn bench(vm: &Vm, corpus: &[(String, Program)], rounds: u64, timeout: Durati
             serde_json::to_string(&Request { id: i as u64, program: p.to_text(), timeout_ms: timeout.as_millis() as u64 }).unwrap() + "\n"
         })
         .collect();
-    let out = vm.ssh()?.exec(&format!("daxdiff-exec loop --count {rounds}"), Some(batch.as_bytes()), Duration::from_secs(3600))?;
+    let out = vm.run_with_input(&format!("daxdiff-exec loop --count {rounds}"), Some(batch.as_bytes()), Duration::from_secs(3600))?;
     if out.status != 0 {
         bail!("in-guest loop failed: {}", out.stderr_str());
     }
@@ -176,4 +176,13 @@ pub fn bench(vm: &Vm, corpus: &[(String, Program)], rounds: u64, timeout: Durati
         in_guest_per_second: in_guest,
         ratio: controller / in_guest.max(1e-9),
     })
+}
+
+impl Drop for Runner {
+    /// End of input makes the guest executor exit; wait for the channel to close so the
+    /// session is clean for the next command.
+    fn drop(&mut self) {
+        let _ = self.channel.send_eof();
+        let _ = self.channel.wait_close();
+    }
 }

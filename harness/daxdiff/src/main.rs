@@ -208,8 +208,8 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         Cmd::Bench(BenchCmd::Exec { kernel, corpus, rounds, json }) => {
             let progs = daxdiff::exec::load_corpus(&corpus)?;
             let p = prepare(env, &kernel)?;
-            let vm = p.boot(MachineProfile::default(), None)?;
-            let b = daxdiff::exec::bench(&vm, &progs, rounds, Duration::from_secs(30))?;
+            let mut vm = p.boot(MachineProfile::default(), None)?;
+            let b = daxdiff::exec::bench(&mut vm, &progs, rounds, Duration::from_secs(30))?;
             vm.shutdown()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&b)?);

@@ -263,8 +263,13 @@ impl Vm {
 
     /// Runs a command in the guest; a kernel death while it runs is reported with the console.
     pub fn run(&mut self, cmd: &str, timeout: Duration) -> Result<Output> {
+        self.run_with_input(cmd, None, timeout)
+    }
+
+    /// Like [`Vm::run`], with `input` on the command's standard input.
+    pub fn run_with_input(&mut self, cmd: &str, input: Option<&[u8]>, timeout: Duration) -> Result<Output> {
         let from = self.console.len();
-        let res = self.ssh()?.exec(cmd, None, timeout);
+        let res = self.ssh()?.exec(cmd, input, timeout);
         match res {
             Ok(o) => Ok(o),
             Err(e) => {

@@ -65,7 +65,6 @@ impl Ssh {
         if !session.authenticated() {
             bail!("the guest refused the key");
         }
-        session.set_keepalive(true, 10);
         Ok(Ssh { session })
     }
 
