@@ -42,7 +42,11 @@ pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result
     let mut bare = Vec::new();
     for i in 0..runs {
         progress(&format!("run {}/{runs}: bare boot", i + 1));
-        let opts = BootOptions { accel: p.accel, bare: true, ..BootOptions::default() };
+        let opts = BootOptions {
+            accel: p.accel,
+            bare: true,
+            ..BootOptions::default()
+        };
         let vm = Vm::boot(&p.kernel, &p.image, opts)?;
         bare.push(vm.times.kernel);
         vm.shutdown()?;
@@ -52,10 +56,24 @@ pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result
         vm.shutdown()?;
     }
     let med = |f: fn(&BootTimes) -> Duration| median(full.iter().map(f).collect());
-    let median_t = BootTimes { kernel: med(|t| t.kernel), bringup: med(|t| t.bringup), ssh: med(|t| t.ssh), ready: med(|t| t.ready) };
+    let median_t = BootTimes {
+        kernel: med(|t| t.kernel),
+        bringup: med(|t| t.bringup),
+        ssh: med(|t| t.ssh),
+        ready: med(|t| t.ready),
+    };
     let bare_median = median(bare.clone());
     let ratio = median_t.ready.as_secs_f64() / bare_median.as_secs_f64().max(1e-9);
-    Ok(BootBench { kernel: p.kernel.name.0.clone(), runs, accel: p.accel.to_string(), median: median_t, bare_median, ratio, full, bare })
+    Ok(BootBench {
+        kernel: p.kernel.name.0.clone(),
+        runs,
+        accel: p.accel.to_string(),
+        median: median_t,
+        bare_median,
+        ratio,
+        full,
+        bare,
+    })
 }
 
 #[cfg(test)]
@@ -66,7 +84,10 @@ mod tests {
     fn median_of_odd_and_even() {
         let s = Duration::from_secs;
         assert_eq!(median(vec![s(3), s(1), s(2)]), s(2));
-        assert_eq!(median(vec![s(4), s(1), s(2), s(3)]), Duration::from_millis(2500));
+        assert_eq!(
+            median(vec![s(4), s(1), s(2), s(3)]),
+            Duration::from_millis(2500)
+        );
         assert_eq!(median(vec![]), Duration::ZERO);
     }
 }

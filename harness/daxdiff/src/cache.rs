@@ -15,7 +15,9 @@ pub fn default_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("DAXDIFF_CACHE") {
         return PathBuf::from(p);
     }
-    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("daxdiff")
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("daxdiff")
 }
 
 /// A stable key built from named parts: the same parts give the same key.
@@ -72,7 +74,10 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(root: &Path, kind: &str, label: &str, key: &str) -> Entry {
-        Entry { dir: root.join(kind).join(format!("{label}-{key}")), key: key.to_string() }
+        Entry {
+            dir: root.join(kind).join(format!("{label}-{key}")),
+            key: key.to_string(),
+        }
     }
 
     /// The manifest if the entry is complete and every listed file still has its checksum.
@@ -87,7 +92,10 @@ impl Entry {
             match sha256_file(&self.dir.join(rel)) {
                 Ok(s) if &s == sum => {}
                 _ => {
-                    eprintln!("cache: {} is damaged ({rel} changed); rebuilding it", self.dir.display());
+                    eprintln!(
+                        "cache: {} is damaged ({rel} changed); rebuilding it",
+                        self.dir.display()
+                    );
                     return None;
                 }
             }
@@ -102,18 +110,26 @@ impl Entry {
         build: impl FnOnce(&Path) -> Result<(Vec<String>, BTreeMap<String, String>)>,
     ) -> Result<Manifest> {
         let parent = self.dir.parent().expect("entry has a parent");
-        fs::create_dir_all(parent).with_context(|| format!("create cache dir {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("create cache dir {}", parent.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix(".partial-")
             .tempdir_in(parent)
             .with_context(|| format!("create temporary dir in {}", parent.display()))?;
         let (files, facts) = build(tmp.path())?;
-        let mut m = Manifest { key: self.key.clone(), files: BTreeMap::new(), facts };
+        let mut m = Manifest {
+            key: self.key.clone(),
+            files: BTreeMap::new(),
+            facts,
+        };
         for rel in files {
             let sum = sha256_file(&tmp.path().join(&rel))?;
             m.files.insert(rel, sum);
         }
-        write_atomic(&tmp.path().join(MANIFEST), serde_json::to_string_pretty(&m)?.as_bytes())?;
+        write_atomic(
+            &tmp.path().join(MANIFEST),
+            serde_json::to_string_pretty(&m)?.as_bytes(),
+        )?;
         if self.dir.exists() {
             fs::remove_dir_all(&self.dir)
                 .with_context(|| format!("remove stale cache entry {}", self.dir.display()))?;
@@ -135,7 +151,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .with_context(|| format!("create temporary file in {}", dir.display()))?;
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 
@@ -145,11 +162,23 @@ mod tests {
 
     #[test]
     fn keys_are_stable_and_sensitive_to_every_part() {
-        let a = KeyBuilder::default().part("kernel", "6.12.117").part("recipe", "x").finish();
-        let b = KeyBuilder::default().part("kernel", "6.12.117").part("recipe", "x").finish();
-        let c = KeyBuilder::default().part("kernel", "6.12.117").part("recipe", "y").finish();
+        let a = KeyBuilder::default()
+            .part("kernel", "6.12.117")
+            .part("recipe", "x")
+            .finish();
+        let b = KeyBuilder::default()
+            .part("kernel", "6.12.117")
+            .part("recipe", "x")
+            .finish();
+        let c = KeyBuilder::default()
+            .part("kernel", "6.12.117")
+            .part("recipe", "y")
+            .finish();
         // Moving bytes between parts must change the key.
-        let d = KeyBuilder::default().part("kernel", "6.12.117r").part("ecipe", "x").finish();
+        let d = KeyBuilder::default()
+            .part("kernel", "6.12.117r")
+            .part("ecipe", "x")
+            .finish();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
@@ -181,7 +210,10 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         // A manifest for another key does not count either.
-        let g = Entry { dir: e.dir.clone(), key: "other".into() };
+        let g = Entry {
+            dir: e.dir.clone(),
+            key: "other".into(),
+        };
         assert!(g.verify().is_none());
     }
 }

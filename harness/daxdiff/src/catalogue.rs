@@ -42,7 +42,11 @@ impl Scheme {
         let mut it = upstream.split(|c: char| !c.is_ascii_digit());
         let major: u32 = it.next()?.parse().ok()?;
         let minor: u32 = it.next()?.parse().ok()?;
-        Some(if (major, minor) >= (6, 15) { Scheme::New } else { Scheme::Old })
+        Some(if (major, minor) >= (6, 15) {
+            Scheme::New
+        } else {
+            Scheme::Old
+        })
     }
 }
 
@@ -100,11 +104,18 @@ pub enum CatalogueError {
     #[error("kernel catalogue {origin}: {msg}")]
     Parse { origin: String, msg: String },
     #[error("kernel catalogue {origin}: kernel `{name}`: {msg}")]
-    Entry { origin: String, name: String, msg: String },
+    Entry {
+        origin: String,
+        name: String,
+        msg: String,
+    },
     #[error("unknown kernel `{name}`; known kernels: {known}. Add it to vm-images/kernels.toml or pass --catalogue FILE")]
     Unknown { name: String, known: String },
     #[error("cannot read kernel catalogue {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Deserialize)]
@@ -145,15 +156,30 @@ impl Catalogue {
                 return Err(bad("a name must be non-empty, without '/' or spaces"));
             }
             match &mut source {
-                KernelSource::Debian { series, version, .. } => {
+                KernelSource::Debian {
+                    series, version, ..
+                } => {
                     if series.is_none() == version.is_none() {
-                        return Err(bad("a debian kernel needs exactly one of `series` or `version`"));
+                        return Err(bad(
+                            "a debian kernel needs exactly one of `series` or `version`",
+                        ));
                     }
                 }
-                KernelSource::Local { bzimage, modules, config, vmlinux, .. } => {
-                    for p in [Some(bzimage), modules.as_mut(), config.as_mut(), vmlinux.as_mut()]
-                        .into_iter()
-                        .flatten()
+                KernelSource::Local {
+                    bzimage,
+                    modules,
+                    config,
+                    vmlinux,
+                    ..
+                } => {
+                    for p in [
+                        Some(bzimage),
+                        modules.as_mut(),
+                        config.as_mut(),
+                        vmlinux.as_mut(),
+                    ]
+                    .into_iter()
+                    .flatten()
                     {
                         if p.is_relative() {
                             *p = base.join(&*p);
@@ -168,10 +194,17 @@ impl Catalogue {
     }
 
     pub fn get(&self, name: &str) -> Result<&KernelEntry, CatalogueError> {
-        self.kernels.get(&KernelName::from(name)).ok_or_else(|| CatalogueError::Unknown {
-            name: name.to_string(),
-            known: self.kernels.keys().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.kernels
+            .get(&KernelName::from(name))
+            .ok_or_else(|| CatalogueError::Unknown {
+                name: name.to_string(),
+                known: self
+                    .kernels
+                    .keys()
+                    .map(|k| k.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -196,9 +229,15 @@ mod tests {
 
     #[test]
     fn unknown_kernel_lists_known_ones() {
-        let err = Catalogue::builtin().get("debian-5.10").unwrap_err().to_string();
+        let err = Catalogue::builtin()
+            .get("debian-5.10")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown kernel `debian-5.10`"), "{err}");
-        assert!(err.contains("debian-6.12") && err.contains("debian-7.3"), "{err}");
+        assert!(
+            err.contains("debian-6.12") && err.contains("debian-7.3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -206,7 +245,9 @@ mod tests {
         let text = "[kernels.mine]\nkind = \"local\"\nbzimage = \"k/bzImage\"\nvmlinux = \"/abs/vmlinux\"\n";
         let c = Catalogue::parse(text, "t.toml", Path::new("/base")).unwrap();
         match &c.get("mine").unwrap().source {
-            KernelSource::Local { bzimage, vmlinux, .. } => {
+            KernelSource::Local {
+                bzimage, vmlinux, ..
+            } => {
                 assert_eq!(bzimage, Path::new("/base/k/bzImage"));
                 assert_eq!(vmlinux.as_deref(), Some(Path::new("/abs/vmlinux")));
             }
@@ -217,8 +258,13 @@ mod tests {
     #[test]
     fn debian_entry_needs_series_or_version_not_both() {
         let both = "[kernels.x]\nkind = \"debian\"\nseries = \"6.1\"\nversion = \"6.1.1-1\"\n";
-        let err = Catalogue::parse(both, "t.toml", Path::new(".")).unwrap_err().to_string();
-        assert!(err.contains("kernel `x`") && err.contains("exactly one"), "{err}");
+        let err = Catalogue::parse(both, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kernel `x`") && err.contains("exactly one"),
+            "{err}"
+        );
         let neither = "[kernels.x]\nkind = \"debian\"\n";
         assert!(Catalogue::parse(neither, "t.toml", Path::new(".")).is_err());
     }

@@ -25,9 +25,15 @@ pub struct Runner {
 impl Runner {
     pub fn start(vm: &Vm) -> Result<Runner> {
         let ssh = vm.ssh()?;
-        let channel = ssh.channel("daxdiff-exec run").context("start daxdiff-exec run in the guest")?;
+        let channel = ssh
+            .channel("daxdiff-exec run")
+            .context("start daxdiff-exec run in the guest")?;
         let reader = BufReader::new(channel.stream(0));
-        Ok(Runner { channel, reader, next_id: 1 })
+        Ok(Runner {
+            channel,
+            reader,
+            next_id: 1,
+        })
     }
 
     /// Runs one program. An error means the guest or the executor stopped answering; a
@@ -39,12 +45,18 @@ impl Runner {
     pub fn run_text(&mut self, vm: &Vm, text: &str, timeout: Duration) -> Result<Response> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = Request { id, program: text.to_string(), timeout_ms: timeout.as_millis() as u64 };
+        let req = Request {
+            id,
+            program: text.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
         let mut line = serde_json::to_string(&req)?;
         line.push('\n');
         let session = vm.ssh()?.session();
         session.set_timeout((timeout + GRACE).as_millis() as u32);
-        self.channel.write_all(line.as_bytes()).context("send a program to the guest executor")?;
+        self.channel
+            .write_all(line.as_bytes())
+            .context("send a program to the guest executor")?;
         self.channel.flush()?;
         let mut resp = String::new();
         let sent = Instant::now();
@@ -61,9 +73,13 @@ impl Runner {
             let _ = std::io::Read::read_to_string(&mut self.channel.stderr(), &mut err);
             bail!("the guest executor exited: {}", err.trim());
         }
-        let r: Response = serde_json::from_str(&resp).with_context(|| format!("the guest executor sent a bad response: {resp}"))?;
+        let r: Response = serde_json::from_str(&resp)
+            .with_context(|| format!("the guest executor sent a bad response: {resp}"))?;
         if r.id != id {
-            bail!("the guest executor answered request {} while {id} was expected", r.id);
+            bail!(
+                "the guest executor answered request {} while {id} was expected",
+                r.id
+            );
         }
         Ok(r)
     }
@@ -72,13 +88,18 @@ impl Runner {
 /// A program file from disk: parsed, validated, with the file name in every error.
 pub fn load_program(path: &Path) -> Result<Program> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    daxdiff_prog::parse(Target::builtin(), &text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+    daxdiff_prog::parse(Target::builtin(), &text)
+        .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
 }
 
 /// Every `.prog` file of a corpus directory, sorted by name.
 pub fn load_corpus(dir: &Path) -> Result<Vec<(String, Program)>> {
     let mut v = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read corpus {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("read corpus {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.extension().and_then(|e| e.to_str()) == Some("prog") {
@@ -95,7 +116,10 @@ pub fn load_corpus(dir: &Path) -> Result<Vec<(String, Program)>> {
 /// Per-call results as a user reads them: `#3 mmap$ext4 = 0x7f… (12us)` / `= -1 EOPNOTSUPP`.
 pub fn format_response(program: &Program, r: &Response) -> String {
     let mut out = String::new();
-    let status = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let status = serde_json::to_value(r.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     out.push_str(&format!("status: {status}"));
     if let Some(d) = &r.detail {
         out.push_str(&format!(" ({d})"));
@@ -104,14 +128,24 @@ pub fn format_response(program: &Program, r: &Response) -> String {
     let mut calls = r.calls.clone();
     calls.sort_by_key(|c| c.index);
     for c in &calls {
-        let thread = if c.thread > 0 { format!(" [t{}]", c.thread) } else { String::new() };
+        let thread = if c.thread > 0 {
+            format!(" [t{}]", c.thread)
+        } else {
+            String::new()
+        };
         let result = match &c.errno_name {
             Some(e) => format!("-1 {e}"),
             None if c.ret > 4096 => format!("{:#x}", c.ret),
             None => c.ret.to_string(),
         };
-        let sum = c.checksum.map(|s| format!(" sum={s:016x}")).unwrap_or_default();
-        out.push_str(&format!("  #{:<2} {:<40} = {result}{sum} ({}us){thread}\n", c.index, c.name, c.duration_us));
+        let sum = c
+            .checksum
+            .map(|s| format!(" sum={s:016x}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  #{:<2} {:<40} = {result}{sum} ({}us){thread}\n",
+            c.index, c.name, c.duration_us
+        ));
     }
     let ran: std::collections::BTreeSet<usize> = calls.iter().map(|c| c.index).collect();
     for (i, call) in program.calls.iter().enumerate() {
@@ -140,7 +174,12 @@ pub struct ExecBench {
     pub ratio: f64,
 }
 
-pub fn bench(vm: &mut Vm, corpus: &[(String, Program)], rounds: u64, timeout: Duration) -> Result<ExecBench> {
+pub fn bench(
+    vm: &mut Vm,
+    corpus: &[(String, Program)],
+    rounds: u64,
+    timeout: Duration,
+) -> Result<ExecBench> {
     let mut runner = Runner::start(vm)?;
     // One warm-up round so both sides start from the same state.
     for (_, p) in corpus {
@@ -159,15 +198,28 @@ pub fn bench(vm: &mut Vm, corpus: &[(String, Program)], rounds: u64, timeout: Du
         .iter()
         .enumerate()
         .map(|(i, (_, p))| {
-            serde_json::to_string(&Request { id: i as u64, program: p.to_text(), timeout_ms: timeout.as_millis() as u64 }).unwrap() + "\n"
+            serde_json::to_string(&Request {
+                id: i as u64,
+                program: p.to_text(),
+                timeout_ms: timeout.as_millis() as u64,
+            })
+            .unwrap()
+                + "\n"
         })
         .collect();
-    let out = vm.run_with_input(&format!("daxdiff-exec loop --count {rounds}"), Some(batch.as_bytes()), Duration::from_secs(3600))?;
+    let out = vm.run_with_input(
+        &format!("daxdiff-exec loop --count {rounds}"),
+        Some(batch.as_bytes()),
+        Duration::from_secs(3600),
+    )?;
     if out.status != 0 {
         bail!("in-guest loop failed: {}", out.stderr_str());
     }
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("loop output: {}", out.stdout_str()))?;
-    let in_guest = report["programs_per_second"].as_f64().context("loop report has programs_per_second")?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("loop output: {}", out.stdout_str()))?;
+    let in_guest = report["programs_per_second"]
+        .as_f64()
+        .context("loop report has programs_per_second")?;
     Ok(ExecBench {
         kernel: vm.kernel_name.clone(),
         programs: corpus.len(),

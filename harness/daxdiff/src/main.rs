@@ -13,7 +13,11 @@ use daxdiff::setup::{prepare, Env};
 use daxdiff::vm::{reaper, MachineProfile};
 
 #[derive(Parser)]
-#[command(name = "daxdiff", version, about = "Differential fuzzing and regression harness for Linux DAX page reference counting")]
+#[command(
+    name = "daxdiff",
+    version,
+    about = "Differential fuzzing and regression harness for Linux DAX page reference counting"
+)]
 struct Cli {
     /// Cache for kernels, guest images and package lists [env: DAXDIFF_CACHE; default: XDG cache dir]
     #[arg(long, global = true)]
@@ -124,7 +128,13 @@ enum BenchCmd {
 fn main() -> ExitCode {
     reaper::install_signal_handler();
     let cli = Cli::parse();
-    let env = Env { cache: cli.cache.clone().unwrap_or_else(daxdiff::cache::default_dir), catalogue: cli.catalogue.clone() };
+    let env = Env {
+        cache: cli
+            .cache
+            .clone()
+            .unwrap_or_else(daxdiff::cache::default_dir),
+        catalogue: cli.catalogue.clone(),
+    };
     match run(cli.cmd, &env) {
         Ok(code) => code,
         Err(e) => {
@@ -141,13 +151,22 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         Cmd::Images(ImagesCmd::Fetch { kernels }) => {
             for k in kernels {
                 let p = prepare(env, &k)?;
-                println!("{}\t{}\t{}\t{}", k, p.kernel.version, p.kernel.release, p.image.initramfs.display());
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    k,
+                    p.kernel.version,
+                    p.kernel.release,
+                    p.image.initramfs.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Vm(VmCmd::Boot { kernel }) => {
             let p = prepare(env, &kernel)?;
-            eprintln!("booting {kernel} ({}, {}) under {}", p.kernel.release, p.kernel.version, p.accel);
+            eprintln!(
+                "booting {kernel} ({}, {}) under {}",
+                p.kernel.release, p.kernel.version, p.accel
+            );
             let vm = p.boot(MachineProfile::default(), None)?;
             print_ready(&vm);
             println!("connect: {}", ssh_command(&vm));
@@ -158,11 +177,19 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
-        Cmd::Vm(VmCmd::Run { kernel, timeout, cmd }) => {
+        Cmd::Vm(VmCmd::Run {
+            kernel,
+            timeout,
+            cmd,
+        }) => {
             let p = prepare(env, &kernel)?;
             let mut vm = p.boot(MachineProfile::default(), None)?;
             eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
-            let line = cmd.iter().map(|w| daxdiff::vm::profile::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            let line = cmd
+                .iter()
+                .map(|w| daxdiff::vm::profile::shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" ");
             let out = vm.run(&line, Duration::from_secs(timeout))?;
             use std::io::Write;
             std::io::stdout().write_all(&out.stdout)?;
@@ -178,14 +205,34 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             let status = std::process::Command::new("ssh")
                 .args(["-i"])
                 .arg(&key)
-                .args(["-p", &vm.files.ssh_port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"])
+                .args([
+                    "-p",
+                    &vm.files.ssh_port.to_string(),
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "root@127.0.0.1",
+                ])
                 .status()
                 .context("run ssh (package openssh-client)")?;
             vm.shutdown()?;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
-        Cmd::Run { kernel, timeout, json, programs } => {
-            let progs: Vec<_> = programs.iter().map(|p| daxdiff::exec::load_program(p).map(|x| (p, x))).collect::<Result<_>>()?;
+        Cmd::Run {
+            kernel,
+            timeout,
+            json,
+            programs,
+        } => {
+            let progs: Vec<_> = programs
+                .iter()
+                .map(|p| daxdiff::exec::load_program(p).map(|x| (p, x)))
+                .collect::<Result<_>>()?;
             let p = prepare(env, &kernel)?;
             let vm = p.boot(MachineProfile::default(), None)?;
             eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
@@ -205,7 +252,12 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         }
         Cmd::Fuzz(args) => daxdiff::fuzz::cli::run_fuzz(env, args),
         Cmd::Show(args) => daxdiff::fuzz::cli::run_show(args),
-        Cmd::Bench(BenchCmd::Exec { kernel, corpus, rounds, json }) => {
+        Cmd::Bench(BenchCmd::Exec {
+            kernel,
+            corpus,
+            rounds,
+            json,
+        }) => {
             let progs = daxdiff::exec::load_corpus(&corpus)?;
             let p = prepare(env, &kernel)?;
             let mut vm = p.boot(MachineProfile::default(), None)?;
@@ -214,9 +266,18 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&b)?);
             } else {
-                println!("kernel {}: {} programs x {} rounds", b.kernel, b.programs, b.rounds);
-                println!("  through the controller   {:.2} programs/s", b.controller_per_second);
-                println!("  looped inside the guest  {:.2} programs/s", b.in_guest_per_second);
+                println!(
+                    "kernel {}: {} programs x {} rounds",
+                    b.kernel, b.programs, b.rounds
+                );
+                println!(
+                    "  through the controller   {:.2} programs/s",
+                    b.controller_per_second
+                );
+                println!(
+                    "  looped inside the guest  {:.2} programs/s",
+                    b.in_guest_per_second
+                );
                 println!("  controller / in-guest = {:.2} (target >= 0.80)", b.ratio);
             }
             Ok(ExitCode::SUCCESS)
@@ -231,12 +292,30 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&b)?);
             } else {
                 let s = |d: Duration| format!("{:.2}s", d.as_secs_f64());
-                println!("kernel {} ({}), {} runs, accel {}", b.kernel, p.kernel.version, b.runs, b.accel);
-                println!("  median kernel boot (QEMU start → init)   {}", s(b.median.kernel));
-                println!("  median bring-up (init → DAX verified)     {}", s(b.median.bringup));
-                println!("  median SSH ready (QEMU start → SSH)       {}", s(b.median.ssh));
-                println!("  median ready                              {}", s(b.median.ready));
-                println!("  median bare boot (QEMU start → init)      {}", s(b.bare_median));
+                println!(
+                    "kernel {} ({}), {} runs, accel {}",
+                    b.kernel, p.kernel.version, b.runs, b.accel
+                );
+                println!(
+                    "  median kernel boot (QEMU start → init)   {}",
+                    s(b.median.kernel)
+                );
+                println!(
+                    "  median bring-up (init → DAX verified)     {}",
+                    s(b.median.bringup)
+                );
+                println!(
+                    "  median SSH ready (QEMU start → SSH)       {}",
+                    s(b.median.ssh)
+                );
+                println!(
+                    "  median ready                              {}",
+                    s(b.median.ready)
+                );
+                println!(
+                    "  median bare boot (QEMU start → init)      {}",
+                    s(b.bare_median)
+                );
                 println!("  ready / bare = {:.2} (target ≤ 1.50)", b.ratio);
             }
             Ok(ExitCode::SUCCESS)
@@ -255,7 +334,13 @@ fn print_ready(vm: &daxdiff::vm::Vm) {
         t.ssh.as_secs_f64()
     );
     for f in &vm.topology.fs {
-        println!("  {} on {} at {}: dax {}", f.role, f.blockdev, f.mountpoint, if f.dax { "on" } else { "OFF" });
+        println!(
+            "  {} on {} at {}: dax {}",
+            f.role,
+            f.blockdev,
+            f.mountpoint,
+            if f.dax { "on" } else { "OFF" }
+        );
     }
     for d in &vm.topology.devdax {
         println!("  devdax {}", d.chardev);
@@ -277,20 +362,39 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
     for entry in cat.kernels.values() {
         let cached = store.cached(entry);
         let (kind, version, release, scheme) = match (&entry.source, &cached) {
-            (_, Some(k)) if !refresh => (kind_of(&entry.source), k.version.clone(), k.release.clone(), k.scheme.to_string()),
+            (_, Some(k)) if !refresh => (
+                kind_of(&entry.source),
+                k.version.clone(),
+                k.release.clone(),
+                k.scheme.to_string(),
+            ),
             (KernelSource::Debian { scheme, .. }, _) => match store.resolve_debian(entry) {
                 Ok(d) => {
-                    let sch = scheme.or_else(|| daxdiff::catalogue::Scheme::for_version(&d.release));
-                    ("debian", d.version, d.release, sch.map(|s| s.to_string()).unwrap_or("?".into()))
+                    let sch =
+                        scheme.or_else(|| daxdiff::catalogue::Scheme::for_version(&d.release));
+                    (
+                        "debian",
+                        d.version,
+                        d.release,
+                        sch.map(|s| s.to_string()).unwrap_or("?".into()),
+                    )
                 }
-                Err(e) => ("debian", format!("unresolved: {e}"), String::new(), "?".into()),
+                Err(e) => (
+                    "debian",
+                    format!("unresolved: {e}"),
+                    String::new(),
+                    "?".into(),
+                ),
             },
             (KernelSource::Local { .. }, _) => match store.get(entry) {
                 Ok(k) => ("local", k.version, k.release, k.scheme.to_string()),
                 Err(e) => ("local", format!("broken: {e}"), String::new(), "?".into()),
             },
         };
-        let cached_now = store.cached(entry).map(|k| k.version == version).unwrap_or(false);
+        let cached_now = store
+            .cached(entry)
+            .map(|k| k.version == version)
+            .unwrap_or(false);
         rows.push(serde_json::json!({
             "name": entry.name.0, "kind": kind, "version": version, "release": release,
             "scheme": scheme, "cached": cached_now,
@@ -299,7 +403,10 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<14} {:<7} {:<22} {:<26} {:<6} cached", "kernel", "kind", "version", "release", "scheme");
+        println!(
+            "{:<14} {:<7} {:<22} {:<26} {:<6} cached",
+            "kernel", "kind", "version", "release", "scheme"
+        );
         for r in &rows {
             println!(
                 "{:<14} {:<7} {:<22} {:<26} {:<6} {}",
@@ -308,7 +415,11 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
                 r["version"].as_str().unwrap_or(""),
                 r["release"].as_str().unwrap_or(""),
                 r["scheme"].as_str().unwrap_or(""),
-                if r["cached"].as_bool().unwrap_or(false) { "yes" } else { "no" }
+                if r["cached"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "no"
+                }
             );
         }
         println!("cache: {}", env.cache.display());

@@ -38,7 +38,11 @@ pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
     let kernel = KernelStore::new(&env.cache).get(entry)?;
     let image = GuestBuilder::new(&env.cache).build(&kernel)?;
     let accel = accel::choose(&env.cache, &kernel, &image)?;
-    Ok(Prepared { kernel, image, accel })
+    Ok(Prepared {
+        kernel,
+        image,
+        accel,
+    })
 }
 
 impl Prepared {
@@ -46,7 +50,12 @@ impl Prepared {
         Vm::boot(
             &self.kernel,
             &self.image,
-            BootOptions { profile, accel: self.accel, run_dir: run_dir.map(Path::to_path_buf), ..BootOptions::default() },
+            BootOptions {
+                profile,
+                accel: self.accel,
+                run_dir: run_dir.map(Path::to_path_buf),
+                ..BootOptions::default()
+            },
         )
     }
 }

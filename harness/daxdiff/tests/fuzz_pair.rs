@@ -17,12 +17,14 @@ fn corpus_dir() -> PathBuf {
 
 /// Evicting an ext4 inode while a pipe still holds its DAX pages (vmsplice): 6.12's old
 /// scheme warns in `dax_disassociate_entry` (fs/dax.c:390) on every run, 7.3's reworked
-/// refcounting does not (seen running the seeds on both kernels).
+/// refcounting does not; instead 7.3's guest stops answering (eviction waits for pages the
+/// killed program's pipe still holds), which costs a guest restart per run: hence two runs
+/// per kernel and a short program timeout here (seen running the seeds on both kernels).
 const KNOWN: &str = "evict_while_pinned_ext4.prog";
 const KNOWN_SIGNATURE: &str = "report only on A: WARNING in dax_disassociate_entry";
 
 #[test]
-#[ignore = "boots debian-6.12 and debian-7.3 guests (about 3 minutes under TCG)"]
+#[ignore = "boots debian-6.12 and debian-7.3 guests (about 5 minutes under TCG)"]
 fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
     let env = Env {
         cache: daxdiff::cache::default_dir(),
@@ -36,22 +38,22 @@ fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
         kernel_b: "debian-7.3".into(),
         workdir: work.path().to_path_buf(),
         budget: Budget {
-            time: Some(Duration::from_secs(240)),
-            execs: Some(6),
+            time: Some(Duration::from_secs(300)),
+            execs: Some(2),
         },
         seed: 7,
         jobs: 1,
-        runs: 3,
+        runs: 2,
         suppressions: Suppressions::default(),
         seeds: Some(seeds.path().to_path_buf()),
-        timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
         progress: false,
     };
     let summary = fuzz(&env, &cfg).unwrap_or_else(|e| panic!("fuzz: {e:#}"));
     for d in ["corpus", "divergences", "crashes", "unstable", "stats.json"] {
         assert!(work.path().join(d).exists(), "workdir lacks {d}");
     }
-    assert!(summary.stats.execs >= 6, "{:?}", summary.stats);
+    assert!(summary.stats.execs >= 1, "{:?}", summary.stats);
     let known = summary
         .divergences
         .iter()
@@ -62,7 +64,7 @@ fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
                 summary.divergences, summary.unstable
             )
         });
-    assert_eq!(known.runs, 3);
+    assert_eq!(known.runs, 2);
     assert_eq!(known.differences[0], KNOWN_SIGNATURE);
     let w = Workdir::existing(work.path()).unwrap();
     let (name, _) = w

@@ -12,17 +12,24 @@ use daxdiff::setup::{prepare, Env};
 use daxdiff::vm::MachineProfile;
 
 fn env() -> Env {
-    Env { cache: daxdiff::cache::default_dir(), catalogue: None }
+    Env {
+        cache: daxdiff::cache::default_dir(),
+        catalogue: None,
+    }
 }
 
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 fn check_dax_guest(kernel: &str) {
     let p = prepare(&env(), kernel).expect("kernel and guest image");
-    let mut vm = p.boot(MachineProfile::default(), None).unwrap_or_else(|e| panic!("{kernel} did not boot: {e:#}"));
+    let mut vm = p
+        .boot(MachineProfile::default(), None)
+        .unwrap_or_else(|e| panic!("{kernel} did not boot: {e:#}"));
     let pid = vm.pid().unwrap();
     eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
 
@@ -31,34 +38,85 @@ fn check_dax_guest(kernel: &str) {
     assert_eq!(uname.stdout_str().trim(), p.kernel.release);
 
     // pmem block devices and the devdax character device exist.
-    let devs = vm.run("ls /dev", Duration::from_secs(30)).unwrap().stdout_str();
-    let pmem = devs.split_whitespace().filter(|d| d.starts_with("pmem")).count();
-    let dax = devs.split_whitespace().filter(|d| d.starts_with("dax")).count();
-    assert!(pmem >= 2, "{kernel}: expected two pmem devices, /dev has: {devs}");
-    assert!(dax >= 1, "{kernel}: expected a devdax device, /dev has: {devs}");
+    let devs = vm
+        .run("ls /dev", Duration::from_secs(30))
+        .unwrap()
+        .stdout_str();
+    let pmem = devs
+        .split_whitespace()
+        .filter(|d| d.starts_with("pmem"))
+        .count();
+    let dax = devs
+        .split_whitespace()
+        .filter(|d| d.starts_with("dax"))
+        .count();
+    assert!(
+        pmem >= 2,
+        "{kernel}: expected two pmem devices, /dev has: {devs}"
+    );
+    assert!(
+        dax >= 1,
+        "{kernel}: expected a devdax device, /dev has: {devs}"
+    );
 
     // ext4 and xfs are mounted with DAX, and STATX_ATTR_DAX is set on a new file in each.
-    let mounts = vm.run("cat /proc/mounts", Duration::from_secs(30)).unwrap().stdout_str();
-    let line = |mp: &str| mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(mp)).map(str::to_string);
-    let ext4 = line("/mnt/ext4").unwrap_or_else(|| panic!("{kernel}: /mnt/ext4 not mounted:\n{mounts}"));
-    let xfs = line("/mnt/xfs").unwrap_or_else(|| panic!("{kernel}: /mnt/xfs not mounted:\n{mounts}"));
+    let mounts = vm
+        .run("cat /proc/mounts", Duration::from_secs(30))
+        .unwrap()
+        .stdout_str();
+    let line = |mp: &str| {
+        mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(mp))
+            .map(str::to_string)
+    };
+    let ext4 =
+        line("/mnt/ext4").unwrap_or_else(|| panic!("{kernel}: /mnt/ext4 not mounted:\n{mounts}"));
+    let xfs =
+        line("/mnt/xfs").unwrap_or_else(|| panic!("{kernel}: /mnt/xfs not mounted:\n{mounts}"));
     assert!(ext4.contains(" ext4 ") && ext4.contains("dax"), "{ext4}");
     assert!(xfs.contains(" xfs ") && xfs.contains("dax"), "{xfs}");
-    let status = vm.run("daxdiff-exec status", Duration::from_secs(60)).unwrap();
-    assert_eq!(status.status, 0, "{kernel}: status failed: {}{}", status.stdout_str(), status.stderr_str());
-    let topo: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status prints JSON");
+    let status = vm
+        .run("daxdiff-exec status", Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        status.status,
+        0,
+        "{kernel}: status failed: {}{}",
+        status.stdout_str(),
+        status.stderr_str()
+    );
+    let topo: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status prints JSON");
     let fs = topo["fs"].as_array().expect("fs list");
     for role in ["ext4", "xfs"] {
-        let f = fs.iter().find(|f| f["role"] == role).unwrap_or_else(|| panic!("{kernel}: no {role} in {topo}"));
-        assert_eq!(f["dax"], true, "{kernel}: STATX_ATTR_DAX off on {role}: {f}");
+        let f = fs
+            .iter()
+            .find(|f| f["role"] == role)
+            .unwrap_or_else(|| panic!("{kernel}: no {role} in {topo}"));
+        assert_eq!(
+            f["dax"], true,
+            "{kernel}: STATX_ATTR_DAX off on {role}: {f}"
+        );
     }
-    let chardev = topo["devdax"][0]["chardev"].as_str().expect("a devdax device").to_string();
-    let test_c = vm.run(&format!("test -c {chardev}"), Duration::from_secs(30)).unwrap();
-    assert_eq!(test_c.status, 0, "{kernel}: {chardev} is not a character device");
+    let chardev = topo["devdax"][0]["chardev"]
+        .as_str()
+        .expect("a devdax device")
+        .to_string();
+    let test_c = vm
+        .run(&format!("test -c {chardev}"), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        test_c.status, 0,
+        "{kernel}: {chardev} is not a character device"
+    );
 
     vm.shutdown().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!pid_alive(pid), "{kernel}: QEMU {pid} still running after shutdown");
+    assert!(
+        !pid_alive(pid),
+        "{kernel}: QEMU {pid} still running after shutdown"
+    );
 }
 
 #[test]
@@ -77,7 +135,10 @@ fn debian_7_3_boots_with_dax_on_ext4_xfs_and_devdax() {
 #[ignore = "boots a real kernel under QEMU; run by ci/test.sh"]
 fn a_kernel_that_cannot_start_init_is_reported_with_the_console_tail() {
     let p = prepare(&env(), "debian-6.12").unwrap();
-    let profile = MachineProfile { cmdline: vec!["rdinit=/no-such-init".into()], ..MachineProfile::default() };
+    let profile = MachineProfile {
+        cmdline: vec!["rdinit=/no-such-init".into()],
+        ..MachineProfile::default()
+    };
     let started = Instant::now();
     let err = match p.boot(profile, None) {
         Ok(_) => panic!("a guest without init booted"),
@@ -86,7 +147,11 @@ fn a_kernel_that_cannot_start_init_is_reported_with_the_console_tail() {
     assert!(err.contains("Kernel panic"), "{err}");
     assert!(err.contains("console tail"), "{err}");
     // Found from the console, not by waiting out the boot timeout.
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 fn daxdiff_bin() -> PathBuf {
@@ -142,16 +207,28 @@ fn no_qemu_left_after_ctrl_c_or_a_killed_controller() {
     let (mut child, qemu) = start_vm_boot();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(wait_gone(qemu), "QEMU {qemu} left behind after the controller was killed");
+    assert!(
+        wait_gone(qemu),
+        "QEMU {qemu} left behind after the controller was killed"
+    );
 }
 
 #[test]
 fn unknown_kernel_and_missing_qemu_are_explained() {
-    let out = Command::new(daxdiff_bin()).args(["vm", "run", "--kernel", "debian-4.19", "--", "true"]).output().unwrap();
+    let out = Command::new(daxdiff_bin())
+        .args(["vm", "run", "--kernel", "debian-4.19", "--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown kernel `debian-4.19`") && err.contains("debian-6.12"), "{err}");
+    assert!(
+        err.contains("unknown kernel `debian-4.19`") && err.contains("debian-6.12"),
+        "{err}"
+    );
 
     let err = daxdiff::vm::profile::find_qemu_in(None, "").unwrap_err();
-    assert!(err.contains("apt-get install") && err.contains("qemu-system-x86"), "{err}");
+    assert!(
+        err.contains("apt-get install") && err.contains("qemu-system-x86"),
+        "{err}"
+    );
 }

@@ -119,7 +119,11 @@ fn configure(cfg: &BootConfig, opts: &Options, rec: &mut Recorder, topo: &mut To
         .enumerate()
         .filter(|(_, role)| role.namespace_mode().is_some())
         .map(|(i, role)| {
-            let region = listing.region_of_dimm(&nmem(i)).expect("checked while mapping").dev.clone();
+            let region = listing
+                .region_of_dimm(&nmem(i))
+                .expect("checked while mapping")
+                .dev
+                .clone();
             (role, region)
         })
         .collect();
@@ -135,7 +139,10 @@ fn configure(cfg: &BootConfig, opts: &Options, rec: &mut Recorder, topo: &mut To
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bring-up thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bring-up thread"))
+            .collect()
     });
     for (r, t) in done {
         rec.steps.extend(r.steps);
@@ -147,8 +154,16 @@ fn configure(cfg: &BootConfig, opts: &Options, rec: &mut Recorder, topo: &mut To
     }
 }
 
-fn set_up_role(cfg: &BootConfig, role: Role, region: &str, rec: &mut Recorder, topo: &mut Topology) {
-    let mode = role.namespace_mode().expect("only roles with a namespace mode");
+fn set_up_role(
+    cfg: &BootConfig,
+    role: Role,
+    region: &str,
+    rec: &mut Recorder,
+    topo: &mut Topology,
+) {
+    let mode = role
+        .namespace_mode()
+        .expect("only roles with a namespace mode");
     let align = (role == Role::Devdax).then_some(cfg.devdax_align);
     let Some(ns) = rec.run(format!("create-namespace for {role} on {region}"), |d| {
         create_namespace(region, mode, align, d)

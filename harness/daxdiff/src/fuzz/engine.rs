@@ -25,7 +25,7 @@ use daxdiff_prog::wire::Status;
 use daxdiff_prog::Target;
 
 use super::campaign::Campaign;
-use super::side::{KernelSide, Run};
+use super::side::{KernelSide, Run, GUEST_STOPPED};
 use crate::diff::{compare, judge, Outcome, Verdict};
 use crate::workdir::{fnv1a64, Finding, FindingKind, SideRecord};
 
@@ -173,6 +173,14 @@ pub fn features(side: &str, o: &Outcome) -> Vec<String> {
     f
 }
 
+/// A kernel report, or the guest stopped answering (see `KernelSide::run`).
+fn disrupts_guest(o: &Outcome) -> bool {
+    !o.reports.is_empty()
+        || o.detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with(GUEST_STOPPED))
+}
+
 fn runs_of<'a, OT: MatchNameRef>(
     observers: &'a OT,
     a: &Handle<OutcomeObserver>,
@@ -212,6 +220,11 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedb
         let Some((ra, rb)) = runs_of(observers, &self.a, &self.b) else {
             return Ok(false);
         };
+        // As in syzkaller, programs that oops or take the guest down are findings, not
+        // corpus: mutating them would mostly cost guest restarts.
+        if [ra, rb].iter().any(|r| disrupts_guest(&r.outcome)) {
+            return Ok(false);
+        }
         let mut feats = features("a", &ra.outcome);
         feats.extend(features("b", &rb.outcome));
         let mut c = self.campaign.lock().unwrap();

@@ -11,6 +11,9 @@ use crate::exec::Runner;
 use crate::setup::Prepared;
 use crate::vm::{MachineProfile, Vm};
 
+/// The start of an outcome's `detail` when the guest, not just the program, stopped.
+pub const GUEST_STOPPED: &str = "guest stopped answering";
+
 /// One run of one program on one kernel.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -80,7 +83,7 @@ impl KernelSide {
                     calls: Vec::new(),
                     stack: None,
                     detail: Some(format!(
-                        "guest stopped answering: {}",
+                        "{GUEST_STOPPED}: {}",
                         first_line(&format!("{e:#}"))
                     )),
                 };

@@ -31,9 +31,7 @@ impl Mirrors {
     /// `$DAXDIFF_DEBIAN_MIRROR` / `$DAXDIFF_SECURITY_MIRROR` override what the host uses.
     pub fn from_host() -> Result<Mirrors> {
         let mut text = String::new();
-        for p in ["/etc/apt/sources.list"] {
-            text.push_str(&fs::read_to_string(p).unwrap_or_default());
-        }
+        text.push_str(&fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
         if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
             let mut paths: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             paths.sort();
@@ -68,7 +66,10 @@ pub fn parse_host_sources(text: &str) -> Option<Mirrors> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("deb ") {
-            let words: Vec<&str> = rest.split_whitespace().filter(|w| !w.starts_with('[') && !w.ends_with(']')).collect();
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with('[') && !w.ends_with(']'))
+                .collect();
             if words.len() >= 2 {
                 uris.push((words[0].to_string(), words[1].to_string()));
             }
@@ -128,7 +129,8 @@ pub enum Suites {
 }
 
 pub fn sources_list(m: &Mirrors, release: &str, suites: Suites) -> String {
-    let line = |uri: &str, suite: &str| format!("deb [signed-by={}] {uri} {suite} main\n", m.keyring);
+    let line =
+        |uri: &str, suite: &str| format!("deb [signed-by={}] {uri} {suite} main\n", m.keyring);
     let mut s = String::new();
     s += &line(&m.debian, release);
     s += &line(&m.debian, &format!("{release}-updates"));
@@ -149,8 +151,16 @@ impl Apt {
     pub fn open(root: &Path, suites: Suites) -> Result<Apt> {
         let mirrors = Mirrors::from_host()?;
         let release = host_release()?;
-        for d in ["etc/apt/sources.list.d", "etc/apt/preferences.d", "etc/apt/apt.conf.d", "lists/partial", "archives/partial", "dpkg"] {
-            fs::create_dir_all(root.join(d)).with_context(|| format!("create {}", root.join(d).display()))?;
+        for d in [
+            "etc/apt/sources.list.d",
+            "etc/apt/preferences.d",
+            "etc/apt/apt.conf.d",
+            "lists/partial",
+            "archives/partial",
+            "dpkg",
+        ] {
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("create {}", root.join(d).display()))?;
         }
         let status = root.join("dpkg/status");
         if !status.exists() {
@@ -163,7 +173,9 @@ impl Apt {
             // New sources: the old lists say nothing about them.
             let _ = fs::remove_file(root.join("lists/.updated"));
         }
-        Ok(Apt { root: root.to_path_buf() })
+        Ok(Apt {
+            root: root.to_path_buf(),
+        })
     }
 
     fn options(&self) -> Vec<String> {
@@ -200,8 +212,15 @@ impl Apt {
         if fresh && !force {
             return Ok(());
         }
-        eprintln!("apt: refreshing the private package lists ({})", self.root.display());
-        let out = self.command("apt-get").args(["-q", "update"]).output().context("run apt-get (is apt installed?)")?;
+        eprintln!(
+            "apt: refreshing the private package lists ({})",
+            self.root.display()
+        );
+        let out = self
+            .command("apt-get")
+            .args(["-q", "update"])
+            .output()
+            .context("run apt-get (is apt installed?)")?;
         if !out.status.success() {
             bail!(
                 "apt-get update for the private apt root {} failed:\n{}",
@@ -215,9 +234,15 @@ impl Apt {
 
     /// Every version of every package whose name matches the POSIX regex `pattern`.
     pub fn search(&self, pattern: &str) -> Result<Vec<Package>> {
-        let out = self.command("apt-cache").args(["search", "--names-only", pattern]).output()?;
+        let out = self
+            .command("apt-cache")
+            .args(["search", "--names-only", pattern])
+            .output()?;
         if !out.status.success() {
-            bail!("apt-cache search {pattern}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "apt-cache search {pattern}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -227,13 +252,21 @@ impl Apt {
         if names.is_empty() {
             return Ok(vec![]);
         }
-        let out = self.command("apt-cache").arg("madison").args(&names).output()?;
+        let out = self
+            .command("apt-cache")
+            .arg("madison")
+            .args(&names)
+            .output()?;
         Ok(parse_madison(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// The packages (with versions) that installing `names` on an empty system needs.
     pub fn closure(&self, names: &[&str]) -> Result<Vec<Package>> {
-        let out = self.command("apt-get").args(["-s", "-q", "install"]).args(names).output()?;
+        let out = self
+            .command("apt-get")
+            .args(["-s", "-q", "install"])
+            .args(names)
+            .output()?;
         if !out.status.success() {
             bail!(
                 "cannot resolve packages {}: {}",
@@ -241,7 +274,9 @@ impl Apt {
                 String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(parse_simulated_installs(&String::from_utf8_lossy(&out.stdout)))
+        Ok(parse_simulated_installs(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
     }
 
     /// Downloads packages into the private archive dir; returns their .deb paths.
@@ -257,8 +292,19 @@ impl Apt {
             }
         }
         if !missing.is_empty() {
-            eprintln!("apt: downloading {} package(s): {}", missing.len(), missing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" "));
-            let specs: Vec<String> = missing.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+            eprintln!(
+                "apt: downloading {} package(s): {}",
+                missing.len(),
+                missing
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let specs: Vec<String> = missing
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect();
             let status = self
                 .command("apt-get")
                 .current_dir(&dir)
@@ -267,10 +313,16 @@ impl Apt {
                 .status()
                 .context("run apt-get download")?;
             if !status.success() {
-                bail!("apt-get download {} failed (is the mirror reachable?)", specs.join(" "));
+                bail!(
+                    "apt-get download {} failed (is the mirror reachable?)",
+                    specs.join(" ")
+                );
             }
             for p in &missing {
-                paths.push(find_deb(&dir, p)?.with_context(|| format!("apt-get download did not produce {}", p.name))?);
+                paths.push(
+                    find_deb(&dir, p)?
+                        .with_context(|| format!("apt-get download did not produce {}", p.name))?,
+                );
             }
         }
         Ok(paths)
@@ -296,8 +348,10 @@ pub fn parse_madison(text: &str) -> Vec<Package> {
             let mut f = l.split('|').map(str::trim);
             let name = f.next()?;
             let version = f.next()?;
-            (!name.is_empty() && !version.is_empty())
-                .then(|| Package { name: name.to_string(), version: version.to_string() })
+            (!name.is_empty() && !version.is_empty()).then(|| Package {
+                name: name.to_string(),
+                version: version.to_string(),
+            })
         })
         .collect();
     v.sort();
@@ -312,7 +366,10 @@ pub fn parse_simulated_installs(text: &str) -> Vec<Package> {
             let rest = l.strip_prefix("Inst ")?;
             let (name, rest) = rest.split_once(' ')?;
             let version = rest.strip_prefix('(')?.split_whitespace().next()?;
-            Some(Package { name: name.to_string(), version: version.to_string() })
+            Some(Package {
+                name: name.to_string(),
+                version: version.to_string(),
+            })
         })
         .collect()
 }
@@ -372,7 +429,9 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     }
     let (ea, ua, ra) = split(a);
     let (eb, ub, rb) = split(b);
-    ea.cmp(&eb).then_with(|| part(ua, ub)).then_with(|| part(ra, rb))
+    ea.cmp(&eb)
+        .then_with(|| part(ua, ub))
+        .then_with(|| part(ra, rb))
 }
 
 #[cfg(test)]
@@ -382,7 +441,10 @@ mod tests {
 
     #[test]
     fn debian_versions_order_like_dpkg() {
-        assert_eq!(compare_versions("6.12.117-1~deb12u1", "6.12.115-1~deb12u1"), Greater);
+        assert_eq!(
+            compare_versions("6.12.117-1~deb12u1", "6.12.115-1~deb12u1"),
+            Greater
+        );
         assert_eq!(compare_versions("6.12.9-1", "6.12.10-1"), Less);
         assert_eq!(compare_versions("7.3.4-1~bpo13+1", "7.3.4-1"), Less);
         assert_eq!(compare_versions("1:1.0", "2.0"), Greater);
@@ -400,12 +462,19 @@ mod tests {
         let oneline = "deb [arch=amd64] http://m.example/debian/ bookworm main\ndeb http://m.example/debian-security bookworm-security main\n";
         let m = parse_host_sources(oneline).unwrap();
         assert_eq!(m.debian, "http://m.example/debian");
-        assert!(parse_host_sources("deb https://deb.nodesource.com/node_20.x nodistro main\n").is_none());
+        assert!(
+            parse_host_sources("deb https://deb.nodesource.com/node_20.x nodistro main\n")
+                .is_none()
+        );
     }
 
     #[test]
     fn kernel_sources_reach_the_next_release_and_backports() {
-        let m = Mirrors { debian: "http://d/debian".into(), security: "http://d/debian-security".into(), keyring: "/k".into() };
+        let m = Mirrors {
+            debian: "http://d/debian".into(),
+            security: "http://d/debian-security".into(),
+            keyring: "/k".into(),
+        };
         let k = sources_list(&m, "bookworm", Suites::Kernels);
         assert!(k.contains("http://d/debian trixie-backports main"));
         assert!(k.contains("http://d/debian-security bookworm-security main"));
@@ -417,7 +486,13 @@ mod tests {
     #[test]
     fn madison_and_simulation_output() {
         let madison = "linux-image-6.1.0-56-amd64-unsigned |  6.1.192-2 | http://x bookworm-security/main amd64 Packages\n";
-        assert_eq!(parse_madison(madison), vec![Package { name: "linux-image-6.1.0-56-amd64-unsigned".into(), version: "6.1.192-2".into() }]);
+        assert_eq!(
+            parse_madison(madison),
+            vec![Package {
+                name: "linux-image-6.1.0-56-amd64-unsigned".into(),
+                version: "6.1.192-2".into()
+            }]
+        );
         let sim = "NOTE: This is only a simulation!\nInst libc6 (2.36-9+deb12u10 Debian:12.10/stable [amd64])\nInst busybox-static (1:1.35.0-4+b3 Debian:12.10/stable [amd64])\nConf libc6 (2.36-9+deb12u10 Debian:12.10/stable [amd64])\n";
         let p = parse_simulated_installs(sim);
         assert_eq!(p.len(), 2);

@@ -93,7 +93,12 @@ fn check_static(path: &Path) -> Result<()> {
     let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
     for i in 0..phnum {
         let off = phoff + i * phentsize;
-        let ptype = u32::from_le_bytes(data.get(off..off + 4).context("truncated ELF")?.try_into().unwrap());
+        let ptype = u32::from_le_bytes(
+            data.get(off..off + 4)
+                .context("truncated ELF")?
+                .try_into()
+                .unwrap(),
+        );
         if ptype == 3 {
             bail!(
                 "{} is dynamically linked; build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu",
@@ -111,7 +116,10 @@ pub struct GuestBuilder {
 
 impl GuestBuilder {
     pub fn new(cache: &Path) -> GuestBuilder {
-        GuestBuilder { cache: cache.to_path_buf(), recipe: Recipe::builtin() }
+        GuestBuilder {
+            cache: cache.to_path_buf(),
+            recipe: Recipe::builtin(),
+        }
     }
 
     /// The userspace tree (kernel independent), cached by package versions and recipe.
@@ -119,14 +127,21 @@ impl GuestBuilder {
         let apt = Apt::open(&self.cache.join("apt/userspace"), Suites::HostRelease)?;
         apt.update(false)?;
         let names: Vec<&str> = self.recipe.packages.iter().map(String::as_str).collect();
-        let pkgs: Vec<Package> = apt.closure(&names)?.into_iter().filter(|p| !self.recipe.excludes(&p.name)).collect();
+        let pkgs: Vec<Package> = apt
+            .closure(&names)?
+            .into_iter()
+            .filter(|p| !self.recipe.excludes(&p.name))
+            .collect();
         let mut key = KeyBuilder::default().part("recipe", RECIPE);
         for p in &pkgs {
             key = key.part(&p.name, &p.version);
         }
         let e = Entry::new(&self.cache, "userspace", "debian", &key.finish());
         if e.verify().is_none() {
-            eprintln!("guest: unpacking {} Debian packages for the guest userspace", pkgs.len());
+            eprintln!(
+                "guest: unpacking {} Debian packages for the guest userspace",
+                pkgs.len()
+            );
             let debs = apt.download(&pkgs)?;
             e.build(|dir| {
                 let root = dir.join("root");
@@ -160,7 +175,15 @@ impl GuestBuilder {
         let (userspace, pkgs) = self.userspace()?;
         let modules = self.resolve_modules(kernel)?;
         let mut key = KeyBuilder::default()
-            .part("kernel", format!("{} {} {}", kernel.release, kernel.version, kernel.bzimage.display()))
+            .part(
+                "kernel",
+                format!(
+                    "{} {} {}",
+                    kernel.release,
+                    kernel.version,
+                    kernel.bzimage.display()
+                ),
+            )
             .part("recipe", RECIPE)
             .part("init", INIT)
             .part("executor", &exec_sum);
@@ -174,19 +197,32 @@ impl GuestBuilder {
         let manifest = match e.verify() {
             Some(m) => m,
             None => {
-                eprintln!("guest: building the initramfs for {} ({} modules)", kernel.name, modules.len());
+                eprintln!(
+                    "guest: building the initramfs for {} ({} modules)",
+                    kernel.name,
+                    modules.len()
+                );
                 e.build(|dir| {
                     let path = dir.join("initramfs.cpio");
                     write_initramfs(&path, &userspace, kernel, &modules, &exec)?;
                     let mut facts = BTreeMap::new();
                     facts.insert("kernel".into(), kernel.release.clone());
-                    facts.insert("packages".into(), pkgs.iter().map(|p| format!("{}={}", p.name, p.version)).collect::<Vec<_>>().join(" "));
+                    facts.insert(
+                        "packages".into(),
+                        pkgs.iter()
+                            .map(|p| format!("{}={}", p.name, p.version))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    );
                     facts.insert("executor".into(), exec_sum.clone());
                     Ok((vec!["initramfs.cpio".into()], facts))
                 })?
             }
         };
-        Ok(GuestImage { initramfs: e.dir.join("initramfs.cpio"), facts: manifest.facts })
+        Ok(GuestImage {
+            initramfs: e.dir.join("initramfs.cpio"),
+            facts: manifest.facts,
+        })
     }
 
     /// Module files (relative to the modules dir) in load order, dependencies first.
@@ -198,11 +234,18 @@ impl GuestBuilder {
         let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
         let is_builtin = |m: &str| {
             let file = format!("/{}.ko", m.replace('-', "_"));
-            builtin.lines().any(|l| l.replace('-', "_").ends_with(&file))
+            builtin
+                .lines()
+                .any(|l| l.replace('-', "_").ends_with(&file))
         };
         let mut order: Vec<PathBuf> = Vec::new();
         let mut seen = BTreeSet::new();
-        let wanted = self.recipe.optional_modules.iter().map(|m| (m, true)).chain(self.recipe.modules.iter().map(|m| (m, false)));
+        let wanted = self
+            .recipe
+            .optional_modules
+            .iter()
+            .map(|m| (m, true))
+            .chain(self.recipe.modules.iter().map(|m| (m, false)));
         for (m, optional) in wanted {
             if is_builtin(m) {
                 continue;
@@ -225,9 +268,13 @@ impl GuestBuilder {
                 );
             }
             for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let Some(path) = line.strip_prefix("insmod ") else { continue };
+                let Some(path) = line.strip_prefix("insmod ") else {
+                    continue;
+                };
                 let path = Path::new(path.split_whitespace().next().unwrap_or(path));
-                let rel = path.strip_prefix(&dir).with_context(|| format!("module path {} outside {}", path.display(), dir.display()))?;
+                let rel = path.strip_prefix(&dir).with_context(|| {
+                    format!("module path {} outside {}", path.display(), dir.display())
+                })?;
                 if seen.insert(rel.to_path_buf()) {
                     order.push(rel.to_path_buf());
                 }
@@ -241,15 +288,26 @@ impl GuestBuilder {
 fn tree_listing(root: &Path) -> Result<String> {
     let mut lines = Vec::new();
     walk(root, root, &mut |rel, meta| {
-        lines.push(format!("{} {:o} {}", rel.display(), meta.mode(), if meta.is_file() { meta.len() } else { 0 }));
+        lines.push(format!(
+            "{} {:o} {}",
+            rel.display(),
+            meta.mode(),
+            if meta.is_file() { meta.len() } else { 0 }
+        ));
         Ok(())
     })?;
     lines.sort();
     Ok(lines.join("\n"))
 }
 
-fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.collect::<Result<_, _>>()?;
+fn walk(
+    root: &Path,
+    dir: &Path,
+    f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>,
+) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
@@ -263,10 +321,30 @@ fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Resu
 }
 
 /// Writes the newc cpio archive the kernel unpacks as its root file system.
-fn write_initramfs(path: &Path, userspace: &Path, kernel: &Kernel, modules: &[PathBuf], exec: &Path) -> Result<()> {
+fn write_initramfs(
+    path: &Path,
+    userspace: &Path,
+    kernel: &Kernel,
+    modules: &[PathBuf],
+    exec: &Path,
+) -> Result<()> {
     let mut w = Cpio::new(BufWriter::new(fs::File::create(path)?));
     let mut written: BTreeSet<String> = BTreeSet::new();
-    for d in ["dev", "proc", "sys", "run", "tmp", "root", "mnt", "etc", "etc/daxdiff", "usr", "usr/bin", "lib", "lib/modules"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "root",
+        "mnt",
+        "etc",
+        "etc/daxdiff",
+        "usr",
+        "usr/bin",
+        "lib",
+        "lib/modules",
+    ] {
         w.dir(d, 0o755)?;
         written.insert(d.to_string());
     }
@@ -295,7 +373,10 @@ fn write_initramfs(path: &Path, userspace: &Path, kernel: &Kernel, modules: &[Pa
 
     // busybox applets where no real tool exists.
     let busybox = userspace.join("bin/busybox");
-    let out = Command::new(&busybox).arg("--list-full").output().context("run the guest's busybox to list its applets")?;
+    let out = Command::new(&busybox)
+        .arg("--list-full")
+        .output()
+        .context("run the guest's busybox to list its applets")?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let applet = applet.trim_start_matches('/');
         if applet.is_empty() || written.contains(applet) || userspace.join(applet).exists() {
@@ -310,7 +391,11 @@ fn write_initramfs(path: &Path, userspace: &Path, kernel: &Kernel, modules: &[Pa
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     w.file("etc/group", 0o644, b"root:x:0:\n")?;
     w.file("etc/shells", 0o644, b"/bin/sh\n")?;
-    w.file("etc/ld.so.conf", 0o644, b"/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n")?;
+    w.file(
+        "etc/ld.so.conf",
+        0o644,
+        b"/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n",
+    )?;
     w.file("etc/ld.so.cache", 0o644, &ld_cache(userspace)?)?;
     w.file("usr/bin/daxdiff-exec", 0o755, &fs::read(exec)?)?;
 
@@ -326,15 +411,27 @@ fn write_initramfs(path: &Path, userspace: &Path, kernel: &Kernel, modules: &[Pa
             let data = if let Some(stripped) = plain.strip_suffix(".xz") {
                 plain = stripped.to_string();
                 let mut out = Vec::new();
-                xz2::read::XzDecoder::new(&data[..]).read_to_end(&mut out).with_context(|| format!("decompress {}", rel.display()))?;
+                xz2::read::XzDecoder::new(&data[..])
+                    .read_to_end(&mut out)
+                    .with_context(|| format!("decompress {}", rel.display()))?;
                 out
             } else if plain.ends_with(".zst") || plain.ends_with(".gz") {
-                bail!("module {} uses a compression daxdiff does not unpack (only .xz)", rel.display());
+                bail!(
+                    "module {} uses a compression daxdiff does not unpack (only .xz)",
+                    rel.display()
+                );
             } else {
                 data
             };
             let target = Path::new(&base).join(&plain);
-            for anc in target.parent().unwrap().ancestors().collect::<Vec<_>>().into_iter().rev() {
+            for anc in target
+                .parent()
+                .unwrap()
+                .ancestors()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 let s = anc.to_string_lossy().to_string();
                 if !s.is_empty() && !written.contains(&s) && dirs.insert(s.clone()) {
                     w.dir(&s, 0o755)?;
@@ -355,16 +452,39 @@ fn ld_cache(userspace: &Path) -> Result<Vec<u8>> {
     let tmp = tempfile::tempdir()?;
     let conf = tmp.path().join("ld.so.conf");
     let cache = tmp.path().join("ld.so.cache");
-    fs::write(&conf, format!("{0}/lib/x86_64-linux-gnu\n{0}/usr/lib/x86_64-linux-gnu\n", userspace.display()))?;
-    let st = Command::new("ldconfig").arg("-X").arg("-f").arg(&conf).arg("-C").arg(&cache).status()
-        .or_else(|_| Command::new("/sbin/ldconfig").arg("-X").arg("-f").arg(&conf).arg("-C").arg(&cache).status())
+    fs::write(
+        &conf,
+        format!(
+            "{0}/lib/x86_64-linux-gnu\n{0}/usr/lib/x86_64-linux-gnu\n",
+            userspace.display()
+        ),
+    )?;
+    let st = Command::new("ldconfig")
+        .arg("-X")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-C")
+        .arg(&cache)
+        .status()
+        .or_else(|_| {
+            Command::new("/sbin/ldconfig")
+                .arg("-X")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-C")
+                .arg(&cache)
+                .status()
+        })
         .context("run ldconfig (package libc-bin)")?;
     if !st.success() {
         bail!("ldconfig failed for the guest tree");
     }
     // The cache records host paths of the tree; the guest sees them at /.
     let data = fs::read(&cache)?;
-    Ok(replace_prefix(&data, userspace.to_string_lossy().as_bytes()))
+    Ok(replace_prefix(
+        &data,
+        userspace.to_string_lossy().as_bytes(),
+    ))
 }
 
 /// Drops every occurrence of `prefix` from NUL-terminated strings in an ld.so.cache, keeping
@@ -374,7 +494,10 @@ fn replace_prefix(data: &[u8], prefix: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i + prefix.len() <= out.len() {
         if &out[i..i + prefix.len()] == prefix {
-            let end = out[i..].iter().position(|&b| b == 0).map_or(out.len(), |p| i + p);
+            let end = out[i..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(out.len(), |p| i + p);
             let rest: Vec<u8> = out[i + prefix.len()..end].to_vec();
             out[i..i + rest.len()].copy_from_slice(&rest);
             for b in &mut out[i + rest.len()..end] {
@@ -442,11 +565,23 @@ mod tests {
         for m in ["nfit", "nd_pmem", "dax_pmem", "device_dax", "ext4", "xfs"] {
             assert!(r.modules.iter().any(|x| x == m), "{m}");
         }
-        for p in ["ndctl", "daxctl", "e2fsprogs", "xfsprogs", "dropbear-bin", "busybox-static"] {
+        for p in [
+            "ndctl",
+            "daxctl",
+            "e2fsprogs",
+            "xfsprogs",
+            "dropbear-bin",
+            "busybox-static",
+        ] {
             assert!(r.packages.iter().any(|x| x == p), "{p}");
         }
-        assert!(INIT.contains("daxdiff-init: $*"), "markers the controller reads");
-        assert!(r.excludes("perl-base") && r.excludes("python3.11-minimal") && r.excludes("libicu72"));
+        assert!(
+            INIT.contains("daxdiff-init: $*"),
+            "markers the controller reads"
+        );
+        assert!(
+            r.excludes("perl-base") && r.excludes("python3.11-minimal") && r.excludes("libicu72")
+        );
         assert!(!r.excludes("libc6") && !r.excludes("e2fsprogs") && !r.excludes("python"));
     }
 
@@ -456,7 +591,14 @@ mod tests {
         let out = replace_prefix(&data, b"/tmp/x/root");
         assert_eq!(out.len(), data.len());
         let s: Vec<&[u8]> = out.split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
-        assert_eq!(s, vec![&b"hdr"[..], b"/lib/x86_64-linux-gnu/libc.so.6", b"libc.so.6"]);
+        assert_eq!(
+            s,
+            vec![
+                &b"hdr"[..],
+                b"/lib/x86_64-linux-gnu/libc.so.6",
+                b"libc.so.6"
+            ]
+        );
     }
 
     #[test]
@@ -464,6 +606,9 @@ mod tests {
         // The test binary itself is dynamically linked.
         let me = std::env::current_exe().unwrap();
         let err = check_static(&me).unwrap_err().to_string();
-        assert!(err.contains("dynamically linked") && err.contains("crt-static"), "{err}");
+        assert!(
+            err.contains("dynamically linked") && err.contains("crt-static"),
+            "{err}"
+        );
     }
 }

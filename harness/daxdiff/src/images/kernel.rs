@@ -32,7 +32,9 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn modules_dir(&self) -> Option<PathBuf> {
-        self.modules_root.as_ref().map(|r| r.join("lib/modules").join(&self.release))
+        self.modules_root
+            .as_ref()
+            .map(|r| r.join("lib/modules").join(&self.release))
     }
 
     /// The value of a `CONFIG_` option in the kernel's config, if it has one.
@@ -44,7 +46,10 @@ impl Kernel {
 
 pub fn config_lookup(config: &str, option: &str) -> Option<String> {
     let prefix = format!("{option}=");
-    config.lines().find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim_matches('"').to_string()))
+    config.lines().find_map(|l| {
+        l.strip_prefix(&prefix)
+            .map(|v| v.trim_matches('"').to_string())
+    })
 }
 
 /// The package set of one Debian kernel build.
@@ -68,12 +73,19 @@ pub fn choose_debian(
     for p in candidates {
         let release = if let Some(r) = p.name.strip_prefix("linux-binary-unsigned-") {
             r.to_string()
-        } else if let Some(r) = p.name.strip_prefix("linux-image-").and_then(|r| r.strip_suffix("-unsigned")) {
+        } else if let Some(r) = p
+            .name
+            .strip_prefix("linux-image-")
+            .and_then(|r| r.strip_suffix("-unsigned"))
+        {
             r.to_string()
         } else {
             continue;
         };
-        if !release.ends_with("-amd64") || release.ends_with("-cloud-amd64") || release.ends_with("-rt-amd64") {
+        if !release.ends_with("-amd64")
+            || release.ends_with("-cloud-amd64")
+            || release.ends_with("-rt-amd64")
+        {
             continue;
         }
         if let Some(s) = series {
@@ -105,13 +117,23 @@ pub fn choose_debian(
     let packages = if p.name.starts_with("linux-binary-unsigned-") {
         vec![
             p.clone(),
-            Package { name: format!("linux-modules-{release}"), version: p.version.clone() },
-            Package { name: format!("linux-base-{release}"), version: p.version.clone() },
+            Package {
+                name: format!("linux-modules-{release}"),
+                version: p.version.clone(),
+            },
+            Package {
+                name: format!("linux-base-{release}"),
+                version: p.version.clone(),
+            },
         ]
     } else {
         vec![p.clone()]
     };
-    Some(DebianKernel { release, version: p.version.clone(), packages })
+    Some(DebianKernel {
+        release,
+        version: p.version.clone(),
+        packages,
+    })
 }
 
 pub struct KernelStore {
@@ -120,7 +142,9 @@ pub struct KernelStore {
 
 impl KernelStore {
     pub fn new(cache: &Path) -> KernelStore {
-        KernelStore { cache: cache.to_path_buf() }
+        KernelStore {
+            cache: cache.to_path_buf(),
+        }
     }
 
     fn apt(&self) -> Result<Apt> {
@@ -129,7 +153,13 @@ impl KernelStore {
 
     /// Resolves which Debian packages a catalogue entry means today.
     pub fn resolve_debian(&self, entry: &KernelEntry) -> Result<DebianKernel> {
-        let KernelSource::Debian { series, version, abi, .. } = &entry.source else {
+        let KernelSource::Debian {
+            series,
+            version,
+            abi,
+            ..
+        } = &entry.source
+        else {
             bail!("kernel {} is not a Debian kernel", entry.name);
         };
         let apt = self.apt()?;
@@ -147,19 +177,38 @@ impl KernelStore {
 
     /// The cached kernel if it is there and intact; never fetches.
     pub fn cached(&self, entry: &KernelEntry) -> Option<Kernel> {
-        let index = self.cache.join("kernels").join(format!("{}.json", entry.name));
+        let index = self
+            .cache
+            .join("kernels")
+            .join(format!("{}.json", entry.name));
         let k: Kernel = serde_json::from_str(&fs::read_to_string(index).ok()?).ok()?;
         let dir = k.bzimage.parent()?;
         let key = dir.file_name()?.to_str()?.rsplit('-').next()?.to_string();
-        Entry { dir: dir.to_path_buf(), key }.verify().map(|_| k)
+        Entry {
+            dir: dir.to_path_buf(),
+            key,
+        }
+        .verify()
+        .map(|_| k)
     }
 
     /// Fetches (or finds in the cache) the kernel a catalogue entry names.
     pub fn get(&self, entry: &KernelEntry) -> Result<Kernel> {
         match &entry.source {
-            KernelSource::Local { bzimage, modules, config, vmlinux, scheme } => {
-                local_kernel(&entry.name, bzimage, modules.as_deref(), config.as_deref(), vmlinux.as_deref(), *scheme)
-            }
+            KernelSource::Local {
+                bzimage,
+                modules,
+                config,
+                vmlinux,
+                scheme,
+            } => local_kernel(
+                &entry.name,
+                bzimage,
+                modules.as_deref(),
+                config.as_deref(),
+                vmlinux.as_deref(),
+                *scheme,
+            ),
             KernelSource::Debian { scheme, .. } => {
                 let deb = self.resolve_debian(entry)?;
                 let mut key = KeyBuilder::default().part("layout", "v1");
@@ -169,7 +218,10 @@ impl KernelStore {
                 let key = key.finish();
                 let e = Entry::new(&self.cache, "kernels", &entry.name.0, &key);
                 if e.verify().is_none() {
-                    eprintln!("kernel {}: fetching Debian {} ({})", entry.name, deb.release, deb.version);
+                    eprintln!(
+                        "kernel {}: fetching Debian {} ({})",
+                        entry.name, deb.release, deb.version
+                    );
                     let apt = self.apt()?;
                     let debs = apt.download(&deb.packages)?;
                     e.build(|dir| unpack_debian(dir, &deb, &debs))?;
@@ -178,16 +230,25 @@ impl KernelStore {
                 let k = Kernel {
                     name: entry.name.clone(),
                     version: deb.version.clone(),
-                    scheme: scheme.or_else(|| Scheme::for_version(&release)).unwrap_or(Scheme::Old),
+                    scheme: scheme
+                        .or_else(|| Scheme::for_version(&release))
+                        .unwrap_or(Scheme::Old),
                     bzimage: e.dir.join("vmlinuz"),
                     modules_root: Some(e.dir.clone()),
                     config: Some(e.dir.join("config")),
                     vmlinux: None,
-                    packages: deb.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect(),
+                    packages: deb
+                        .packages
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, p.version))
+                        .collect(),
                     release,
                 };
                 cache::write_atomic(
-                    &self.cache.join("kernels").join(format!("{}.json", entry.name)),
+                    &self
+                        .cache
+                        .join("kernels")
+                        .join(format!("{}.json", entry.name)),
                     serde_json::to_string_pretty(&k)?.as_bytes(),
                 )?;
                 Ok(k)
@@ -196,20 +257,39 @@ impl KernelStore {
     }
 }
 
-fn unpack_debian(dir: &Path, deb: &DebianKernel, debs: &[PathBuf]) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+fn unpack_debian(
+    dir: &Path,
+    deb: &DebianKernel,
+    debs: &[PathBuf],
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let raw = dir.join("raw");
     for d in debs {
-        let st = Command::new("dpkg-deb").arg("-x").arg(d).arg(&raw).status().context("run dpkg-deb")?;
+        let st = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(d)
+            .arg(&raw)
+            .status()
+            .context("run dpkg-deb")?;
         if !st.success() {
-            bail!("dpkg-deb -x {} failed: the download may be damaged; remove it and retry", d.display());
+            bail!(
+                "dpkg-deb -x {} failed: the download may be damaged; remove it and retry",
+                d.display()
+            );
         }
     }
     let r = &deb.release;
     let first = |cands: &[String]| cands.iter().map(|c| raw.join(c)).find(|p| p.exists());
-    let vmlinuz = first(&[format!("boot/vmlinuz-{r}"), format!("usr/lib/modules/{r}/vmlinuz.unsigned"), format!("usr/lib/modules/{r}/vmlinuz")])
-        .with_context(|| format!("no kernel image in the packages of {r}"))?;
-    let config = first(&[format!("boot/config-{r}"), format!("usr/lib/modules/{r}/config")])
-        .with_context(|| format!("no kernel config in the packages of {r}"))?;
+    let vmlinuz = first(&[
+        format!("boot/vmlinuz-{r}"),
+        format!("usr/lib/modules/{r}/vmlinuz.unsigned"),
+        format!("usr/lib/modules/{r}/vmlinuz"),
+    ])
+    .with_context(|| format!("no kernel image in the packages of {r}"))?;
+    let config = first(&[
+        format!("boot/config-{r}"),
+        format!("usr/lib/modules/{r}/config"),
+    ])
+    .with_context(|| format!("no kernel config in the packages of {r}"))?;
     let mods = first(&[format!("lib/modules/{r}"), format!("usr/lib/modules/{r}")])
         .with_context(|| format!("no modules directory in the packages of {r}"))?;
     fs::rename(&vmlinuz, dir.join("vmlinuz"))?;
@@ -218,7 +298,12 @@ fn unpack_debian(dir: &Path, deb: &DebianKernel, debs: &[PathBuf]) -> Result<(Ve
     fs::rename(&mods, dir.join("lib/modules").join(r))?;
     fs::remove_dir_all(&raw)?;
     // Debian's packages leave modules.dep to the installer: build it for our tree.
-    let st = Command::new("depmod").arg("-b").arg(dir).arg(r).status().context("run depmod (package kmod)")?;
+    let st = Command::new("depmod")
+        .arg("-b")
+        .arg(dir)
+        .arg(r)
+        .status()
+        .context("run depmod (package kmod)")?;
     if !st.success() {
         bail!("depmod for {r} failed");
     }
@@ -245,21 +330,42 @@ fn local_kernel(
     scheme: Option<Scheme>,
 ) -> Result<Kernel> {
     if !bzimage.is_file() {
-        bail!("kernel {name}: bzImage {} does not exist; fix `bzimage` in the catalogue", bzimage.display());
+        bail!(
+            "kernel {name}: bzImage {} does not exist; fix `bzimage` in the catalogue",
+            bzimage.display()
+        );
     }
     let release = match modules {
-        Some(m) => m.file_name().and_then(|n| n.to_str()).map(str::to_string).with_context(|| {
-            format!("kernel {name}: modules path {} should end in lib/modules/<release>", m.display())
-        })?,
+        Some(m) => m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "kernel {name}: modules path {} should end in lib/modules/<release>",
+                    m.display()
+                )
+            })?,
         None => bzimage_release(bzimage).unwrap_or_else(|| "unknown".to_string()),
     };
     let modules_root = match modules {
         Some(m) => {
-            let root = m.parent().and_then(Path::parent).and_then(Path::parent).with_context(|| {
-                format!("kernel {name}: modules path {} should end in lib/modules/<release>", m.display())
-            })?;
+            let root = m
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::parent)
+                .with_context(|| {
+                    format!(
+                        "kernel {name}: modules path {} should end in lib/modules/<release>",
+                        m.display()
+                    )
+                })?;
             if !m.join("modules.dep").exists() {
-                bail!("kernel {name}: {} has no modules.dep; run `depmod -b {} {release}`", m.display(), root.display());
+                bail!(
+                    "kernel {name}: {} has no modules.dep; run `depmod -b {} {release}`",
+                    m.display(),
+                    root.display()
+                );
             }
             Some(root.to_path_buf())
         }
@@ -268,7 +374,9 @@ fn local_kernel(
     Ok(Kernel {
         name: name.clone(),
         version: "local".into(),
-        scheme: scheme.or_else(|| Scheme::for_version(&release)).unwrap_or(Scheme::Old),
+        scheme: scheme
+            .or_else(|| Scheme::for_version(&release))
+            .unwrap_or(Scheme::Old),
         release,
         bzimage: bzimage.to_path_buf(),
         modules_root,
@@ -295,7 +403,10 @@ mod tests {
     use super::*;
 
     fn p(name: &str, version: &str) -> Package {
-        Package { name: name.into(), version: version.into() }
+        Package {
+            name: name.into(),
+            version: version.into(),
+        }
     }
 
     fn candidates() -> Vec<Package> {
@@ -303,12 +414,24 @@ mod tests {
             p("linux-image-6.1.0-55-amd64-unsigned", "6.1.190-1"),
             p("linux-image-6.1.0-56-amd64-unsigned", "6.1.192-2"),
             p("linux-image-6.1.0-56-cloud-amd64-unsigned", "6.1.192-2"),
-            p("linux-image-6.12.115+deb12-amd64-unsigned", "6.12.115-1~deb12u1"),
-            p("linux-image-6.12.117+deb12-amd64-unsigned", "6.12.117-1~deb12u1"),
+            p(
+                "linux-image-6.12.115+deb12-amd64-unsigned",
+                "6.12.115-1~deb12u1",
+            ),
+            p(
+                "linux-image-6.12.117+deb12-amd64-unsigned",
+                "6.12.117-1~deb12u1",
+            ),
             p("linux-image-6.12.119+deb13-amd64-unsigned", "6.12.119-1"),
-            p("linux-binary-unsigned-7.2.12+deb13-amd64", "7.2.12-1~bpo13+1"),
+            p(
+                "linux-binary-unsigned-7.2.12+deb13-amd64",
+                "7.2.12-1~bpo13+1",
+            ),
             p("linux-binary-unsigned-7.3.4+deb13-amd64", "7.3.4-1~bpo13+1"),
-            p("linux-binary-unsigned-7.3.4+deb13-rt-amd64", "7.3.4-1~bpo13+1"),
+            p(
+                "linux-binary-unsigned-7.3.4+deb13-rt-amd64",
+                "7.3.4-1~bpo13+1",
+            ),
         ]
     }
 
@@ -333,7 +456,14 @@ mod tests {
         let k = choose_debian(&candidates(), Some("7.3"), None, None).unwrap();
         assert_eq!(k.release, "7.3.4+deb13-amd64");
         let names: Vec<_> = k.packages.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["linux-binary-unsigned-7.3.4+deb13-amd64", "linux-modules-7.3.4+deb13-amd64", "linux-base-7.3.4+deb13-amd64"]);
+        assert_eq!(
+            names,
+            [
+                "linux-binary-unsigned-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64",
+                "linux-base-7.3.4+deb13-amd64"
+            ]
+        );
         assert!(k.packages.iter().all(|p| p.version == "7.3.4-1~bpo13+1"));
     }
 
@@ -349,6 +479,9 @@ mod tests {
         let cfg = "CONFIG_FS_DAX=y\n# CONFIG_KASAN is not set\nCONFIG_LOCALVERSION=\"-x\"\n";
         assert_eq!(config_lookup(cfg, "CONFIG_FS_DAX").as_deref(), Some("y"));
         assert_eq!(config_lookup(cfg, "CONFIG_KASAN"), None);
-        assert_eq!(config_lookup(cfg, "CONFIG_LOCALVERSION").as_deref(), Some("-x"));
+        assert_eq!(
+            config_lookup(cfg, "CONFIG_LOCALVERSION").as_deref(),
+            Some("-x")
+        );
     }
 }

@@ -24,8 +24,13 @@ struct Probed {
 
 fn host_id() -> String {
     let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let qemu = super::profile::find_qemu().map(|p| p.display().to_string()).unwrap_or_default();
-    let qver = std::fs::metadata(&qemu).and_then(|m| m.modified()).map(|t| format!("{t:?}")).unwrap_or_default();
+    let qemu = super::profile::find_qemu()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let qver = std::fs::metadata(&qemu)
+        .and_then(|m| m.modified())
+        .map(|t| format!("{t:?}"))
+        .unwrap_or_default();
     format!("{} {qemu} {qver}", rel.trim())
 }
 
@@ -47,19 +52,34 @@ pub fn choose(cache: &Path, kernel: &Kernel, image: &GuestImage) -> Result<Accel
     }
     let (accel, reason) = probe(kernel, image);
     eprintln!("accel: {accel} ({reason})");
-    let p = Probed { host, accel, reason };
+    let p = Probed {
+        host,
+        accel,
+        reason,
+    };
     write_atomic(&file, serde_json::to_string_pretty(&p)?.as_bytes())?;
     Ok(accel)
 }
 
 fn probe(kernel: &Kernel, image: &GuestImage) -> (Accel, String) {
     let kvm = Path::new("/dev/kvm");
-    if std::fs::OpenOptions::new().read(true).write(true).open(kvm).is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(kvm)
+        .is_err()
+    {
         return (Accel::Tcg, "no usable /dev/kvm".into());
     }
-    eprintln!("accel: /dev/kvm exists; checking that a KVM guest really boots (up to {}s)", PROBE_TIMEOUT.as_secs());
+    eprintln!(
+        "accel: /dev/kvm exists; checking that a KVM guest really boots (up to {}s)",
+        PROBE_TIMEOUT.as_secs()
+    );
     let opts = BootOptions {
-        profile: MachineProfile { nvdimms: vec![], ..MachineProfile::default() },
+        profile: MachineProfile {
+            nvdimms: vec![],
+            ..MachineProfile::default()
+        },
         accel: Accel::Kvm,
         timeout: PROBE_TIMEOUT,
         bare: true,

@@ -41,37 +41,53 @@ pub const FATAL: &[&str] = &[
 
 impl Console {
     /// Starts a thread that copies `source` into `log` (each line prefixed with host time).
-    pub fn spawn(source: impl Read + Send + 'static, log: &Path, start: Instant) -> std::io::Result<Console> {
+    pub fn spawn(
+        source: impl Read + Send + 'static,
+        log: &Path,
+        start: Instant,
+    ) -> std::io::Result<Console> {
         let mut file = fs::File::create(log)?;
-        let c = Console { inner: Arc::new((Mutex::new(State::default()), Condvar::new())), start };
+        let c = Console {
+            inner: Arc::new((Mutex::new(State::default()), Condvar::new())),
+            start,
+        };
         let shared = c.clone();
-        thread::Builder::new().name("console".into()).spawn(move || {
-            let mut r = BufReader::new(source);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-                        let at = shared.start.elapsed();
-                        let _ = writeln!(file, "[{:>9.3}] {}", at.as_secs_f64(), text);
-                        let (m, cv) = &*shared.inner;
-                        m.lock().unwrap().lines.push(Line { at, text });
-                        cv.notify_all();
+        thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                let mut r = BufReader::new(source);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&buf)
+                                .trim_end_matches(['\r', '\n'])
+                                .to_string();
+                            let at = shared.start.elapsed();
+                            let _ = writeln!(file, "[{:>9.3}] {}", at.as_secs_f64(), text);
+                            let (m, cv) = &*shared.inner;
+                            m.lock().unwrap().lines.push(Line { at, text });
+                            cv.notify_all();
+                        }
                     }
                 }
-            }
-            let _ = file.flush();
-            let (m, cv) = &*shared.inner;
-            m.lock().unwrap().closed = true;
-            cv.notify_all();
-        })?;
+                let _ = file.flush();
+                let (m, cv) = &*shared.inner;
+                m.lock().unwrap().closed = true;
+                cv.notify_all();
+            })?;
         Ok(c)
     }
 
     /// Waits until a line satisfies `pred`, the console closes (QEMU exited) or `deadline`.
-    pub fn wait_for(&self, from: usize, deadline: Instant, mut pred: impl FnMut(&Line) -> bool) -> Wait {
+    pub fn wait_for(
+        &self,
+        from: usize,
+        deadline: Instant,
+        mut pred: impl FnMut(&Line) -> bool,
+    ) -> Wait {
         let (m, cv) = &*self.inner;
         let mut st = m.lock().unwrap();
         let mut i = from;
@@ -105,7 +121,11 @@ impl Console {
     pub fn tail(&self, n: usize) -> String {
         let st = self.inner.0.lock().unwrap();
         let start = st.lines.len().saturating_sub(n);
-        st.lines[start..].iter().map(|l| format!("[{:>9.3}] {}", l.at.as_secs_f64(), l.text)).collect::<Vec<_>>().join("\n")
+        st.lines[start..]
+            .iter()
+            .map(|l| format!("[{:>9.3}] {}", l.at.as_secs_f64(), l.text))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Every line from index `from` on.
@@ -138,7 +158,8 @@ mod tests {
     fn lines_are_logged_with_host_time_and_waitable() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("console.log");
-        let input = b"[    0.000000] Linux version 6.12\r\ndaxdiff-init: init-start\npartial".to_vec();
+        let input =
+            b"[    0.000000] Linux version 6.12\r\ndaxdiff-init: init-start\npartial".to_vec();
         let c = Console::spawn(std::io::Cursor::new(input), &log, Instant::now()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         match c.wait_for(0, deadline, |l| l.text.starts_with("daxdiff-init:")) {
@@ -148,17 +169,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(c.wait_for(0, deadline, |l| l.text == "never"), Wait::Closed));
+        assert!(matches!(
+            c.wait_for(0, deadline, |l| l.text == "never"),
+            Wait::Closed
+        ));
         let text = fs::read_to_string(&log).unwrap();
         assert!(text.lines().all(|l| l.starts_with('[')), "{text}");
-        assert!(text.contains("] partial"), "an unterminated last line is kept");
+        assert!(
+            text.contains("] partial"),
+            "an unterminated last line is kept"
+        );
         assert!(c.tail(1).ends_with("partial"));
     }
 
     #[test]
     fn fatal_lines() {
-        assert!(is_fatal("[   12.1] Kernel panic - not syncing: VFS: Unable to mount root fs"));
-        assert!(is_fatal("[    3.2] BUG: KASAN: use-after-free in dax_foo+0x1/0x2"));
-        assert!(!is_fatal("[    1.0] nd_pmem namespace0.0: unable to guarantee persistence of writes"));
+        assert!(is_fatal(
+            "[   12.1] Kernel panic - not syncing: VFS: Unable to mount root fs"
+        ));
+        assert!(is_fatal(
+            "[    3.2] BUG: KASAN: use-after-free in dax_foo+0x1/0x2"
+        ));
+        assert!(!is_fatal(
+            "[    1.0] nd_pmem namespace0.0: unable to guarantee persistence of writes"
+        ));
     }
 }

@@ -126,7 +126,8 @@ impl Vm {
         for (i, n) in opts.profile.nvdimms.iter().enumerate() {
             // Sparse and fresh every boot: blank labels, no state carried between boots.
             let p = run_dir.join(format!("nvdimm{i}.img"));
-            let f = fs::File::create(&p).with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
+            let f = fs::File::create(&p)
+                .with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
             f.set_len(n.backend_size())?;
             nvdimm_files.push(p);
         }
@@ -141,7 +142,10 @@ impl Vm {
             accel: opts.accel,
             bare: opts.bare,
         };
-        fs::write(run_dir.join("qemu.cmd"), opts.profile.shell_command(&files) + "\n")?;
+        fs::write(
+            run_dir.join("qemu.cmd"),
+            opts.profile.shell_command(&files) + "\n",
+        )?;
         let start = Instant::now();
         let mut cmd = Command::new(&files.qemu);
         cmd.args(opts.profile.qemu_args(&files))
@@ -149,7 +153,9 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         reaper::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().with_context(|| format!("start {}", files.qemu.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", files.qemu.display()))?;
         reaper::register(child.id());
         let stdout = child.stdout.take().expect("piped");
         let console = Console::spawn(stdout, &run_dir.join("console.log"), start)?;
@@ -177,22 +183,38 @@ impl Vm {
         Ok(vm)
     }
 
-    fn bring_up(&mut self, keys: &ssh::KeyPair, start: Instant, deadline: Instant, bare: bool) -> Result<()> {
+    fn bring_up(
+        &mut self,
+        keys: &ssh::KeyPair,
+        start: Instant,
+        deadline: Instant,
+        bare: bool,
+    ) -> Result<()> {
         let init = self.wait_marker(0, deadline, "init-start")?;
         self.times.kernel = init.1;
         if bare {
             self.times.ready = self.times.kernel;
             return Ok(());
         }
-        let (_, done_at, text) = self.wait_marker_any(init.0, deadline, &["bringup-done", "bringup-failed"])?;
+        let (_, done_at, text) =
+            self.wait_marker_any(init.0, deadline, &["bringup-done", "bringup-failed"])?;
         if text.contains("bringup-failed") {
-            let module_failures: Vec<String> =
-                self.console.since(init.0).into_iter().filter(|l| l.text.contains("daxdiff-init: module-failed")).map(|l| l.text).collect();
+            let module_failures: Vec<String> = self
+                .console
+                .since(init.0)
+                .into_iter()
+                .filter(|l| l.text.contains("daxdiff-init: module-failed"))
+                .map(|l| l.text)
+                .collect();
             bail!(
                 "DAX bring-up failed on kernel {}: {}\n{}console tail:\n{}",
                 self.kernel_name,
                 text.trim_start_matches("daxdiff-init: "),
-                if module_failures.is_empty() { String::new() } else { format!("{}\n", module_failures.join("\n")) },
+                if module_failures.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}\n", module_failures.join("\n"))
+                },
                 self.console.tail(30)
             );
         }
@@ -202,22 +224,37 @@ impl Vm {
         let ssh = Ssh::connect_until(port, &keys.private_key, deadline, &mut alive)?;
         self.times.ssh = start.elapsed();
         self.times.ready = self.times.ssh.max(done_at);
-        let topo = ssh.exec("cat /run/daxdiff/bringup.json", None, Duration::from_secs(30))?;
-        self.topology = serde_json::from_slice(&topo.stdout)
-            .with_context(|| format!("the guest's bring-up report is not valid JSON: {}", topo.stdout_str()))?;
+        let topo = ssh.exec(
+            "cat /run/daxdiff/bringup.json",
+            None,
+            Duration::from_secs(30),
+        )?;
+        self.topology = serde_json::from_slice(&topo.stdout).with_context(|| {
+            format!(
+                "the guest's bring-up report is not valid JSON: {}",
+                topo.stdout_str()
+            )
+        })?;
         self.ssh = Some(ssh);
         Ok(())
     }
 
     fn check_alive(&mut self) -> Result<()> {
         if let Some(l) = self.console.first_fatal(0) {
-            bail!("kernel {} died during boot: {}\nconsole tail:\n{}", self.kernel_name, l.text, self.console.tail(40));
+            bail!(
+                "kernel {} died during boot: {}\nconsole tail:\n{}",
+                self.kernel_name,
+                l.text,
+                self.console.tail(40)
+            );
         }
         if let Some(child) = &mut self.child {
             if let Some(st) = child.try_wait()? {
                 bail!(
                     "QEMU exited ({st}) before the guest was ready: {}\nconsole tail:\n{}",
-                    fs::read_to_string(self.run_dir.join("qemu.stderr")).unwrap_or_default().trim(),
+                    fs::read_to_string(self.run_dir.join("qemu.stderr"))
+                        .unwrap_or_default()
+                        .trim(),
                     self.console.tail(40)
                 );
             }
@@ -225,14 +262,27 @@ impl Vm {
         Ok(())
     }
 
-    fn wait_marker(&mut self, from: usize, deadline: Instant, marker: &str) -> Result<(usize, Duration)> {
+    fn wait_marker(
+        &mut self,
+        from: usize,
+        deadline: Instant,
+        marker: &str,
+    ) -> Result<(usize, Duration)> {
         let (i, at, _) = self.wait_marker_any(from, deadline, &[marker])?;
         Ok((i, at))
     }
 
     /// Waits for one of init's markers, failing early if the kernel dies or QEMU exits.
-    fn wait_marker_any(&mut self, from: usize, deadline: Instant, markers: &[&str]) -> Result<(usize, Duration, String)> {
-        let wanted: Vec<String> = markers.iter().map(|m| format!("daxdiff-init: {m}")).collect();
+    fn wait_marker_any(
+        &mut self,
+        from: usize,
+        deadline: Instant,
+        markers: &[&str],
+    ) -> Result<(usize, Duration, String)> {
+        let wanted: Vec<String> = markers
+            .iter()
+            .map(|m| format!("daxdiff-init: {m}"))
+            .collect();
         let what = markers.join(" or ");
         loop {
             // Poll in short slices so a fatal console line or a dead QEMU ends the wait early.
@@ -258,7 +308,9 @@ impl Vm {
     }
 
     pub fn ssh(&self) -> Result<&Ssh> {
-        self.ssh.as_ref().context("the guest has no SSH session (bare boot)")
+        self.ssh
+            .as_ref()
+            .context("the guest has no SSH session (bare boot)")
     }
 
     /// Runs a command in the guest; a kernel death while it runs is reported with the console.
@@ -267,17 +319,31 @@ impl Vm {
     }
 
     /// Like [`Vm::run`], with `input` on the command's standard input.
-    pub fn run_with_input(&mut self, cmd: &str, input: Option<&[u8]>, timeout: Duration) -> Result<Output> {
+    pub fn run_with_input(
+        &mut self,
+        cmd: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output> {
         let from = self.console.len();
         let res = self.ssh()?.exec(cmd, input, timeout);
         match res {
             Ok(o) => Ok(o),
             Err(e) => {
-                self.check_alive().with_context(|| format!("while running `{cmd}`"))?;
+                self.check_alive()
+                    .with_context(|| format!("while running `{cmd}`"))?;
                 if let Some(l) = self.console.first_fatal(from) {
-                    bail!("kernel {} died while running `{cmd}`: {}\nconsole tail:\n{}", self.kernel_name, l.text, self.console.tail(40));
+                    bail!(
+                        "kernel {} died while running `{cmd}`: {}\nconsole tail:\n{}",
+                        self.kernel_name,
+                        l.text,
+                        self.console.tail(40)
+                    );
                 }
-                Err(e.context(format!("guest did not answer while running `{cmd}`\nconsole tail:\n{}", self.console.tail(20))))
+                Err(e.context(format!(
+                    "guest did not answer while running `{cmd}`\nconsole tail:\n{}",
+                    self.console.tail(20)
+                )))
             }
         }
     }

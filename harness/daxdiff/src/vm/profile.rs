@@ -84,7 +84,11 @@ pub struct MachineProfile {
 impl Default for MachineProfile {
     /// Three 1 GiB NVDIMMs: fsdax for ext4, fsdax for xfs, devdax.
     fn default() -> Self {
-        let dimm = |role| Nvdimm { size: GIB, label_size: 128 * 1024, role };
+        let dimm = |role| Nvdimm {
+            size: GIB,
+            label_size: 128 * 1024,
+            role,
+        };
         MachineProfile {
             memory: 2 * GIB,
             cpus: 2,
@@ -120,7 +124,14 @@ impl MachineProfile {
             "nokaslr".into(),
             "mitigations=off".into(),
             "printk.time=1".into(),
-            format!("daxdiff.pmem={}", self.nvdimms.iter().map(|n| n.role.to_string()).collect::<Vec<_>>().join(",")),
+            format!(
+                "daxdiff.pmem={}",
+                self.nvdimms
+                    .iter()
+                    .map(|n| n.role.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             format!("daxdiff.sshkey={}", files.ssh_pubkey),
         ];
         if let Some(l) = &self.legacy_pmem {
@@ -135,13 +146,35 @@ impl MachineProfile {
 
     /// The QEMU argument vector (program not included).
     pub fn qemu_args(&self, files: &BootFiles) -> Vec<String> {
-        assert_eq!(files.nvdimm_files.len(), self.nvdimms.len(), "one backing file per NVDIMM");
+        assert_eq!(
+            files.nvdimm_files.len(),
+            self.nvdimms.len(),
+            "one backing file per NVDIMM"
+        );
         // Room for every DIMM rounded up to 1 GiB, plus 1 GiB of slack for QEMU's placement.
-        let dimm_total: u64 = self.nvdimms.iter().map(|n| n.backend_size().div_ceil(GIB) * GIB).sum::<u64>() + GIB;
+        let dimm_total: u64 = self
+            .nvdimms
+            .iter()
+            .map(|n| n.backend_size().div_ceil(GIB) * GIB)
+            .sum::<u64>()
+            + GIB;
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"]);
-        push(&["-machine", if self.nvdimms.is_empty() { "pc" } else { "pc,nvdimm=on" }]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+        ]);
+        push(&[
+            "-machine",
+            if self.nvdimms.is_empty() {
+                "pc"
+            } else {
+                "pc,nvdimm=on"
+            },
+        ]);
         match files.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             // The default TCG CPU model lacks what crc32c needs; ext4/xfs mounts then fail.
@@ -150,7 +183,12 @@ impl MachineProfile {
         let mem = if self.nvdimms.is_empty() {
             format!("{}M", self.memory / MIB)
         } else {
-            format!("{}M,slots={},maxmem={}M", self.memory / MIB, self.nvdimms.len(), (self.memory + dimm_total) / MIB)
+            format!(
+                "{}M,slots={},maxmem={}M",
+                self.memory / MIB,
+                self.nvdimms.len(),
+                (self.memory + dimm_total) / MIB
+            )
         };
         let smp = self.cpus.to_string();
         push(&["-m", &mem, "-smp", &smp]);
@@ -158,11 +196,21 @@ impl MachineProfile {
             // QEMU keeps the label area at the end of the backend and maps the rest as pmem:
             // sizing the backend as pmem + labels keeps every DIMM's region 1 GiB aligned
             // (a region left misaligned makes namespace creation fail in the guest).
-            let obj = format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}", f.display(), n.backend_size());
-            let dev = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i},label-size={}K", n.label_size / 1024);
+            let obj = format!(
+                "memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}",
+                f.display(),
+                n.backend_size()
+            );
+            let dev = format!(
+                "nvdimm,id=nvdimm{i},memdev=nvmem{i},label-size={}K",
+                n.label_size / 1024
+            );
             push(&["-object", &obj, "-device", &dev]);
         }
-        let net = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22", files.ssh_port);
+        let net = format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
+            files.ssh_port
+        );
         push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
         push(&["-serial", "stdio"]);
         let qmp = format!("unix:{},server=on,wait=off", files.qmp_socket.display());
@@ -185,7 +233,10 @@ impl MachineProfile {
 }
 
 pub fn shell_quote(w: &str) -> String {
-    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
@@ -194,13 +245,23 @@ pub fn shell_quote(w: &str) -> String {
 
 /// QEMU's x86 system emulator: `$DAXDIFF_QEMU` or `qemu-system-x86_64` on PATH.
 pub fn find_qemu() -> Result<PathBuf, String> {
-    find_qemu_in(std::env::var_os("DAXDIFF_QEMU").map(PathBuf::from), &std::env::var("PATH").unwrap_or_default())
+    find_qemu_in(
+        std::env::var_os("DAXDIFF_QEMU").map(PathBuf::from),
+        &std::env::var("PATH").unwrap_or_default(),
+    )
 }
 
 /// Looks for QEMU in an explicit override, else in the directories of `path`.
 pub fn find_qemu_in(explicit: Option<PathBuf>, path: &str) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
-        return if is_executable(&p) { Ok(p) } else { Err(format!("DAXDIFF_QEMU={} is not an executable file", p.display())) };
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "DAXDIFF_QEMU={} is not an executable file",
+                p.display()
+            ))
+        };
     }
     for dir in std::env::split_paths(path) {
         let p = dir.join("qemu-system-x86_64");
@@ -213,7 +274,9 @@ pub fn find_qemu_in(explicit: Option<PathBuf>, path: &str) -> Result<PathBuf, St
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -235,7 +298,10 @@ mod tests {
     }
 
     fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     #[test]
@@ -243,14 +309,26 @@ mod tests {
         let args = MachineProfile::default().qemu_args(&files());
         assert_eq!(after(&args, "-machine"), ["pc,nvdimm=on"]);
         let devs = after(&args, "-device");
-        assert_eq!(devs.iter().filter(|d| d.starts_with("nvdimm,") && d.contains("label-size=128K")).count(), 3);
+        assert_eq!(
+            devs.iter()
+                .filter(|d| d.starts_with("nvdimm,") && d.contains("label-size=128K"))
+                .count(),
+            3
+        );
         let objs = after(&args, "-object");
         assert!(objs[1].contains("mem-path=/r/nv1") && objs[1].contains("share=on"));
         // 1 GiB of pmem plus the 128 KiB label area.
-        assert!(objs[1].ends_with(&format!("size={}", GIB + 128 * 1024)), "{}", objs[1]);
+        assert!(
+            objs[1].ends_with(&format!("size={}", GIB + 128 * 1024)),
+            "{}",
+            objs[1]
+        );
         // maxmem covers RAM and every NVDIMM, with a slot for each.
         let maxmem = (2 * GIB + 3 * 2 * GIB + GIB) / MIB;
-        assert_eq!(after(&args, "-m"), [format!("2048M,slots=3,maxmem={maxmem}M")]);
+        assert_eq!(
+            after(&args, "-m"),
+            [format!("2048M,slots=3,maxmem={maxmem}M")]
+        );
     }
 
     #[test]
@@ -259,7 +337,10 @@ mod tests {
         let net = after(&args, "-netdev")[0];
         assert!(net.contains("restrict=on"), "{net}");
         assert!(net.contains("hostfwd=tcp:127.0.0.1:40022-:22"), "{net}");
-        assert!(args.iter().any(|a| a == "-nodefaults"), "no default NIC sneaks in");
+        assert!(
+            args.iter().any(|a| a == "-nodefaults"),
+            "no default NIC sneaks in"
+        );
     }
 
     #[test]
@@ -275,8 +356,13 @@ mod tests {
 
     #[test]
     fn cmdline_carries_roles_key_console_and_legacy_pmem() {
-        let mut p = MachineProfile::default();
-        p.legacy_pmem = Some(LegacyPmem { size: 512 * MIB, start: 2 * GIB });
+        let p = MachineProfile {
+            legacy_pmem: Some(LegacyPmem {
+                size: 512 * MIB,
+                start: 2 * GIB,
+            }),
+            ..MachineProfile::default()
+        };
         let mut f = files();
         f.bare = true;
         let c = p.kernel_cmdline(&f);
@@ -285,10 +371,16 @@ mod tests {
         assert!(c.contains("daxdiff.sshkey=AAAAC3Nza"), "{c}");
         assert!(c.contains("memmap=512M!2048M"), "{c}");
         assert!(c.contains("daxdiff.bare=1"), "{c}");
-        assert!(c.contains("panic=-1"), "a panic must end QEMU (with -no-reboot)");
+        assert!(
+            c.contains("panic=-1"),
+            "a panic must end QEMU (with -no-reboot)"
+        );
         let args = p.qemu_args(&f);
         assert!(args.iter().any(|a| a == "-no-reboot"));
-        assert_eq!(after(&args, "-qmp"), ["unix:/r/qmp.sock,server=on,wait=off"]);
+        assert_eq!(
+            after(&args, "-qmp"),
+            ["unix:/r/qmp.sock,server=on,wait=off"]
+        );
     }
 
     #[test]

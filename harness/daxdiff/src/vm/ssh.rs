@@ -18,16 +18,26 @@ pub struct KeyPair {
 impl KeyPair {
     pub fn generate(dir: &Path) -> Result<KeyPair> {
         use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey};
-        let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).context("generate ed25519 key")?;
+        let key =
+            PrivateKey::random(&mut OsRng, Algorithm::Ed25519).context("generate ed25519 key")?;
         let private_key = dir.join("id_ed25519");
-        let pem = key.to_openssh(LineEnding::LF).context("encode private key")?;
+        let pem = key
+            .to_openssh(LineEnding::LF)
+            .context("encode private key")?;
         std::fs::write(&private_key, pem.as_bytes())?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&private_key, std::fs::Permissions::from_mode(0o600))?;
         let public = key.public_key().to_openssh().context("encode public key")?;
-        let public_blob = public.split_whitespace().nth(1).context("public key has no blob")?.to_string();
+        let public_blob = public
+            .split_whitespace()
+            .nth(1)
+            .context("public key has no blob")?
+            .to_string();
         std::fs::write(dir.join("id_ed25519.pub"), format!("{public}\n"))?;
-        Ok(KeyPair { private_key, public_blob })
+        Ok(KeyPair {
+            private_key,
+            public_blob,
+        })
     }
 }
 
@@ -69,7 +79,12 @@ impl Ssh {
     }
 
     /// Retries until the guest's SSH server accepts us or `deadline` passes.
-    pub fn connect_until(port: u16, key: &Path, deadline: Instant, alive: &mut dyn FnMut() -> Result<()>) -> Result<Ssh> {
+    pub fn connect_until(
+        port: u16,
+        key: &Path,
+        deadline: Instant,
+        alive: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Ssh> {
         let mut last = None;
         while Instant::now() < deadline {
             alive()?;
@@ -79,24 +94,32 @@ impl Ssh {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made"))).context("SSH to the guest did not come up in time")
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+            .context("SSH to the guest did not come up in time")
     }
 
     /// Runs `cmd` through the guest's shell; `timeout` bounds the whole command.
     pub fn exec(&self, cmd: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output> {
-        self.session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         let mut ch = self.session.channel_session().context("open SSH channel")?;
-        ch.exec(cmd).with_context(|| format!("start `{cmd}` in the guest"))?;
+        ch.exec(cmd)
+            .with_context(|| format!("start `{cmd}` in the guest"))?;
         if let Some(data) = stdin {
             ch.write_all(data).context("send input to the guest")?;
         }
         ch.send_eof()?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        ch.read_to_end(&mut stdout).with_context(|| format!("`{cmd}` did not finish within {timeout:?}"))?;
+        ch.read_to_end(&mut stdout)
+            .with_context(|| format!("`{cmd}` did not finish within {timeout:?}"))?;
         ch.stderr().read_to_end(&mut stderr)?;
         ch.wait_close()?;
-        Ok(Output { status: ch.exit_status()?, stdout, stderr })
+        Ok(Output {
+            status: ch.exit_status()?,
+            stdout,
+            stderr,
+        })
     }
 
     /// Writes `data` to `path` in the guest (mode as octal, e.g. 0o755).
@@ -134,9 +157,16 @@ mod tests {
         let a = KeyPair::generate(d1.path()).unwrap();
         let b = KeyPair::generate(d2.path()).unwrap();
         assert_ne!(a.public_blob, b.public_blob);
-        assert!(a.public_blob.starts_with("AAAAC3NzaC1lZDI1NTE5"), "an ed25519 blob: {}", a.public_blob);
+        assert!(
+            a.public_blob.starts_with("AAAAC3NzaC1lZDI1NTE5"),
+            "an ed25519 blob: {}",
+            a.public_blob
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&a.private_key).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&a.private_key)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let pem = std::fs::read_to_string(&a.private_key).unwrap();
         assert!(pem.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
