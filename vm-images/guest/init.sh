@@ -26,12 +26,19 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 
 release=$(uname -r)
-while read -r m; do
-    [ -n "$m" ] || continue
-    if ! out=$(insmod "/lib/modules/$release/$m" 2>&1); then
-        say "module-failed $m: $out"
-    fi
-done < /etc/daxdiff/modules.load
+# modules.load: "GROUP PATH" lines; groups share no module, so they load in parallel.
+load_group() {
+    while read -r g m; do
+        [ "$g" = "$1" ] || continue
+        if ! out=$(insmod "/lib/modules/$release/$m" 2>&1); then
+            say "module-failed $m: $out"
+        fi
+    done < /etc/daxdiff/modules.load
+}
+for g in $(cut -d' ' -f1 /etc/daxdiff/modules.load | sort -u); do
+    load_group "$g" &
+done
+wait
 say "modules-loaded"
 
 ip link set lo up

@@ -190,8 +190,10 @@ impl GuestBuilder {
         for p in &pkgs {
             key = key.part(&p.name, &p.version);
         }
-        for m in &modules {
-            key = key.part("module", m.to_string_lossy().as_bytes());
+        for (g, group) in modules.iter().enumerate() {
+            for m in group {
+                key = key.part(&format!("module{g}"), m.to_string_lossy().as_bytes());
+            }
         }
         let e = Entry::new(&self.cache, "guests", &kernel.name.0, &key.finish());
         let manifest = match e.verify() {
@@ -200,7 +202,7 @@ impl GuestBuilder {
                 eprintln!(
                     "guest: building the initramfs for {} ({} modules)",
                     kernel.name,
-                    modules.len()
+                    modules.iter().map(Vec::len).sum::<usize>()
                 );
                 e.build(|dir| {
                     let path = dir.join("initramfs.cpio");
@@ -225,8 +227,10 @@ impl GuestBuilder {
         })
     }
 
-    /// Module files (relative to the modules dir) in load order, dependencies first.
-    pub fn resolve_modules(&self, kernel: &Kernel) -> Result<Vec<PathBuf>> {
+    /// Module files (relative to the modules dir) in groups that share no module: each group
+    /// in load order (dependencies first); the guest loads the groups in parallel, which
+    /// matters under TCG where relocating xfs and ext4 takes seconds.
+    pub fn resolve_modules(&self, kernel: &Kernel) -> Result<Vec<Vec<PathBuf>>> {
         let Some(root) = &kernel.modules_root else {
             return Ok(vec![]); // a local kernel with everything built in
         };
@@ -238,8 +242,7 @@ impl GuestBuilder {
                 .lines()
                 .any(|l| l.replace('-', "_").ends_with(&file))
         };
-        let mut order: Vec<PathBuf> = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut chains: Vec<Vec<PathBuf>> = Vec::new();
         let wanted = self
             .recipe
             .optional_modules
@@ -267,6 +270,7 @@ impl GuestBuilder {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
+            let mut chain = Vec::new();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let Some(path) = line.strip_prefix("insmod ") else {
                     continue;
@@ -275,13 +279,34 @@ impl GuestBuilder {
                 let rel = path.strip_prefix(&dir).with_context(|| {
                     format!("module path {} outside {}", path.display(), dir.display())
                 })?;
-                if seen.insert(rel.to_path_buf()) {
-                    order.push(rel.to_path_buf());
-                }
+                chain.push(rel.to_path_buf());
+            }
+            chains.push(chain);
+        }
+        Ok(group_chains(chains))
+    }
+}
+
+/// Merges dependency chains that share a module into one group (order kept, duplicates
+/// dropped), so groups are independent and each is still dependencies-first.
+pub fn group_chains(chains: Vec<Vec<PathBuf>>) -> Vec<Vec<PathBuf>> {
+    let mut groups: Vec<Vec<PathBuf>> = Vec::new();
+    for chain in chains {
+        let (mut touching, rest): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .partition(|g| g.iter().any(|m| chain.contains(m)));
+        let mut merged: Vec<PathBuf> = touching.drain(..).flatten().collect();
+        for m in chain {
+            if !merged.contains(&m) {
+                merged.push(m);
             }
         }
-        Ok(order)
+        groups = rest;
+        if !merged.is_empty() {
+            groups.push(merged);
+        }
     }
+    groups
 }
 
 /// Names and sizes of every file under `root`, sorted: a cheap integrity fingerprint.
@@ -325,7 +350,7 @@ fn write_initramfs(
     path: &Path,
     userspace: &Path,
     kernel: &Kernel,
-    modules: &[PathBuf],
+    modules: &[Vec<PathBuf>],
     exec: &Path,
 ) -> Result<()> {
     let mut w = Cpio::new(BufWriter::new(fs::File::create(path)?));
@@ -405,7 +430,11 @@ fn write_initramfs(
         let base = format!("lib/modules/{}", kernel.release);
         w.dir(&base, 0o755)?;
         let mut dirs = BTreeSet::new();
-        for rel in modules {
+        for (group, rel) in modules
+            .iter()
+            .enumerate()
+            .flat_map(|(g, v)| v.iter().map(move |m| (g, m)))
+        {
             let mut plain = rel.to_string_lossy().to_string();
             let data = fs::read(dir.join(rel))?;
             let data = if let Some(stripped) = plain.strip_suffix(".xz") {
@@ -438,8 +467,7 @@ fn write_initramfs(
                 }
             }
             w.file(&target.to_string_lossy(), 0o644, &data)?;
-            load.push_str(&plain);
-            load.push('\n');
+            load.push_str(&format!("{group} {plain}\n"));
         }
     }
     w.file("etc/daxdiff/modules.load", 0o644, load.as_bytes())?;
@@ -583,6 +611,23 @@ mod tests {
             r.excludes("perl-base") && r.excludes("python3.11-minimal") && r.excludes("libicu72")
         );
         assert!(!r.excludes("libc6") && !r.excludes("e2fsprogs") && !r.excludes("python"));
+    }
+
+    #[test]
+    fn chains_sharing_a_module_load_in_one_group() {
+        let p = |s: &str| PathBuf::from(s);
+        let chains = vec![
+            vec![p("libnvdimm"), p("nfit")],
+            vec![p("crc32c")],
+            vec![p("libnvdimm"), p("nd_pmem")],
+            vec![p("mbcache"), p("ext4")],
+            vec![p("crc32c"), p("libcrc32c"), p("xfs")],
+        ];
+        let g = group_chains(chains);
+        assert_eq!(g.len(), 3, "{g:?}");
+        assert!(g.contains(&vec![p("libnvdimm"), p("nfit"), p("nd_pmem")]));
+        assert!(g.contains(&vec![p("crc32c"), p("libcrc32c"), p("xfs")]));
+        assert!(g.contains(&vec![p("mbcache"), p("ext4")]));
     }
 
     #[test]
