@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::catalogue::Catalogue;
 use crate::images::{GuestBuilder, GuestImage, Kernel, KernelStore};
-use crate::vm::{accel, Accel, BootOptions, MachineProfile, Vm};
+use crate::vm::{accel, golden, Accel, BootOptions, MachineProfile, Vm};
 
 /// Where things live for one invocation.
 #[derive(Clone, Debug)]
@@ -30,6 +30,7 @@ pub struct Prepared {
     pub kernel: Kernel,
     pub image: GuestImage,
     pub accel: Accel,
+    pub cache: PathBuf,
 }
 
 pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
@@ -42,20 +43,26 @@ pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
         kernel,
         image,
         accel,
+        cache: env.cache.clone(),
     })
 }
 
 impl Prepared {
+    /// Boots with NVDIMMs copied from the saved images of a first bring-up (made on first
+    /// use); `DAXDIFF_FRESH_NVDIMMS=1` starts from blank NVDIMMs every time instead.
     pub fn boot(&self, profile: MachineProfile, run_dir: Option<&Path>) -> Result<Vm> {
-        Vm::boot(
-            &self.kernel,
-            &self.image,
-            BootOptions {
-                profile,
-                accel: self.accel,
-                run_dir: run_dir.map(Path::to_path_buf),
-                ..BootOptions::default()
-            },
-        )
+        let mut opts = BootOptions {
+            profile,
+            accel: self.accel,
+            run_dir: run_dir.map(Path::to_path_buf),
+            ..BootOptions::default()
+        };
+        if std::env::var_os("DAXDIFF_FRESH_NVDIMMS").is_none() && !opts.profile.nvdimms.is_empty() {
+            match golden::images(&self.cache, &self.kernel, &self.image, &opts) {
+                Ok(images) => opts.nvdimm_images = Some(images),
+                Err(e) => eprintln!("nvdimm images: {e:#}\nbooting with blank NVDIMMs"),
+            }
+        }
+        Vm::boot(&self.kernel, &self.image, opts)
     }
 }

@@ -83,7 +83,7 @@ fn probe(kernel: &Kernel, image: &GuestImage) -> (Accel, String) {
         accel: Accel::Kvm,
         timeout: PROBE_TIMEOUT,
         bare: true,
-        run_dir: None,
+        ..BootOptions::default()
     };
     match Vm::boot(kernel, image, opts) {
         Ok(vm) => {

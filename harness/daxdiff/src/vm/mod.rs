@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod console;
+pub mod golden;
 pub mod profile;
 pub mod reaper;
 pub mod ssh;
@@ -78,6 +79,8 @@ pub struct BootOptions {
     pub bare: bool,
     /// Where the console log and run files go; a temporary directory when `None`.
     pub run_dir: Option<PathBuf>,
+    /// NVDIMM backing files to start from (copied, one per NVDIMM); blank when `None`.
+    pub nvdimm_images: Option<Vec<PathBuf>>,
 }
 
 impl Default for BootOptions {
@@ -88,6 +91,7 @@ impl Default for BootOptions {
             timeout: DEFAULT_BOOT_TIMEOUT,
             bare: false,
             run_dir: None,
+            nvdimm_images: None,
         }
     }
 }
@@ -124,11 +128,17 @@ impl Vm {
         let keys = ssh::KeyPair::generate(&run_dir)?;
         let mut nvdimm_files = Vec::new();
         for (i, n) in opts.profile.nvdimms.iter().enumerate() {
-            // Sparse and fresh every boot: blank labels, no state carried between boots.
+            // Sparse and fresh every boot: a copy of the saved images, or blank labels; no
+            // state is carried from one boot to the next.
             let p = run_dir.join(format!("nvdimm{i}.img"));
-            let f = fs::File::create(&p)
-                .with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
-            f.set_len(n.backend_size())?;
+            match opts.nvdimm_images.as_ref().and_then(|v| v.get(i)) {
+                Some(img) => golden::copy_sparse(img, &p)?,
+                None => {
+                    let f = fs::File::create(&p)
+                        .with_context(|| format!("create NVDIMM backing file {}", p.display()))?;
+                    f.set_len(n.backend_size())?;
+                }
+            }
             nvdimm_files.push(p);
         }
         let files = BootFiles {
