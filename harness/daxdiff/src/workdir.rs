@@ -5,7 +5,7 @@
 //! corpus/<hash>.prog
 //! divergences/<signature>/  prog.txt finding.json outcome-a.json outcome-b.json console-a.log console-b.log
 //! crashes/<title>/          (same files)
-//! unstable/<hash>/          (same files; outcome-*.json hold every run)
+//! unstable/<signature>/     (same files; outcome-*.json hold every run)
 //! stats.json
 //! ```
 

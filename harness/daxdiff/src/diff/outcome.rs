@@ -131,10 +131,12 @@ fn returns(name: &str) -> Option<ResourceKind> {
     Target::builtin().call(name).and_then(|d| d.ret_kind)
 }
 
-/// `[<0>] dax_break_layout_final+0x4d/0x90` → `dax_break_layout_final`.
+/// `[<0>] dax_break_layout_final+0x4d/0x90` → `dax_break_layout_final`. Lines that are not
+/// frames (the executor's `== /proc/PID/stack ==` headers) are skipped.
 fn stack_functions(stack: &str) -> Vec<String> {
     stack
         .lines()
+        .filter(|l| l.contains("+0x"))
         .filter_map(|l| {
             let l = l.trim();
             let l = l
@@ -228,7 +230,7 @@ mod tests {
     #[test]
     fn hung_stack_keeps_function_names_only() {
         let json = r#"{"id":4,"status":"timeout","calls":[],"detail":"program did not finish in 10000 ms (pid 4242)",
-            "stack":"[<0>] dax_break_layout_final+0x4d/0x90\n[<0>] ext4_evict_inode+0x1a/0x5c0 [ext4]\n"}"#;
+            "stack":"== /proc/223/stack ==\n[<0>] dax_break_layout_final+0x4d/0x90\n[<0>] ext4_evict_inode+0x1a/0x5c0 [ext4]\n"}"#;
         let o = normalize(&resp(json), &[]);
         assert_eq!(
             o.hung_stack,

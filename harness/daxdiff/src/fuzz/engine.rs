@@ -20,6 +20,7 @@ use libafl_bolts::tuples::{Handle, MatchNameRef, RefIndexable};
 use libafl_bolts::Named;
 use serde::{Deserialize, Serialize};
 
+use daxdiff_observe::Signature;
 use daxdiff_prog::rng::Rng;
 use daxdiff_prog::wire::Status;
 use daxdiff_prog::Target;
@@ -324,11 +325,19 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
                 c.stats.suppressed += 1;
                 return Ok(found);
             }
-            Verdict::Unstable { kernel } => (
-                FindingKind::Unstable,
-                format!("{:016x}", fnv1a64(program.as_bytes())),
-                format!("unstable on {kernel}"),
-            ),
+            // One entry per way of being unstable, not per program: mutants of a racy
+            // program would otherwise fill the directory.
+            Verdict::Unstable { kernel } => {
+                let what = diffs
+                    .first()
+                    .map(|d| d.signature_text())
+                    .unwrap_or_default();
+                let sig = format!("unstable on {kernel}: {what}");
+                let name = Signature::try_from(sig.clone())
+                    .map(|s| s.dir_name())
+                    .unwrap_or_else(|_| format!("{:016x}", fnv1a64(program.as_bytes())));
+                (FindingKind::Unstable, name, sig)
+            }
             Verdict::Divergence { signature } => (
                 FindingKind::Divergence,
                 signature.dir_name(),
@@ -483,5 +492,48 @@ impl<S: HasCorpus<ProgInput>> Mutator<ProgInput, S> for ProgMutator {
 
     fn post_exec(&mut self, _state: &mut S, _new_corpus_id: Option<CorpusId>) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::normalize;
+    use daxdiff_prog::wire::Response;
+
+    fn outcome(json: &str) -> Outcome {
+        normalize(&serde_json::from_str::<Response>(json).unwrap(), &[])
+    }
+
+    const READ: &str = r#"{"id":1,"status":"completed","stack":null,"detail":null,"calls":[
+        {"index":0,"name":"openat$ext4","thread":0,"ret":3,"errno":null,"errno_name":null,"duration_us":9,"checksum":null},
+        {"index":1,"name":"pread64","thread":0,"ret":4096,"errno":null,"errno_name":null,"duration_us":9,"checksum":1}]}"#;
+
+    #[test]
+    fn features_see_result_classes_not_values() {
+        let a = features("a", &outcome(READ));
+        assert_eq!(a, features("a", &outcome(&READ.replace("4096", "8192"))));
+        let failed = READ.replace(
+            r#""ret":4096,"errno":null,"errno_name":null"#,
+            r#""ret":-1,"errno":14,"errno_name":"EFAULT""#,
+        );
+        let b = features("a", &outcome(&failed));
+        assert!(b.contains(&"a:pread64=EFAULT".to_string()), "{b:?}");
+        assert!(
+            b.contains(&"a:openat$ext4=ok>pread64=EFAULT".to_string()),
+            "{b:?}"
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn guest_deaths_and_reports_are_not_corpus_material() {
+        assert!(!disrupts_guest(&outcome(READ)));
+        let dead = format!(
+            r#"{{"id":0,"status":"crashed","calls":[],"stack":null,"detail":"{GUEST_STOPPED}: the guest executor exited"}}"#
+        );
+        assert!(disrupts_guest(&outcome(&dead)));
+        let killed = r#"{"id":0,"status":"crashed","calls":[],"stack":null,"detail":"program child killed by signal 9 (Killed)"}"#;
+        assert!(!disrupts_guest(&outcome(killed)));
     }
 }
