@@ -91,3 +91,87 @@ mod tests {
         assert_eq!(median(vec![]), Duration::ZERO);
     }
 }
+
+/// Throughput and host memory of one VM pair, from a short real campaign.
+#[derive(Debug, Serialize)]
+pub struct FuzzBench {
+    pub a: String,
+    pub b: String,
+    pub execs: u64,
+    pub reruns: u64,
+    pub seconds: f64,
+    /// Program pairs per second, stability re-runs and VM restarts included in the time.
+    pub execs_per_second: f64,
+    pub vm_restarts: u64,
+    /// Peak of the summed resident memory of the pair's QEMU processes, MiB.
+    pub guests_peak_rss_mib: f64,
+    /// Peak resident memory of the controller, MiB.
+    pub controller_peak_rss_mib: f64,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Direct children of `pid` (every thread's list).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `daxdiff fuzz` (this program) for `execs` program pairs without seeds into a fresh
+/// workdir, sampling the memory of the controller and its QEMU children twice a second.
+pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Result<FuzzBench> {
+    let work = tempfile::Builder::new().prefix("daxdiff-bench-fuzz-").tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .args(["fuzz", "--a", a, "--b", b, "--no-seeds", "--seed", "1", "--budget", "2h"])
+        .arg("--execs")
+        .arg(execs.to_string())
+        .arg("--workdir")
+        .arg(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let (mut guests_peak, mut controller_peak) = (0u64, 0u64);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        controller_peak = controller_peak.max(rss_kib(child.id()).unwrap_or(0));
+        let guests: u64 = children(child.id()).into_iter().filter_map(rss_kib).sum();
+        guests_peak = guests_peak.max(guests);
+        if let Ok(text) = std::fs::read_to_string(work.path().join("stats.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                progress(&format!("{} of {execs} program pairs", v["execs"]));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // 0: no findings, 1: findings; both are a finished campaign.
+    if !matches!(status.code(), Some(0) | Some(1)) {
+        anyhow::bail!("daxdiff fuzz failed ({status}); run it by hand with --workdir to see why");
+    }
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("stats.json"))?)?;
+    let num = |k: &str| stats[k].as_u64().unwrap_or(0);
+    let seconds = stats["elapsed_secs"].as_f64().unwrap_or(0.0);
+    Ok(FuzzBench {
+        a: a.into(),
+        b: b.into(),
+        execs: num("execs"),
+        reruns: num("reruns"),
+        seconds,
+        execs_per_second: num("execs") as f64 / seconds.max(1e-9),
+        vm_restarts: num("vm_restarts_a") + num("vm_restarts_b"),
+        guests_peak_rss_mib: guests_peak as f64 / 1024.0,
+        controller_peak_rss_mib: controller_peak as f64 / 1024.0,
+    })
+}

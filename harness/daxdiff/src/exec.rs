@@ -13,7 +13,11 @@ use crate::vm::Vm;
 
 /// Extra time the controller waits beyond a program's own timeout before it calls the guest
 /// unresponsive: the executor needs it to collect stacks and clean up.
-pub const GRACE: Duration = Duration::from_secs(60);
+pub const GRACE: Duration = Duration::from_secs(30);
+
+/// How often the controller looks at the console while it waits for an answer: a kernel that
+/// died is noticed within this, not after the whole timeout.
+const POLL: Duration = Duration::from_secs(2);
 
 /// A live `daxdiff-exec run` session in one guest.
 pub struct Runner {
@@ -58,15 +62,33 @@ impl Runner {
             .write_all(line.as_bytes())
             .context("send a program to the guest executor")?;
         self.channel.flush()?;
+        let from = vm.console.len();
         let mut resp = String::new();
         let sent = Instant::now();
-        let n = match self.reader.read_line(&mut resp) {
-            Ok(n) => n,
-            Err(e) => bail!(
-                "the guest executor did not answer in time ({e}, after {:.0}s); the guest may be hung\nconsole tail:\n{}",
-                sent.elapsed().as_secs_f64(),
-                vm.console.tail(25)
-            ),
+        session.set_timeout(POLL.as_millis() as u32);
+        let n = loop {
+            // A timed-out read keeps what it already read in `resp`: poll and go on.
+            match self.reader.read_line(&mut resp) {
+                Ok(0) if resp.is_empty() => break 0,
+                Ok(_) if resp.ends_with('\n') => break resp.len(),
+                Ok(_) => continue,
+                Err(e) => {
+                    if let Some(l) = vm.console.first_fatal(from) {
+                        bail!(
+                            "the guest kernel died while the program ran: {}\nconsole tail:\n{}",
+                            l.text,
+                            vm.console.tail(25)
+                        );
+                    }
+                    if sent.elapsed() > timeout + GRACE {
+                        bail!(
+                            "the guest executor did not answer in time ({e}, after {:.0}s); the guest may be hung\nconsole tail:\n{}",
+                            sent.elapsed().as_secs_f64(),
+                            vm.console.tail(25)
+                        );
+                    }
+                }
+            }
         };
         if n == 0 {
             let mut err = String::new();
