@@ -12,12 +12,23 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+# The reference-count probe: make, gcc-12 and libelf1 (Debian's kbuild tools) build it for
+# gcc-12 kernels on the host; debootstrap makes the build chroot for gcc-14 kernels.
+command -v make >/dev/null || need+=(make)
+command -v x86_64-linux-gnu-gcc-12 >/dev/null || need+=(gcc-12)
+[ -e /usr/lib/x86_64-linux-gnu/libelf.so.1 ] || need+=(libelf1)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+# ndctl's test build for `daxdiff suite`: meson and the headers of ndctl's libraries.
+for p in meson ninja-build libkmod-dev libudev-dev uuid-dev libjson-c-dev libiniparser-dev \
+         libkeyutils-dev libtracefs-dev libtraceevent-dev; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing host packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 else
-    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev)"
+    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev, ndctl build deps)"
 fi
 ci/build.sh

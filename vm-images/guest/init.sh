@@ -41,6 +41,17 @@ done
 wait
 say "modules-loaded"
 
+# The reference-count probe (vm-images/probe), in the image when the host could build it for
+# this kernel; `daxdiff-exec refcounts` reads it from debugfs.
+probe=/lib/modules/$release/extra/daxdiff_probe.ko
+if [ ! -f "$probe" ]; then
+    say "probe-missing: not built for this kernel (the host said why)"
+elif out=$(insmod "$probe" 2>&1); then
+    say "probe-loaded"
+else
+    say "probe-missing: insmod: $out"
+fi
+
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 \
     || say "network-failed: no eth0 (is virtio_net loaded?)"

@@ -8,6 +8,8 @@ pub mod diff;
 pub mod exec;
 pub mod fuzz;
 pub mod images;
+pub mod refcounts;
 pub mod setup;
+pub mod suite;
 pub mod vm;
 pub mod workdir;

@@ -57,6 +57,24 @@ enum Cmd {
     Fuzz(daxdiff::fuzz::cli::FuzzArgs),
     /// Summarize a fuzzing workdir's findings
     Show(daxdiff::fuzz::cli::ShowArgs),
+    /// The probe's reference counts before each program and after its teardown
+    Refcounts {
+        /// Kernels to read on (one table each)
+        #[arg(long = "kernel", required = true)]
+        kernels: Vec<String>,
+        /// Seconds to wait after a program for the counts to return to its baseline
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// Seconds each program may run
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+        /// Program files (text form); default: the seed corpus in corpora/
+        programs: Vec<PathBuf>,
+    },
+    /// Run ndctl's dax test suite on kernel A and kernel B and compare per test
+    Suite(daxdiff::suite::cli::SuiteArgs),
 }
 
 #[derive(Subcommand)]
@@ -102,6 +120,18 @@ enum VmCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Program pairs per second and host memory of one VM pair, from a short real campaign
+    Fuzz {
+        #[arg(long, default_value = "debian-6.12")]
+        a: String,
+        #[arg(long, default_value = "debian-7.3")]
+        b: String,
+        /// Program pairs to run (generated, no seeds)
+        #[arg(long, default_value_t = 60)]
+        execs: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Programs/second through the controller against the same programs looped in the guest
     Exec {
         #[arg(long)]
@@ -252,6 +282,14 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         }
         Cmd::Fuzz(args) => daxdiff::fuzz::cli::run_fuzz(env, args),
         Cmd::Show(args) => daxdiff::fuzz::cli::run_show(args),
+        Cmd::Refcounts {
+            kernels,
+            settle,
+            timeout,
+            json,
+            programs,
+        } => refcounts(env, &kernels, &programs, timeout, settle, json),
+        Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
         Cmd::Bench(BenchCmd::Exec {
             kernel,
             corpus,
@@ -279,6 +317,20 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                     b.in_guest_per_second
                 );
                 println!("  controller / in-guest = {:.2} (target >= 0.80)", b.ratio);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Fuzz { a, b, execs, json }) => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let f = daxdiff::bench::fuzz(&a, &b, execs, |m| bar.set_message(format!("{a} vs {b}: {m}")))?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!("{} vs {}: {} program pairs (+{} stability re-runs) in {:.0}s", f.a, f.b, f.execs, f.reruns, f.seconds);
+                println!("  {:.2} program pairs/s per VM pair ({} VM restarts)", f.execs_per_second, f.vm_restarts);
+                println!("  host memory per VM pair: guests {:.0} MiB peak + controller {:.0} MiB peak", f.guests_peak_rss_mib, f.controller_peak_rss_mib);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -321,6 +373,54 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn refcounts(
+    env: &Env,
+    kernels: &[String],
+    programs: &[PathBuf],
+    timeout: u64,
+    settle: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    let progs = if programs.is_empty() {
+        daxdiff::exec::load_corpus(std::path::Path::new("corpora"))?
+    } else {
+        programs
+            .iter()
+            .map(|p| {
+                let name = p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                daxdiff::exec::load_program(p).map(|x| (name, x))
+            })
+            .collect::<Result<_>>()?
+    };
+    for kernel in kernels {
+        let p = prepare(env, kernel)?;
+        let boot = || p.boot(MachineProfile::default(), None);
+        let rows = daxdiff::refcounts::run_programs(
+            &boot,
+            &progs,
+            Duration::from_secs(timeout),
+            Duration::from_secs(settle),
+        )?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"kernel": kernel, "programs": rows})
+            );
+            continue;
+        }
+        if let Some(first) = rows.first() {
+            println!("{kernel}: counts at boot");
+            print!("{}", daxdiff::refcounts::format_reading(&first.baseline));
+        }
+        print!("{}", daxdiff::refcounts::format_table(kernel, &rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_ready(vm: &daxdiff::vm::Vm) {

@@ -8,6 +8,7 @@ pub mod kmsg;
 pub mod mounts;
 pub mod ndctl;
 pub mod probe;
+pub mod refcounts;
 pub mod run;
 pub mod status;
 pub mod statx;

@@ -14,6 +14,7 @@ const USAGE: &str = "usage: daxdiff-exec <command>
   --version   print the version
   bringup     configure the NVDIMMs named by daxdiff.pmem= and mount DAX filesystems
   status      re-check DAX mounts and devices recorded by bringup
+  refcounts   print the reference-count probe's reading (pgmap refs, page refcounts) as JSON
   run [--dirs EXT4DIR,XFSDIR]
               read program requests (JSON lines) on stdin, answer one JSON line each
   loop --count N [--timeout-ms MS] [--dirs EXT4DIR,XFSDIR] [PROGRAM-FILE...]
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         }
         Some("bringup") => return report(bringup::run(&bringup::Options::default())),
         Some("status") => return report(status::run(Path::new(topology::TOPOLOGY_PATH))),
+        Some("refcounts") => cmd_refcounts(),
         Some("run") => cmd_run(&args[1..]),
         Some("loop") => cmd_loop(&args[1..]),
         _ => {
@@ -132,6 +134,15 @@ fn environment(o: &Opts) -> Result<RunEnv> {
         );
     }
     Ok(RunEnv::from_topology(&t))
+}
+
+fn cmd_refcounts() -> Result<()> {
+    let topology = std::fs::read_to_string(topology::TOPOLOGY_PATH)
+        .ok()
+        .and_then(|t| serde_json::from_str::<topology::Topology>(&t).ok());
+    let reading = daxdiff_exec::refcounts::read(topology.as_ref())?;
+    println!("{}", serde_json::to_string(&reading)?);
+    Ok(())
 }
 
 fn cmd_run(args: &[String]) -> Result<()> {

@@ -62,6 +62,56 @@ pub struct Response {
     pub detail: Option<String>,
 }
 
+/// What `daxdiff-exec refcounts` prints: one reading of the reference-count probe
+/// (`vm-images/probe`), an entry per range of every dev_pagemap in persistent memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefcountReading {
+    /// The probe's output format version.
+    pub version: u32,
+    pub ranges: Vec<RangeRefcounts>,
+}
+
+/// Page refcounts of the head and order-0 pages of a range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RefHistogram {
+    pub zero: u64,
+    pub one: u64,
+    pub two: u64,
+    pub three_plus: u64,
+    /// Below zero: an underflow.
+    pub negative: u64,
+}
+
+/// One range of one dev_pagemap, as the probe saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRefcounts {
+    /// Which pgmap of the reading; the ranges of one pgmap share `pgmap_ref`.
+    pub pgmap: u32,
+    pub index: u32,
+    pub nr_range: u32,
+    /// The pgmap's memory type: `fsdax`, `devdax` (MEMORY_DEVICE_GENERIC), ….
+    pub kind: String,
+    /// Physical range, inclusive.
+    pub start: u64,
+    pub end: u64,
+    /// First pfn with a ZONE_DEVICE page (after the memmap kept on the device).
+    pub first_pfn: u64,
+    pub pages: u64,
+    /// The pgmap's percpu_ref, read exactly, without the probe's own reference.
+    pub pgmap_ref: i64,
+    /// Tail pages of compound folios; their references are counted on the head.
+    pub tails: u64,
+    /// Head pages of compound folios.
+    pub compound: u64,
+    pub histogram: RefHistogram,
+    /// Highest page refcount in the range.
+    pub max: i64,
+    /// The nd namespace holding the range (`namespace0.0`).
+    pub namespace: Option<String>,
+    /// What bring-up made of that namespace: `ext4`, `xfs` or `devdax`.
+    pub role: Option<String>,
+}
+
 /// Symbolic name of an amd64 Linux errno, for the errnos these calls produce.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
     ERRNOS.iter().find(|(n, _)| *n == errno).map(|(_, s)| *s)

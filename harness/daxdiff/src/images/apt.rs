@@ -149,6 +149,15 @@ pub fn sources_list(m: &Mirrors, release: &str, suites: Suites) -> String {
 impl Apt {
     /// Opens (creating if needed) a private apt root under `root`.
     pub fn open(root: &Path, suites: Suites) -> Result<Apt> {
+        Apt::open_inner(root, suites, false)
+    }
+
+    /// Like [`Apt::open`], with `deb-src` entries too: for source packages.
+    pub fn open_with_sources(root: &Path, suites: Suites) -> Result<Apt> {
+        Apt::open_inner(root, suites, true)
+    }
+
+    fn open_inner(root: &Path, suites: Suites, with_sources: bool) -> Result<Apt> {
         let mirrors = Mirrors::from_host()?;
         let release = host_release()?;
         for d in [
@@ -166,7 +175,11 @@ impl Apt {
         if !status.exists() {
             fs::write(&status, b"")?;
         }
-        let list = sources_list(&mirrors, &release, suites);
+        let mut list = sources_list(&mirrors, &release, suites);
+        if with_sources {
+            let src = list.replace("deb [", "deb-src [");
+            list.push_str(&src);
+        }
         let path = root.join("etc/apt/sources.list");
         if fs::read_to_string(&path).ok().as_deref() != Some(list.as_str()) {
             fs::write(&path, &list)?;
@@ -260,6 +273,29 @@ impl Apt {
         Ok(parse_madison(&String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// A package version's raw `Depends:` field (empty when it has none).
+    pub fn depends(&self, p: &Package) -> Result<String> {
+        let out = self
+            .command("apt-cache")
+            .args(["show", &format!("{}={}", p.name, p.version)])
+            .output()
+            .context("run apt-cache")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache show {}={}: {}",
+                p.name,
+                p.version,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+
     /// The packages (with versions) that installing `names` on an empty system needs.
     pub fn closure(&self, names: &[&str]) -> Result<Vec<Package>> {
         let out = self
@@ -326,6 +362,36 @@ impl Apt {
             }
         }
         Ok(paths)
+    }
+}
+
+impl Apt {
+    /// `apt-cache showsrc NAME`: every version's source stanza the lists know.
+    pub fn showsrc(&self, name: &str) -> Result<String> {
+        let out = self
+            .command("apt-cache")
+            .args(["showsrc", name])
+            .output()
+            .context("run apt-cache showsrc")?;
+        if !out.status.success() {
+            bail!(
+                "apt-cache showsrc {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `apt-get source --download-only SPEC` into `dir`. Its exit status is returned, not
+    /// judged: mirrors may serve some of a source package's files and not others, so the
+    /// caller checks for the files it needs.
+    pub fn download_source(&self, spec: &str, dir: &Path) -> Result<std::process::Output> {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        self.command("apt-get")
+            .current_dir(dir)
+            .args(["-q", "source", "--download-only", spec])
+            .output()
+            .context("run apt-get source")
     }
 }
 

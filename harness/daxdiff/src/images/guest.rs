@@ -29,11 +29,20 @@ pub struct Recipe {
     pub modules: Vec<String>,
     #[serde(default)]
     pub optional_modules: Vec<String>,
+    /// Ship the kernel's whole module tree as packaged (compressed, with depmod's indexes)
+    /// for a real `modprobe`, and list the modules to load by name in `modules.probe`,
+    /// instead of decompressed files for busybox `insmod` listed in `modules.load`.
+    #[serde(default)]
+    pub module_tree: bool,
 }
 
 impl Recipe {
     pub fn builtin() -> Recipe {
         toml::from_str(RECIPE).expect("the shipped recipe parses (tested)")
+    }
+
+    pub fn parse(text: &str) -> Result<Recipe> {
+        toml::from_str(text).context("parse guest recipe")
     }
 
     pub fn excludes(&self, package: &str) -> bool {
@@ -109,9 +118,64 @@ fn check_static(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Which guest to build: a recipe, an `/init`, and host trees laid over the packages.
+#[derive(Clone, Debug)]
+pub struct Flavour {
+    /// `fuzz` for the fuzzing guest; any other name labels its own cache entries.
+    pub name: String,
+    /// The recipe's TOML text (part of the cache key).
+    pub recipe: String,
+    pub init: String,
+    pub overlays: Vec<Overlay>,
+}
+
+/// A host directory copied into the guest image.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    pub source: PathBuf,
+    /// Where it lands in the guest, relative to `/` (e.g. `opt/ndctl`).
+    pub target: String,
+    /// Identifies the directory's content (its cache key): a new key rebuilds the image.
+    pub key: String,
+}
+
+impl Flavour {
+    /// The guest the fuzzer and `daxdiff vm` boot (`vm-images/guest`).
+    pub fn fuzz() -> Flavour {
+        Flavour {
+            name: "fuzz".into(),
+            recipe: RECIPE.into(),
+            init: INIT.into(),
+            overlays: vec![],
+        }
+    }
+
+    fn is_fuzz(&self) -> bool {
+        self.name == "fuzz"
+    }
+
+    // The fuzzing guest keeps the cache labels it had before flavours existed.
+    fn userspace_label(&self) -> &str {
+        if self.is_fuzz() {
+            "debian"
+        } else {
+            &self.name
+        }
+    }
+
+    fn guest_label(&self, kernel: &Kernel) -> String {
+        if self.is_fuzz() {
+            kernel.name.0.clone()
+        } else {
+            format!("{}-{}", kernel.name, self.name)
+        }
+    }
+}
+
 pub struct GuestBuilder {
     cache: PathBuf,
     recipe: Recipe,
+    flavour: Flavour,
 }
 
 impl GuestBuilder {
@@ -119,7 +183,19 @@ impl GuestBuilder {
         GuestBuilder {
             cache: cache.to_path_buf(),
             recipe: Recipe::builtin(),
+            flavour: Flavour::fuzz(),
         }
+    }
+
+    /// A builder for another guest than the fuzzing one.
+    pub fn with_flavour(cache: &Path, flavour: Flavour) -> Result<GuestBuilder> {
+        let recipe = Recipe::parse(&flavour.recipe)
+            .with_context(|| format!("the {} guest's recipe", flavour.name))?;
+        Ok(GuestBuilder {
+            cache: cache.to_path_buf(),
+            recipe,
+            flavour,
+        })
     }
 
     /// The userspace tree (kernel independent), cached by package versions and recipe.
@@ -132,11 +208,16 @@ impl GuestBuilder {
             .into_iter()
             .filter(|p| !self.recipe.excludes(&p.name))
             .collect();
-        let mut key = KeyBuilder::default().part("recipe", RECIPE);
+        let mut key = KeyBuilder::default().part("recipe", &self.flavour.recipe);
         for p in &pkgs {
             key = key.part(&p.name, &p.version);
         }
-        let e = Entry::new(&self.cache, "userspace", "debian", &key.finish());
+        let e = Entry::new(
+            &self.cache,
+            "userspace",
+            self.flavour.userspace_label(),
+            &key.finish(),
+        );
         if e.verify().is_none() {
             eprintln!(
                 "guest: unpacking {} Debian packages for the guest userspace",
@@ -174,6 +255,8 @@ impl GuestBuilder {
         let exec_sum = sha256_file(&exec)?;
         let (userspace, pkgs) = self.userspace()?;
         let modules = self.resolve_modules(kernel)?;
+        // The reference-count probe (images::probe) is optional: a guest without it boots.
+        let probe = super::probe::for_guest(&self.cache, kernel);
         let mut key = KeyBuilder::default()
             .part(
                 "kernel",
@@ -184,8 +267,8 @@ impl GuestBuilder {
                     kernel.bzimage.display()
                 ),
             )
-            .part("recipe", RECIPE)
-            .part("init", INIT)
+            .part("recipe", &self.flavour.recipe)
+            .part("init", &self.flavour.init)
             .part("executor", &exec_sum);
         for p in &pkgs {
             key = key.part(&p.name, &p.version);
@@ -195,7 +278,19 @@ impl GuestBuilder {
                 key = key.part(&format!("module{g}"), m.to_string_lossy().as_bytes());
             }
         }
-        let e = Entry::new(&self.cache, "guests", &kernel.name.0, &key.finish());
+        for o in &self.flavour.overlays {
+            key = key.part("overlay", format!("{} {}", o.target, o.key));
+        }
+        key = key.part(
+            "probe",
+            probe.as_ref().map_or("none", |p| p.sha256.as_str()),
+        );
+        let e = Entry::new(
+            &self.cache,
+            "guests",
+            &self.flavour.guest_label(kernel),
+            &key.finish(),
+        );
         let manifest = match e.verify() {
             Some(m) => m,
             None => {
@@ -206,7 +301,18 @@ impl GuestBuilder {
                 );
                 e.build(|dir| {
                     let path = dir.join("initramfs.cpio");
-                    write_initramfs(&path, &userspace, kernel, &modules, &exec)?;
+                    write_initramfs(
+                        &path,
+                        &userspace,
+                        kernel,
+                        &modules,
+                        &exec,
+                        &self.flavour,
+                        self.recipe.module_tree,
+                    )?;
+                    if let Some(p) = &probe {
+                        super::probe::append_to_initramfs(&path, &kernel.release, p)?;
+                    }
                     let mut facts = BTreeMap::new();
                     facts.insert("kernel".into(), kernel.release.clone());
                     facts.insert(
@@ -217,6 +323,12 @@ impl GuestBuilder {
                             .join(" "),
                     );
                     facts.insert("executor".into(), exec_sum.clone());
+                    facts.insert(
+                        "probe".into(),
+                        probe
+                            .as_ref()
+                            .map_or("none".into(), |p| p.toolchain.clone()),
+                    );
                     Ok((vec!["initramfs.cpio".into()], facts))
                 })?
             }
@@ -352,6 +464,8 @@ fn write_initramfs(
     kernel: &Kernel,
     modules: &[Vec<PathBuf>],
     exec: &Path,
+    flavour: &Flavour,
+    module_tree: bool,
 ) -> Result<()> {
     let mut w = Cpio::new(BufWriter::new(fs::File::create(path)?));
     let mut written: BTreeSet<String> = BTreeSet::new();
@@ -412,7 +526,7 @@ fn write_initramfs(
         written.insert(applet.to_string());
     }
 
-    w.file("init", 0o755, INIT.as_bytes())?;
+    w.file("init", 0o755, flavour.init.as_bytes())?;
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     w.file("etc/group", 0o644, b"root:x:0:\n")?;
     w.file("etc/shells", 0o644, b"/bin/sh\n")?;
@@ -423,6 +537,25 @@ fn write_initramfs(
     )?;
     w.file("etc/ld.so.cache", 0o644, &ld_cache(userspace)?)?;
     w.file("usr/bin/daxdiff-exec", 0o755, &fs::read(exec)?)?;
+
+    for o in &flavour.overlays {
+        write_tree(&mut w, &mut written, &o.source, &o.target)?;
+    }
+
+    if module_tree {
+        if let Some(dir) = kernel.modules_dir() {
+            let base = format!("lib/modules/{}", kernel.release);
+            write_tree(&mut w, &mut written, &dir, &base)?;
+        }
+        let names: String = modules
+            .iter()
+            .flatten()
+            .map(|m| module_name(m) + "\n")
+            .collect();
+        w.file("etc/daxdiff/modules.probe", 0o644, names.as_bytes())?;
+        w.finish()?;
+        return Ok(());
+    }
 
     // Modules, decompressed so the guest's busybox insmod can load them.
     let mut load = String::new();
@@ -473,6 +606,45 @@ fn write_initramfs(
     w.file("etc/daxdiff/modules.load", 0o644, load.as_bytes())?;
     w.finish()?;
     Ok(())
+}
+
+/// Copies the host tree `source` into the archive at `target`, creating missing parents.
+fn write_tree<W: Write>(
+    w: &mut Cpio<W>,
+    written: &mut BTreeSet<String>,
+    source: &Path,
+    target: &str,
+) -> Result<()> {
+    let target = target.trim_matches('/');
+    let mut parent = PathBuf::new();
+    for part in Path::new(target).components() {
+        parent.push(part);
+        let s = parent.to_string_lossy().to_string();
+        if written.insert(s.clone()) {
+            w.dir(&s, 0o755)?;
+        }
+    }
+    walk(source, source, &mut |rel, meta| {
+        let name = format!("{target}/{}", rel.display());
+        if !written.insert(name.clone()) {
+            return Ok(());
+        }
+        let full = source.join(rel);
+        if meta.file_type().is_symlink() {
+            w.symlink(&name, &fs::read_link(&full)?.to_string_lossy())?;
+        } else if meta.is_dir() {
+            w.dir(&name, meta.mode() & 0o7777)?;
+        } else if meta.is_file() {
+            w.file(&name, meta.mode() & 0o7777, &fs::read(&full)?)?;
+        }
+        Ok(())
+    })
+}
+
+/// `kernel/fs/ext4/ext4.ko.xz` → `ext4`: the name modprobe takes.
+fn module_name(rel: &Path) -> String {
+    let file = rel.file_name().unwrap_or_default().to_string_lossy();
+    file.split(".ko").next().unwrap_or(&file).to_string()
 }
 
 /// Builds `ld.so.cache` for the guest tree with the host's ldconfig (same release, same format).

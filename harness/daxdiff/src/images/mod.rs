@@ -4,6 +4,7 @@
 pub mod apt;
 pub mod guest;
 pub mod kernel;
+pub mod probe;
 
 pub use guest::{GuestBuilder, GuestImage};
 pub use kernel::{Kernel, KernelStore};

@@ -1,0 +1,170 @@
+//! The machine and image the dax suite runs on: the suite flavour of the guest image (its own
+//! recipe and `/init`, ndctl's test build laid over it) and a QEMU profile with both kinds
+//! of pmem the tests pick: a label-capable ACPI NVDIMM left raw and legacy e820 pmem.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::ndctl::{NdctlBuild, GUEST_DIR};
+use crate::images::guest::{Flavour, Overlay};
+use crate::images::{GuestBuilder, GuestImage, Kernel, KernelStore};
+use crate::setup::Env;
+use crate::vm::profile::{LegacyPmem, Nvdimm, GIB};
+use crate::vm::{accel, Accel, BootOptions, MachineProfile, Role, Vm};
+
+pub const RECIPE: &str = include_str!("../../../../vm-images/suite/recipe.toml");
+pub const INIT: &str = include_str!("../../../../vm-images/suite/init.sh");
+
+pub fn flavour(ndctl: &NdctlBuild) -> Flavour {
+    Flavour {
+        name: "suite".into(),
+        recipe: RECIPE.into(),
+        init: INIT.into(),
+        overlays: vec![Overlay {
+            source: ndctl.tree.clone(),
+            target: GUEST_DIR.trim_start_matches('/').into(),
+            key: ndctl.key.clone(),
+        }],
+    }
+}
+
+/// 6 GiB of RAM of which legacy pmem takes [4 GiB, 6 GiB) (`memmap=2G!4G`), and one 6 GiB
+/// NVDIMM with a label area. Sizes come from the tests: dax-ext4.sh and mmap.sh fallocate
+/// 1 GiB on the e820 namespace, device-dax maps it with 1 GiB alignment, daxctl-devices.sh
+/// carves a 4 GiB devdax namespace out of the ACPI region and hot-plugs it as system RAM,
+/// dm.sh joins two 1 GiB namespaces.
+pub fn profile() -> MachineProfile {
+    MachineProfile {
+        memory: 6 * GIB,
+        cpus: 2,
+        nvdimms: vec![Nvdimm {
+            size: 6 * GIB,
+            label_size: 128 * 1024,
+            role: Role::Raw,
+        }],
+        legacy_pmem: Some(LegacyPmem {
+            size: 2 * GIB,
+            start: 4 * GIB,
+        }),
+        cmdline: vec![],
+    }
+}
+
+/// A kernel with its suite image.
+pub struct SuiteGuest {
+    pub kernel: Kernel,
+    pub image: GuestImage,
+    pub accel: Accel,
+}
+
+impl SuiteGuest {
+    /// Kernel `name` with its suite image, ready to boot.
+    pub fn prepare(env: &Env, name: &str, ndctl: &NdctlBuild) -> Result<SuiteGuest> {
+        let cat = env.catalogue()?;
+        let entry = cat.get(name)?;
+        let kernel = KernelStore::new(&env.cache).get(entry)?;
+        let image = GuestBuilder::with_flavour(&env.cache, flavour(ndctl))?.build(&kernel)?;
+        let accel = accel::choose(&env.cache, &kernel, &image)?;
+        Ok(SuiteGuest {
+            kernel,
+            image,
+            accel,
+        })
+    }
+
+    /// Boots with [`profile`] and blank NVDIMMs (never saved images: /init lays out the
+    /// starting state itself), console and run files in `run_dir`.
+    pub fn boot(&self, run_dir: &Path) -> Result<Vm> {
+        Vm::boot(
+            &self.kernel,
+            &self.image,
+            BootOptions {
+                profile: profile(),
+                accel: self.accel,
+                run_dir: Some(run_dir.to_path_buf()),
+                nvdimm_images: None,
+                ..BootOptions::default()
+            },
+        )
+    }
+}
+
+/// Whether the kernel has module `name` (built as a module or built in).
+pub fn kernel_has_module(modules_dir: Option<&Path>, name: &str) -> bool {
+    let Some(dir) = modules_dir else {
+        return false;
+    };
+    let file = format!("/{}.ko", name.replace('-', "_"));
+    ["modules.dep", "modules.builtin"].iter().any(|f| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let path = l.split(':').next().unwrap_or("").replace('-', "_");
+                path.ends_with(&file) || path.contains(&format!("{file}."))
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::guest::Recipe;
+
+    #[test]
+    fn the_suite_recipe_has_what_the_tests_call() {
+        let r = Recipe::parse(RECIPE).unwrap();
+        assert!(r.module_tree, "the tests modprobe modules themselves");
+        for p in [
+            "bash",
+            "jq",
+            "trace-cmd",
+            "fio",
+            "dmsetup",
+            "systemd",
+            "e2fsprogs",
+            "xfsprogs",
+            "kmod",
+            "util-linux",
+            "coreutils",
+        ] {
+            assert!(r.packages.iter().any(|x| x == p), "{p}");
+        }
+        for m in ["nd_e820", "nfit", "kmem", "dm_mod", "device_dax"] {
+            assert!(r.modules.iter().any(|x| x == m), "{m}");
+        }
+        assert!(INIT.contains("daxdiff-init: $*") && INIT.contains("bringup-done rc=0"));
+        assert!(INIT.contains("init-labels"), "fresh label areas are initialized");
+    }
+
+    #[test]
+    fn profile_has_e820_pmem_inside_ram_and_a_raw_nvdimm() {
+        let p = profile();
+        let l = p.legacy_pmem.as_ref().unwrap();
+        // pc machines put RAM beyond 3 GiB above 4 GiB: the carve-out must lie in RAM.
+        assert!(l.start >= 4 * GIB && l.start + l.size <= 4 * GIB + (p.memory - 3 * GIB));
+        assert_eq!(l.start % GIB, 0, "1 GiB aligned for device-dax's 1G test");
+        assert_eq!(p.nvdimms.len(), 1);
+        assert_eq!(p.nvdimms[0].role, Role::Raw);
+        assert!(p.nvdimms[0].size >= 5 * GIB, "daxctl-devices.sh takes 4 GiB");
+        assert!(p.nvdimms[0].label_size > 0, "sub-section.sh needs labels");
+    }
+
+    #[test]
+    fn module_lookup_reads_dep_and_builtin() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("modules.dep"),
+            "kernel/drivers/nvdimm/nd_e820.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz\nkernel/drivers/md/dm-mod.ko.xz:\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+        assert!(kernel_has_module(Some(d.path()), "nd_e820"));
+        assert!(kernel_has_module(Some(d.path()), "dm_mod"));
+        assert!(kernel_has_module(Some(d.path()), "ext4"));
+        assert!(!kernel_has_module(Some(d.path()), "nfit_test"));
+        assert!(!kernel_has_module(Some(d.path()), "libnvdimm"), "only left of the colon");
+        assert!(!kernel_has_module(None, "nd_e820"));
+    }
+}
