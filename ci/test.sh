@@ -14,3 +14,13 @@ for t in harness/daxdiff/tests/*.rs; do
     [ "$name" = vm_boot ] && continue
     cargo test --release -p daxdiff --test "$name" -- --ignored --test-threads=1
 done
+if [ "${DAXDIFF_HEAVY:-0}" = 1 ]; then
+    echo "test: heavy runs (self-diff of debian-6.12, 300 programs: must find nothing)"
+    rm -rf target/heavy && mkdir -p target/heavy
+    ./target/release/daxdiff fuzz --a debian-6.12 --b debian-6.12 --no-seeds --execs 300 --budget 60m \
+        --seed 11 --workdir target/heavy/self-diff
+    ./target/release/daxdiff show target/heavy/self-diff
+    echo "test: heavy runs (debian-6.12 vs debian-7.3, 30 minutes)"
+    ./target/release/daxdiff fuzz --budget 30m --workdir target/heavy/pair || [ $? -eq 1 ]
+    ./target/release/daxdiff show target/heavy/pair || true
+fi
