@@ -111,7 +111,9 @@ pub struct FuzzBench {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Direct children of `pid` (every thread's list).
@@ -130,10 +132,23 @@ fn children(pid: u32) -> Vec<u32> {
 /// Runs `daxdiff fuzz` (this program) for `execs` program pairs without seeds into a fresh
 /// workdir, sampling the memory of the controller and its QEMU children twice a second.
 pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Result<FuzzBench> {
-    let work = tempfile::Builder::new().prefix("daxdiff-bench-fuzz-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("daxdiff-bench-fuzz-")
+        .tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = std::process::Command::new(exe)
-        .args(["fuzz", "--a", a, "--b", b, "--no-seeds", "--seed", "1", "--budget", "2h"])
+        .args([
+            "fuzz",
+            "--a",
+            a,
+            "--b",
+            b,
+            "--no-seeds",
+            "--seed",
+            "1",
+            "--budget",
+            "2h",
+        ])
         .arg("--execs")
         .arg(execs.to_string())
         .arg("--workdir")
@@ -160,7 +175,8 @@ pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Res
     if !matches!(status.code(), Some(0) | Some(1)) {
         anyhow::bail!("daxdiff fuzz failed ({status}); run it by hand with --workdir to see why");
     }
-    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("stats.json"))?)?;
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("stats.json"))?)?;
     let num = |k: &str| stats[k].as_u64().unwrap_or(0);
     let seconds = stats["elapsed_secs"].as_f64().unwrap_or(0.0);
     Ok(FuzzBench {

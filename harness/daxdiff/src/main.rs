@@ -323,14 +323,25 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         Cmd::Bench(BenchCmd::Fuzz { a, b, execs, json }) => {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
-            let f = daxdiff::bench::fuzz(&a, &b, execs, |m| bar.set_message(format!("{a} vs {b}: {m}")))?;
+            let f = daxdiff::bench::fuzz(&a, &b, execs, |m| {
+                bar.set_message(format!("{a} vs {b}: {m}"))
+            })?;
             bar.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&f)?);
             } else {
-                println!("{} vs {}: {} program pairs (+{} stability re-runs) in {:.0}s", f.a, f.b, f.execs, f.reruns, f.seconds);
-                println!("  {:.2} program pairs/s per VM pair ({} VM restarts)", f.execs_per_second, f.vm_restarts);
-                println!("  host memory per VM pair: guests {:.0} MiB peak + controller {:.0} MiB peak", f.guests_peak_rss_mib, f.controller_peak_rss_mib);
+                println!(
+                    "{} vs {}: {} program pairs (+{} stability re-runs) in {:.0}s",
+                    f.a, f.b, f.execs, f.reruns, f.seconds
+                );
+                println!(
+                    "  {:.2} program pairs/s per VM pair ({} VM restarts)",
+                    f.execs_per_second, f.vm_restarts
+                );
+                println!(
+                    "  host memory per VM pair: guests {:.0} MiB peak + controller {:.0} MiB peak",
+                    f.guests_peak_rss_mib, f.controller_peak_rss_mib
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -48,8 +48,12 @@ fn quick_tests_run_for_real_and_are_reported() {
     let out = tempfile::tempdir().unwrap();
     let cfg = SuiteConfig {
         kernels: vec![KERNEL.into()],
-        tests: spec::select(&["multi-dax.sh".into(), "revoke-devmem".into(), "dm.sh".into()])
-            .unwrap(),
+        tests: spec::select(&[
+            "multi-dax.sh".into(),
+            "revoke-devmem".into(),
+            "dm.sh".into(),
+        ])
+        .unwrap(),
         out: out.path().to_path_buf(),
         timeout: Duration::from_secs(600),
         reruns: 1,
@@ -61,7 +65,11 @@ fn quick_tests_run_for_real_and_are_reported() {
         }
     })
     .unwrap_or_else(|e| panic!("suite on {KERNEL}: {e:#}"));
-    assert_eq!(seen, ["multi-dax.sh", "revoke-devmem", "dm.sh"], "progress per test");
+    assert_eq!(
+        seen,
+        ["multi-dax.sh", "revoke-devmem", "dm.sh"],
+        "progress per test"
+    );
     let k = &report.kernels[0];
     let table = report.table();
     eprintln!("{table}");
@@ -83,7 +91,10 @@ fn quick_tests_run_for_real_and_are_reported() {
         assert!(a.kernel_reports.is_empty(), "{t}: {:?}", a.kernel_reports);
         let log = std::fs::read_to_string(out.path().join(&a.log)).unwrap();
         let console = std::fs::read_to_string(out.path().join(&a.console)).unwrap();
-        assert!(console.contains("daxdiff-init: bringup-done"), "{t}: fresh guest");
+        assert!(
+            console.contains("daxdiff-init: bringup-done"),
+            "{t}: fresh guest"
+        );
         if t == "revoke-devmem" {
             assert!(log.contains("devmem revoked!"), "{log}");
         } else {
@@ -96,7 +107,10 @@ fn quick_tests_run_for_real_and_are_reported() {
     // What the user reads: the table, report.md and report.json.
     let row = table.lines().find(|l| l.starts_with("dm.sh")).unwrap();
     assert!(row.contains("ACPI NVDIMM") && row.contains("pass"), "{row}");
-    assert!(table.contains("really ran") && table.contains("2/3"), "{table}");
+    assert!(
+        table.contains("really ran") && table.contains("2/3"),
+        "{table}"
+    );
     let md = std::fs::read_to_string(out.path().join(MARKDOWN_FILE)).unwrap();
     assert!(md.contains("| revoke-devmem | e820 pmem | pass |"), "{md}");
     let json: serde_json::Value =

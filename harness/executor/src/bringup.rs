@@ -534,25 +534,6 @@ fn superblock_matches(role: Role, head: &[u8]) -> bool {
     }
 }
 
-#[cfg(test)]
-mod superblock_tests {
-    use super::*;
-
-    #[test]
-    fn superblock_magic_is_told_apart() {
-        let mut ext4 = vec![0u8; 1082];
-        ext4[1080] = 0x53;
-        ext4[1081] = 0xEF;
-        let mut xfs = vec![0u8; 1082];
-        xfs[..4].copy_from_slice(b"XFSB");
-        assert!(superblock_matches(Role::Ext4, &ext4));
-        assert!(!superblock_matches(Role::Xfs, &ext4));
-        assert!(superblock_matches(Role::Xfs, &xfs));
-        assert!(!superblock_matches(Role::Ext4, &xfs));
-        assert!(!superblock_matches(Role::Ext4, &[0u8; 1082]));
-    }
-}
-
 /// Makes a fresh filesystem for `role` on `blockdev`, as DAX needs it.
 pub fn make_fs(role: Role, blockdev: &str) -> CmdOutput {
     match role {
@@ -617,4 +598,23 @@ pub fn verify_devdax(chardev: &str, align: u64, d: &mut String) -> Result<(), St
         "{chardev} is a character device; {align} bytes map and read"
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod superblock_tests {
+    use super::*;
+
+    #[test]
+    fn superblock_magic_is_told_apart() {
+        let mut ext4 = vec![0u8; 1082];
+        ext4[1080] = 0x53;
+        ext4[1081] = 0xEF;
+        let mut xfs = vec![0u8; 1082];
+        xfs[..4].copy_from_slice(b"XFSB");
+        assert!(superblock_matches(Role::Ext4, &ext4));
+        assert!(!superblock_matches(Role::Xfs, &ext4));
+        assert!(superblock_matches(Role::Xfs, &xfs));
+        assert!(!superblock_matches(Role::Ext4, &xfs));
+        assert!(!superblock_matches(Role::Ext4, &[0u8; 1082]));
+    }
 }

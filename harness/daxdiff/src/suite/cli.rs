@@ -15,8 +15,8 @@ use crate::setup::Env;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Each test runs in a fresh guest with an ACPI NVDIMM (labels initialized, all capacity free) and 2 GiB of \
-e820 pmem (memmap=2G!4G); a failure runs once more. Tests needing nfit_test or cxl_test skip on kernels without those modules.\n\
+    after_help = "Each test runs in a fresh guest with an ACPI NVDIMM (labels initialized, all capacity free) and 4 GiB of \
+e820 pmem (memmap=4G!4G); a failure runs once more. Tests needing nfit_test or cxl_test skip on kernels without those modules.\n\
 Exit status: 0 no test passes on A and fails on B; 1 at least one does; 2 error."
 )]
 pub struct SuiteArgs {
@@ -104,7 +104,10 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
                 "{kernel}: {:<18} {:<8} {}",
                 result.test,
                 result.verdict.kind(),
-                result.duration().map(fmt_secs).unwrap_or_else(|| "-".into())
+                result
+                    .duration()
+                    .map(fmt_secs)
+                    .unwrap_or_else(|| "-".into())
             );
             if plain {
                 eprintln!("suite: {line}");
@@ -131,7 +134,11 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
 fn boot(env: &Env, kernel: &str, out: &std::path::Path) -> Result<ExitCode> {
     let ndctl = NdctlBuild::get(&env.cache)?;
     let guest = SuiteGuest::prepare(env, kernel, &ndctl)?;
+    // A previous --boot's files (its NVDIMM backing files are gigabytes, if sparse) go.
     let dir = out.join(kernel).join("boot");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     std::fs::create_dir_all(&dir)?;
     let vm = guest.boot(&dir)?;
     println!(

@@ -29,14 +29,15 @@ pub fn flavour(ndctl: &NdctlBuild) -> Flavour {
     }
 }
 
-/// 6 GiB of RAM of which legacy pmem takes [4 GiB, 6 GiB) (`memmap=2G!4G`), and one 6 GiB
-/// NVDIMM with a label area. Sizes come from the tests: dax-ext4.sh and mmap.sh fallocate
-/// 1 GiB on the e820 namespace, device-dax maps it with 1 GiB alignment, daxctl-devices.sh
-/// carves a 4 GiB devdax namespace out of the ACPI region and hot-plugs it as system RAM,
-/// dm.sh joins two 1 GiB namespaces.
+/// 8 GiB of RAM of which legacy pmem takes [4 GiB, 8 GiB) (`memmap=4G!4G`), and one 6 GiB
+/// NVDIMM with a label area. Sizes come from the tests: device-dax writes twice the
+/// alignment through the fsdax device before mapping it as device-dax, 2 GiB at 1 GiB
+/// alignment, after a 1 GiB-aligned data offset; dax-ext4.sh and mmap.sh fallocate 1 GiB on
+/// the e820 namespace; daxctl-devices.sh carves a 4 GiB devdax namespace out of the ACPI
+/// region and hot-plugs it as system RAM; dm.sh joins two 1 GiB namespaces.
 pub fn profile() -> MachineProfile {
     MachineProfile {
-        memory: 6 * GIB,
+        memory: 8 * GIB,
         cpus: 2,
         nvdimms: vec![Nvdimm {
             size: 6 * GIB,
@@ -44,7 +45,7 @@ pub fn profile() -> MachineProfile {
             role: Role::Raw,
         }],
         legacy_pmem: Some(LegacyPmem {
-            size: 2 * GIB,
+            size: 4 * GIB,
             start: 4 * GIB,
         }),
         cmdline: vec![],
@@ -135,7 +136,10 @@ mod tests {
             assert!(r.modules.iter().any(|x| x == m), "{m}");
         }
         assert!(INIT.contains("daxdiff-init: $*") && INIT.contains("bringup-done rc=0"));
-        assert!(INIT.contains("init-labels"), "fresh label areas are initialized");
+        assert!(
+            INIT.contains("init-labels"),
+            "fresh label areas are initialized"
+        );
     }
 
     #[test]
@@ -145,9 +149,14 @@ mod tests {
         // pc machines put RAM beyond 3 GiB above 4 GiB: the carve-out must lie in RAM.
         assert!(l.start >= 4 * GIB && l.start + l.size <= 4 * GIB + (p.memory - 3 * GIB));
         assert_eq!(l.start % GIB, 0, "1 GiB aligned for device-dax's 1G test");
+        // device-dax at 1 GiB: a 1 GiB-aligned data offset, then 2 GiB of data.
+        assert!(l.size >= 4 * GIB, "{l:?}");
         assert_eq!(p.nvdimms.len(), 1);
         assert_eq!(p.nvdimms[0].role, Role::Raw);
-        assert!(p.nvdimms[0].size >= 5 * GIB, "daxctl-devices.sh takes 4 GiB");
+        assert!(
+            p.nvdimms[0].size >= 5 * GIB,
+            "daxctl-devices.sh takes 4 GiB"
+        );
         assert!(p.nvdimms[0].label_size > 0, "sub-section.sh needs labels");
     }
 
@@ -164,7 +173,10 @@ mod tests {
         assert!(kernel_has_module(Some(d.path()), "dm_mod"));
         assert!(kernel_has_module(Some(d.path()), "ext4"));
         assert!(!kernel_has_module(Some(d.path()), "nfit_test"));
-        assert!(!kernel_has_module(Some(d.path()), "libnvdimm"), "only left of the colon");
+        assert!(
+            !kernel_has_module(Some(d.path()), "libnvdimm"),
+            "only left of the colon"
+        );
         assert!(!kernel_has_module(None, "nd_e820"));
     }
 }

@@ -39,7 +39,11 @@ pub struct SuiteConfig {
 
 /// Builds ndctl's tests (cached), prepares each kernel's suite image, runs the tests and
 /// writes the report into `cfg.out` after every test (a killed run leaves what it had).
-pub fn run(env: &Env, cfg: &SuiteConfig, progress: &mut dyn FnMut(Progress)) -> Result<SuiteReport> {
+pub fn run(
+    env: &Env,
+    cfg: &SuiteConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SuiteReport> {
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("create the report directory {}", cfg.out.display()))?;
     let ndctl = NdctlBuild::get(&env.cache)?;

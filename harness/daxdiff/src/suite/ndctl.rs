@@ -70,9 +70,9 @@ fn toolchain() -> Result<String> {
         .iter()
         .copied()
         .filter(|p| {
-            !text.lines().any(|l| {
-                l.split('=').next() == Some(*p) && l.trim_end().ends_with("ii")
-            })
+            !text
+                .lines()
+                .any(|l| l.split('=').next() == Some(*p) && l.trim_end().ends_with("ii"))
         })
         .collect();
     if !missing.is_empty() {
@@ -179,7 +179,10 @@ fn build(tarball: &Tarball, dir: &Path) -> Result<Built> {
     for f in files.iter_mut().skip(1) {
         *f = format!(
             "tree/{}",
-            Path::new(f).strip_prefix(&tree).unwrap_or(Path::new(f)).display()
+            Path::new(f)
+                .strip_prefix(&tree)
+                .unwrap_or(Path::new(f))
+                .display()
         );
     }
     let meson = fs::read_to_string(src.join("test/meson.build"))?;

@@ -107,11 +107,17 @@ pub mod secs {
     }
 }
 
-/// Lines the test itself printed: bash's `-x` trace lines (`+ cmd`) left out.
+/// Lines the test itself printed: bash's `-x` trace lines (`+ cmd`) and the libraries'
+/// debug log (the test programs run libndctl at LOG_DEBUG, which reports every sysfs
+/// attribute it could not read) left out.
 fn own_lines(log: &str) -> impl DoubleEndedIterator<Item = &str> {
-    log.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('+'))
+    log.lines().map(str::trim_end).filter(|l| {
+        !l.trim().is_empty()
+            && !l.starts_with('+')
+            && !["libndctl: ", "libdaxctl: ", "libcxl: "]
+                .iter()
+                .any(|p| l.starts_with(p))
+    })
 }
 
 /// The line that best says why the test skipped.
@@ -200,7 +206,9 @@ mod tests {
         let o = classify(spec("revoke-devmem"), 0, log);
         assert_eq!(o.kind(), "vacuous");
         assert!(
-            o.reason().unwrap().contains("failed to find suitable namespace"),
+            o.reason()
+                .unwrap()
+                .contains("failed to find suitable namespace"),
             "{o:?}"
         );
         assert!(!o.really_ran());
@@ -215,13 +223,16 @@ mod tests {
         assert_eq!(
             o,
             Outcome::Skip {
-                reason: "modprobe: FATAL: Module nfit_test not found in directory /lib/modules/6.12.0"
-                    .into()
+                reason:
+                    "modprobe: FATAL: Module nfit_test not found in directory /lib/modules/6.12.0"
+                        .into()
             }
         );
         let fio = "+ fio --enghelp\nfio lacks dev-dax engine\n";
         assert_eq!(
-            classify(spec("device-dax-fio.sh"), 77, fio).reason().unwrap(),
+            classify(spec("device-dax-fio.sh"), 77, fio)
+                .reason()
+                .unwrap(),
             "fio lacks dev-dax engine"
         );
         let kver = "kernel 4.9.0: may lack align sub-section hotplug support, skipping...\n";
@@ -243,6 +254,12 @@ mod tests {
         assert!(o.is_failure() && o.really_ran());
         let other = "__test_device_dax: failed dax direct-i/o\n";
         assert_eq!(classify(spec("device-dax"), 1, other).kind(), "fail");
+        // The library's debug log is not the test's verdict.
+        let setup = "libndctl: __sysfs_read_attr: failed to read /sys/devices/platform/e820_pmem/ndbus1/region1/dax1.0/size: No such device or address\n/dev/pmem1: failed data setup\nlibndctl: __sysfs_read_attr: failed to read x: No such device or address\n";
+        assert_eq!(
+            classify(spec("device-dax"), 250, setup).reason().unwrap(),
+            "exit 250: /dev/pmem1: failed data setup"
+        );
     }
 
     #[test]
@@ -266,16 +283,23 @@ mod tests {
             "exit 1: test/dm.sh: failed at line 70"
         );
         assert_eq!(
-            classify(spec("dm.sh"), 1, "all good\nsomething went wrong: Error -5\nbye\n")
-                .reason()
-                .unwrap(),
+            classify(
+                spec("dm.sh"),
+                1,
+                "all good\nsomething went wrong: Error -5\nbye\n"
+            )
+            .reason()
+            .unwrap(),
             "exit 1: something went wrong: Error -5"
         );
     }
 
     #[test]
     fn passes_without_evidence_rules_are_passes() {
-        assert_eq!(classify(spec("dax-dev"), 0, "namespace0.0\n"), Outcome::Pass);
+        assert_eq!(
+            classify(spec("dax-dev"), 0, "namespace0.0\n"),
+            Outcome::Pass
+        );
         assert!(Outcome::Pass.really_ran() && !Outcome::Pass.is_failure());
         let t = Outcome::Timeout {
             after: Duration::from_secs(900),

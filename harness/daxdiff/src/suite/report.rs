@@ -144,10 +144,7 @@ impl SuiteReport {
                         if r.flaky {
                             v.push_str(" (flaky)");
                         }
-                        let t = r
-                            .duration()
-                            .map(fmt_secs)
-                            .unwrap_or_else(|| "-".into());
+                        let t = r.duration().map(fmt_secs).unwrap_or_else(|| "-".into());
                         format!("{v:<15}{t:>7}")
                     }
                     None => "-".into(),
@@ -183,13 +180,7 @@ impl SuiteReport {
         for k in &self.kernels {
             for r in &k.results {
                 if let Some(why) = r.verdict.reason() {
-                    let _ = writeln!(
-                        s,
-                        "  {} {}: {}: {why}",
-                        k.kernel,
-                        r.test,
-                        r.verdict.kind()
-                    );
+                    let _ = writeln!(s, "  {} {}: {}: {why}", k.kernel, r.test, r.verdict.kind());
                 }
                 for rep in r.kernel_reports() {
                     let _ = writeln!(s, "  {} {}: kernel report: {rep}", k.kernel, r.test);
@@ -276,9 +267,24 @@ impl SuiteReport {
             s.push('\n');
         }
         let mut failures = String::new();
+        let mut boots = String::new();
         for k in &self.kernels {
             for r in &k.results {
                 for (i, a) in r.attempts.iter().enumerate() {
+                    for (n, why) in a.boot_failures.iter().enumerate() {
+                        let _ = writeln!(
+                            boots,
+                            "- {} {}, attempt {}, boot {}: {} (`{}`)",
+                            k.kernel,
+                            r.test,
+                            i + 1,
+                            n + 1,
+                            md_cell(why),
+                            a.log
+                                .with_file_name(format!("boot-failure-{}.log", n + 1))
+                                .display()
+                        );
+                    }
                     if !a.outcome.is_failure() && a.kernel_reports.is_empty() {
                         continue;
                     }
@@ -310,6 +316,10 @@ impl SuiteReport {
         if !failures.is_empty() {
             let _ = writeln!(s, "\n## Failures and kernel reports");
             s.push_str(&failures);
+        }
+        if !boots.is_empty() {
+            let _ = writeln!(s, "\n## Boots that failed (retried; not test results)\n");
+            s.push_str(&boots);
         }
         s
     }
@@ -364,13 +374,15 @@ mod tests {
                 log: format!("k/{test}/attempt-{}/test.log", i + 1).into(),
                 console: format!("k/{test}/attempt-{}/console.log", i + 1).into(),
                 kernel_reports: reports.iter().map(|s| s.to_string()).collect(),
+                boot_failures: vec![],
             })
             .collect();
         TestResult {
             test: TestName(test.into()),
             uses: "e820 pmem".into(),
             verdict: verdicts.last().unwrap().clone(),
-            flaky: verdicts.windows(2).any(|w| w[0].kind() != w[1].kind()),
+            flaky: verdicts.iter().any(Outcome::is_failure)
+                && verdicts.iter().any(|v| !v.is_failure()),
             attempts,
         }
     }
@@ -404,12 +416,20 @@ mod tests {
         let b = kernel(
             "B",
             vec![
-                result("dax-ext4.sh", &[fail("line 77"), fail("line 77")], &["WARNING in dax_insert_entry"]),
+                result(
+                    "dax-ext4.sh",
+                    &[fail("line 77"), fail("line 77")],
+                    &["WARNING in dax_insert_entry"],
+                ),
                 result(
                     "device-dax",
                     &[
-                        Outcome::Timing { reason: "slow".into() },
-                        Outcome::Timing { reason: "slow".into() },
+                        Outcome::Timing {
+                            reason: "slow".into(),
+                        },
+                        Outcome::Timing {
+                            reason: "slow".into(),
+                        },
                     ],
                     &[],
                 ),
@@ -426,14 +446,26 @@ mod tests {
         let ext4 = by("dax-ext4.sh").unwrap();
         assert!(ext4.regression);
         assert_eq!(ext4.new_reports, ["WARNING in dax_insert_entry"]);
-        assert!(!by("device-dax").unwrap().regression, "timing is the emulator");
-        assert!(by("mmap.sh").is_none(), "a flake that passes on rerun is a pass");
-        assert!(!by("dm.sh").unwrap().regression, "fail → pass is an improvement");
+        assert!(
+            !by("device-dax").unwrap().regression,
+            "timing is the emulator"
+        );
+        assert!(
+            by("mmap.sh").is_none(),
+            "a flake that passes on rerun is a pass"
+        );
+        assert!(
+            !by("dm.sh").unwrap().regression,
+            "fail → pass is an improvement"
+        );
         assert!(r.has_regression());
 
         let t = r.table();
         let row = t.lines().find(|l| l.starts_with("dax-ext4.sh")).unwrap();
-        assert!(row.contains("pass") && row.contains("fail") && row.contains("REGRESSION"), "{row}");
+        assert!(
+            row.contains("pass") && row.contains("fail") && row.contains("REGRESSION"),
+            "{row}"
+        );
         let mm = t.lines().find(|l| l.starts_with("mmap.sh")).unwrap();
         assert!(mm.contains("pass (flaky)") && mm.contains("12.3s"), "{mm}");
         assert!(t.contains("really ran") && t.contains("12m34s"), "{t}");
@@ -447,26 +479,45 @@ mod tests {
         fs::create_dir_all(&log).unwrap();
         let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
         fs::write(log.join("test.log"), text).unwrap();
+        let mut dev = result("dax-dev", &[Outcome::Pass], &[]);
+        dev.attempts[0].boot_failures = vec!["Oops: int3 in sched_clock_cpu".into()];
         let r = SuiteReport {
             ndctl_version: "81-1".into(),
             kernels: vec![kernel(
                 "k",
                 vec![
-                    result("dm.sh", &[fail("exit 1: test/dm.sh: failed at line 9")], &[]),
-                    result("dax-dev", &[Outcome::Pass], &[]),
+                    result(
+                        "dm.sh",
+                        &[fail("exit 1: test/dm.sh: failed at line 9")],
+                        &[],
+                    ),
+                    dev,
                 ],
             )],
         };
         r.write(dir.path()).unwrap();
         let md = fs::read_to_string(dir.path().join(MARKDOWN_FILE)).unwrap();
-        assert!(md.contains("| dm.sh | e820 pmem | fail: exit 1: test/dm.sh: failed at line 9 |"), "{md}");
+        assert!(
+            md.contains("| dm.sh | e820 pmem | fail: exit 1: test/dm.sh: failed at line 9 |"),
+            "{md}"
+        );
         assert!(md.contains("### dm.sh on k, attempt 1: fail"), "{md}");
-        assert!(md.contains("line 100") && md.contains("line 61") && !md.contains("line 60\n"), "{md}");
+        assert!(
+            md.contains("line 100") && md.contains("line 61") && !md.contains("line 60\n"),
+            "{md}"
+        );
         assert!(!md.contains("### dax-dev"), "passes get no excerpt");
+        assert!(
+            md.contains("- k dax-dev, attempt 1, boot 1: Oops: int3 in sched_clock_cpu (`k/dax-dev/attempt-1/boot-failure-1.log`)"),
+            "{md}"
+        );
         let j: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(dir.path().join(JSON_FILE)).unwrap()).unwrap();
         assert_eq!(j["kernels"][0]["results"][0]["verdict"]["outcome"], "fail");
         assert_eq!(j["kernels"][0]["wall"], 754.0);
-        assert!(j["differences"].as_array().unwrap().is_empty(), "one kernel, nothing to compare");
+        assert!(
+            j["differences"].as_array().unwrap().is_empty(),
+            "one kernel, nothing to compare"
+        );
     }
 }

@@ -19,6 +19,9 @@ use crate::vm::{Ssh, Vm};
 /// deadline.
 const GUEST_LOG: &str = "/run/daxdiff/test.log";
 
+/// Boots of one attempt before the run gives up on the kernel.
+const BOOT_TRIES: usize = 3;
+
 /// One run of a test in its own guest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {
@@ -35,6 +38,9 @@ pub struct Attempt {
     pub console: PathBuf,
     /// Titles of the kernel reports (WARNING, BUG, …) printed while the test ran.
     pub kernel_reports: Vec<String>,
+    /// Boots of this attempt that failed before the test could start (each retried), why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_failures: Vec<String>,
 }
 
 /// A test's result on one kernel.
@@ -44,7 +50,7 @@ pub struct TestResult {
     pub uses: String,
     /// The last attempt's outcome: a failure's second run decides.
     pub verdict: Outcome,
-    /// The two attempts disagreed.
+    /// One attempt failed and the other did not.
     pub flaky: bool,
     pub attempts: Vec<Attempt>,
 }
@@ -155,9 +161,9 @@ impl Runner<'_> {
             }
         }
         let verdict = attempts.last().expect("one attempt").outcome.clone();
-        let flaky = attempts
-            .windows(2)
-            .any(|w| w[0].outcome.kind() != w[1].outcome.kind());
+        // Flaky: one run failed and another did not (two different failures are not).
+        let flaky = attempts.iter().any(|a| a.outcome.is_failure())
+            && attempts.iter().any(|a| !a.outcome.is_failure());
         Ok(TestResult {
             test: spec.test_name(),
             uses: spec.uses.into(),
@@ -186,18 +192,9 @@ impl Runner<'_> {
             log: log_rel,
             console: console_rel,
             kernel_reports: vec![],
+            boot_failures: vec![],
         };
-        let booted = Instant::now();
-        let vm = self.guest.boot(&dir);
-        attempt.boot = booted.elapsed();
-        // A guest that does not come up says nothing about a test: stop with the console.
-        let mut vm = vm.with_context(|| {
-            format!(
-                "the suite guest did not boot on {} (console: {})",
-                self.kernel,
-                dir.join("console.log").display()
-            )
-        })?;
+        let mut vm = self.boot(&dir, &mut attempt)?;
         let from = vm.console.len();
         let started = Instant::now();
         let res = vm.run(&guest_command(spec), self.timeout);
@@ -247,6 +244,46 @@ impl Runner<'_> {
     }
 }
 
+impl Runner<'_> {
+    /// A fresh guest in `dir`. A boot that fails (under TCG a kernel occasionally dies early,
+    /// e.g. patching code while another CPU runs it) is retried: it says nothing about the
+    /// test; the failures are kept in the attempt and `boot-failure-N.log`.
+    fn boot(&self, dir: &Path, attempt: &mut Attempt) -> Result<Vm> {
+        loop {
+            let booted = Instant::now();
+            match self.guest.boot(dir) {
+                Ok(vm) => {
+                    attempt.boot = booted.elapsed();
+                    return Ok(vm);
+                }
+                Err(e) => {
+                    let console = fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+                    let n = attempt.boot_failures.len() + 1;
+                    fs::write(
+                        dir.join(format!("boot-failure-{n}.log")),
+                        format!("{e:#}\n\n{console}"),
+                    )?;
+                    clean_run_dir(dir);
+                    let why = reports_in(&console)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| format!("{e:#}").lines().next().unwrap_or("").into());
+                    attempt.boot_failures.push(why);
+                    if n >= BOOT_TRIES {
+                        return Err(e).with_context(|| {
+                            format!(
+                                "the suite guest did not boot on {} in {n} tries ({})",
+                                self.kernel,
+                                dir.display()
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn reports_in(console: &str) -> Vec<String> {
     daxdiff_observe::parse(console)
         .into_iter()
@@ -272,8 +309,7 @@ fn clean_run_dir(dir: &Path) {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("nvdimm") || name.starts_with("id_ed25519") || name == "qmp.sock"
-            {
+            if name.starts_with("nvdimm") || name.starts_with("id_ed25519") || name == "qmp.sock" {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -300,8 +336,14 @@ mod tests {
             assert!(s.contains(var), "{var} in {s}");
         }
         let b = guest_command(select(&["revoke-devmem".into()]).unwrap()[0]);
-        assert!(b.contains("/opt/ndctl/build/test/revoke_devmem 2>&1"), "{b}");
-        assert!(b.contains("mktemp -d /tmp/revoke-devmem."), "a fresh working directory");
+        assert!(
+            b.contains("/opt/ndctl/build/test/revoke_devmem 2>&1"),
+            "{b}"
+        );
+        assert!(
+            b.contains("mktemp -d /tmp/revoke-devmem."),
+            "a fresh working directory"
+        );
     }
 
     #[test]
@@ -314,6 +356,7 @@ mod tests {
             log: "l".into(),
             console: "c".into(),
             kernel_reports: r.iter().map(|s| s.to_string()).collect(),
+            boot_failures: vec![],
         };
         let r = TestResult {
             test: TestName("device-dax".into()),

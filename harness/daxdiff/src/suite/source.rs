@@ -29,7 +29,9 @@ pub struct SourceVersion {
 
 impl SourceVersion {
     pub fn orig_tarball(&self) -> Option<&(String, String)> {
-        self.files.iter().find(|(name, _)| name.contains(".orig.tar."))
+        self.files
+            .iter()
+            .find(|(name, _)| name.contains(".orig.tar."))
     }
 }
 

@@ -18,7 +18,12 @@ use crate::cache::{Entry, KeyBuilder};
 use crate::images::{GuestImage, Kernel};
 
 /// The saved images for `profile`, made now if missing or damaged.
-pub fn images(cache: &Path, kernel: &Kernel, image: &GuestImage, opts: &BootOptions) -> Result<Vec<PathBuf>> {
+pub fn images(
+    cache: &Path,
+    kernel: &Kernel,
+    image: &GuestImage,
+    opts: &BootOptions,
+) -> Result<Vec<PathBuf>> {
     let profile = &opts.profile;
     let key = KeyBuilder::default()
         .part("kernel", kernel.bzimage.display().to_string())
@@ -26,18 +31,28 @@ pub fn images(cache: &Path, kernel: &Kernel, image: &GuestImage, opts: &BootOpti
         .part("profile", serde_json::to_string(profile)?)
         .finish();
     let e = Entry::new(cache, "nvdimms", &kernel.name.0, &key);
-    let names: Vec<String> = (0..profile.nvdimms.len()).map(|i| format!("nvdimm{i}.img")).collect();
+    let names: Vec<String> = (0..profile.nvdimms.len())
+        .map(|i| format!("nvdimm{i}.img"))
+        .collect();
     if let Some(m) = e.verify() {
         let intact = names.iter().all(|n| {
             let path = e.dir.join(n);
-            m.facts.get(n).is_some_and(|want| data_digest(&path).is_ok_and(|got| &got == want))
+            m.facts
+                .get(n)
+                .is_some_and(|want| data_digest(&path).is_ok_and(|got| &got == want))
         });
         if intact {
             return Ok(names.iter().map(|n| e.dir.join(n)).collect());
         }
-        eprintln!("nvdimm images for {} are damaged; making them again", kernel.name);
+        eprintln!(
+            "nvdimm images for {} are damaged; making them again",
+            kernel.name
+        );
     }
-    eprintln!("nvdimm images for {}: first bring-up from blank NVDIMMs (saved for later boots)", kernel.name);
+    eprintln!(
+        "nvdimm images for {}: first bring-up from blank NVDIMMs (saved for later boots)",
+        kernel.name
+    );
     e.build(|dir| {
         let fresh = BootOptions { profile: profile.clone(), accel: opts.accel, timeout: opts.timeout, bare: false, run_dir: Some(dir.join("run")), nvdimm_images: None };
         let mut vm = Vm::boot(kernel, image, fresh)?;
