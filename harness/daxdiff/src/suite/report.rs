@@ -309,7 +309,12 @@ impl SuiteReport {
                         a.console.display()
                     );
                     let log = fs::read_to_string(dir.join(&a.log)).unwrap_or_default();
-                    let _ = writeln!(failures, "```\n{}\n```", excerpt(&log, 40));
+                    let needle = a.outcome.reason().unwrap_or_default();
+                    let _ = writeln!(
+                        failures,
+                        "```\n{}\n```",
+                        excerpt(&log, failure_line(&needle), 40)
+                    );
                 }
             }
         }
@@ -337,10 +342,29 @@ impl SuiteReport {
     }
 }
 
-/// The last `n` lines of a log.
-pub fn excerpt(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// The line of the log a reason quotes (`exit 1: test/dm.sh: failed at line 70`).
+fn failure_line(reason: &str) -> &str {
+    match reason.split_once(": ") {
+        Some((exit, line)) if exit.starts_with("exit ") => line,
+        _ => reason,
+    }
+}
+
+/// Up to `n` lines of a log without the libraries' debug lines: those before and a few
+/// after the first line containing `needle`, or the last `n` when no line does.
+pub fn excerpt(log: &str, needle: &str, n: usize) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("libndctl: ") && !l.starts_with("libdaxctl: "))
+        .collect();
+    let end = match lines
+        .iter()
+        .position(|l| !needle.is_empty() && l.contains(needle))
+    {
+        Some(i) => (i + 1 + n / 4).min(lines.len()),
+        None => lines.len(),
+    };
+    lines[end.saturating_sub(n)..end].join("\n")
 }
 
 fn md_cell(s: &str) -> String {
@@ -473,11 +497,36 @@ mod tests {
     }
 
     #[test]
+    fn excerpts_end_shortly_after_the_failure_line() {
+        let log: String = (1..=200)
+            .map(|i| {
+                if i == 120 {
+                    "test/dm.sh: failed at line 70\n".to_string()
+                } else {
+                    format!("l{i}\n")
+                }
+            })
+            .collect();
+        let e = excerpt(
+            &log,
+            failure_line("exit 1: test/dm.sh: failed at line 70"),
+            40,
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 40);
+        assert_eq!(lines[29], "test/dm.sh: failed at line 70");
+        assert_eq!(lines[39], "l130");
+        assert_eq!(excerpt(&log, "not there", 3), "l198\nl199\nl200");
+    }
+
+    #[test]
     fn reports_are_written_with_failure_excerpts() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("k/dm.sh/attempt-1");
         fs::create_dir_all(&log).unwrap();
-        let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+        let text: String = (1..=100)
+            .map(|i| format!("line {i}\nlibndctl: debug {i}\n"))
+            .collect();
         fs::write(log.join("test.log"), text).unwrap();
         let mut dev = result("dax-dev", &[Outcome::Pass], &[]);
         dev.attempts[0].boot_failures = vec!["Oops: int3 in sched_clock_cpu".into()];

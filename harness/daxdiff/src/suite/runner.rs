@@ -199,13 +199,6 @@ impl Runner<'_> {
         let started = Instant::now();
         let res = vm.run(&guest_command(spec), self.timeout);
         attempt.duration = started.elapsed();
-        let console: String = vm
-            .console
-            .since(from)
-            .into_iter()
-            .map(|l| l.text + "\n")
-            .collect();
-        attempt.kernel_reports = reports_in(&console);
         match res {
             Ok(out) => {
                 let log = out.stdout_str() + &out.stderr_str();
@@ -238,7 +231,16 @@ impl Runner<'_> {
                 };
             }
         }
+        // Read the reports once QEMU is gone: the console thread has then seen every line.
+        let console = vm.console.clone();
         let _ = vm.shutdown();
+        let _ = console.wait_for(from, Instant::now() + Duration::from_secs(2), |_| false);
+        let text: String = console
+            .since(from)
+            .into_iter()
+            .map(|l| l.text + "\n")
+            .collect();
+        attempt.kernel_reports = reports_in(&text);
         clean_run_dir(&dir);
         Ok(attempt)
     }
