@@ -8,6 +8,7 @@ pub mod diff;
 pub mod exec;
 pub mod fuzz;
 pub mod images;
+pub mod kbuild;
 pub mod refcounts;
 pub mod setup;
 pub mod suite;

@@ -73,6 +73,9 @@ enum Cmd {
         /// Program files (text form); default: the seed corpus in corpora/
         programs: Vec<PathBuf>,
     },
+    /// Build kernels under test (source + patch series + config fragments, KASAN/KCOV)
+    #[command(subcommand)]
+    Kernel(daxdiff::kbuild::cli::KernelCmd),
     /// Run ndctl's dax test suite on kernel A and kernel B and compare per test
     Suite(daxdiff::suite::cli::SuiteArgs),
 }
@@ -290,6 +293,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             programs,
         } => refcounts(env, &kernels, &programs, timeout, settle, json),
         Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
+        Cmd::Kernel(cmd) => daxdiff::kbuild::cli::run(env, cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Exec {
             kernel,
             corpus,

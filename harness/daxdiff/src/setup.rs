@@ -17,11 +17,24 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn catalogue(&self) -> Result<Catalogue> {
+    /// The shipped catalogue (or `--catalogue`), without the kernels built here.
+    pub fn base_catalogue(&self) -> Result<Catalogue> {
         Ok(match &self.catalogue {
             Some(p) => Catalogue::load(p)?,
             None => Catalogue::builtin(),
         })
+    }
+
+    /// The catalogue with the kernels `daxdiff kernel build` registered; a built kernel never
+    /// shadows a catalogue entry of the same name.
+    pub fn catalogue(&self) -> Result<Catalogue> {
+        let mut cat = self.base_catalogue()?;
+        if let Some(built) = crate::kbuild::registry(&self.cache)? {
+            for (name, entry) in built.kernels {
+                cat.kernels.entry(name).or_insert(entry);
+            }
+        }
+        Ok(cat)
     }
 }
 
