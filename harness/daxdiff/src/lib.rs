@@ -12,5 +12,6 @@ pub mod kbuild;
 pub mod refcounts;
 pub mod setup;
 pub mod suite;
+pub mod symbolize;
 pub mod vm;
 pub mod workdir;

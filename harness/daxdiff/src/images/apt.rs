@@ -346,6 +346,8 @@ impl Apt {
                 .current_dir(&dir)
                 .args(["-q", "download"])
                 .args(&specs)
+                // apt's chatter goes to stderr: stdout may be a command's result.
+                .stdout(std::io::stderr())
                 .status()
                 .context("run apt-get download")?;
             if !status.success() {

@@ -13,6 +13,14 @@ use crate::setup::Env;
 pub enum KernelCmd {
     /// Build a kernel from a source, a patch series and config fragments, and register it
     Build(BuildArgs),
+    /// Add file:line to the frames of a kernel report (a console log or report text)
+    Symbolize {
+        /// The kernel that printed the report
+        #[arg(long)]
+        kernel: String,
+        /// File with the report [default: standard input]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +108,18 @@ fn resolve_fragments(cache: &std::path::Path, args: &[String]) -> Result<Vec<Pat
 
 pub fn run(env: &Env, cmd: KernelCmd) -> Result<()> {
     match cmd {
+        KernelCmd::Symbolize { kernel, file } => {
+            let text = match &file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("read {}: {e}", f.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let cat = env.catalogue()?;
+            let k = crate::images::KernelStore::new(&env.cache).get(cat.get(&kernel)?)?;
+            let mut s = crate::symbolize::Symbolizer::for_kernel(&env.cache, &k)?;
+            print!("{}", s.symbolize(&text));
+            Ok(())
+        }
         KernelCmd::Build(a) => {
             let fragments = resolve_fragments(&env.cache, &a.fragments)?;
             let req = BuildRequest {

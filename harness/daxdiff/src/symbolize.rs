@@ -1,0 +1,316 @@
+//! Kernel reports to file:line: each `func+0xoff/0xsize [module]` frame is looked up in the
+//! kernel's vmlinux (or the module's `.ko`) DWARF, inlined callers included, and written in
+//! the form syzkaller and the report parser read (`func+0x12/0x40 fs/dax.c:880`).
+//! Debian kernels' vmlinux comes from their `-dbg` package, fetched when first needed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use daxdiff_observe::Frame;
+use object::{Object, ObjectSymbol};
+
+use crate::cache::{Entry, KeyBuilder};
+use crate::images::apt::{Apt, Package, Suites};
+use crate::images::Kernel;
+
+/// One object file's DWARF and symbol table.
+struct Image {
+    loader: addr2line::Loader,
+    /// Symbol name → (address, size); a name several static functions share keeps them all.
+    symbols: HashMap<String, Vec<(u64, u64)>>,
+}
+
+impl Image {
+    fn open(path: &Path) -> Result<Image> {
+        let data = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let file = object::File::parse(&*data)
+            .with_context(|| format!("{} is not an ELF object", path.display()))?;
+        let mut symbols: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+        for s in file.symbols() {
+            if s.kind() != object::SymbolKind::Text {
+                continue;
+            }
+            if let Ok(name) = s.name() {
+                symbols
+                    .entry(name.to_string())
+                    .or_default()
+                    .push((s.address(), s.size()));
+            }
+        }
+        let loader = addr2line::Loader::new(path)
+            .map_err(|e| anyhow::anyhow!("read DWARF of {}: {e}", path.display()))?;
+        Ok(Image { loader, symbols })
+    }
+
+    /// The address of `frame` in this object: symbol + offset, the symbol chosen by size when
+    /// several share the name. Return addresses (every frame but the faulting one) point
+    /// after the call, so one byte back is looked up.
+    fn address(&self, frame: &Frame, is_return: bool) -> Option<u64> {
+        let cands = self.symbols.get(&frame.function)?;
+        let (addr, _) = match frame.size {
+            Some(size) => cands.iter().find(|c| c.1 == size).or(cands.first())?,
+            None => cands.first()?,
+        };
+        let off = frame.offset?;
+        Some(addr + off - u64::from(is_return && off > 0))
+    }
+
+    /// (function, file, line) from innermost inlined function to the frame's own function.
+    fn locate(&self, addr: u64, strip: &[String]) -> Vec<(String, String, u32)> {
+        let mut out = Vec::new();
+        let Ok(mut frames) = self.loader.find_frames(addr) else {
+            return out;
+        };
+        while let Ok(Some(f)) = frames.next() {
+            let func = f
+                .function
+                .as_ref()
+                .and_then(|n| n.raw_name().ok().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if let Some(loc) = f.location {
+                if let (Some(file), Some(line)) = (loc.file, loc.line) {
+                    out.push((func, tidy(file, strip), line));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Source paths relative to the kernel tree: the build's source directory, a Debian build
+/// path (`…/linux-6.12.117/fs/dax.c`) or `./` removed.
+fn tidy(path: &str, strip: &[String]) -> String {
+    for s in strip {
+        if let Some(rest) = path.strip_prefix(s.as_str()) {
+            return rest.trim_start_matches('/').to_string();
+        }
+    }
+    let p = path.trim_start_matches("./");
+    // Debian's build tree: debian/build/build_amd64_none_amd64/fs/dax.c
+    if let Some(i) = p.find("debian/build/build_") {
+        if let Some(j) = p[i + 19..].find('/') {
+            return p[i + 19 + j + 1..].to_string();
+        }
+    }
+    if let Some(i) = p.rfind("/linux-") {
+        if let Some(j) = p[i + 1..].find('/') {
+            return p[i + 1 + j + 1..].to_string();
+        }
+    }
+    p.to_string()
+}
+
+/// Symbolizes the reports of one kernel.
+pub struct Symbolizer {
+    vmlinux: Image,
+    modules_dir: Option<PathBuf>,
+    modules: HashMap<String, Option<Image>>,
+    strip: Vec<String>,
+}
+
+impl Symbolizer {
+    /// For `kernel`, fetching Debian's `-dbg` vmlinux when the kernel has no vmlinux of its own.
+    pub fn for_kernel(cache_root: &Path, kernel: &Kernel) -> Result<Symbolizer> {
+        let (vmlinux, modules_dir) = match &kernel.vmlinux {
+            Some(v) if v.is_file() => (v.clone(), kernel.modules_dir()),
+            _ if kernel.version != "local" => debian_dbg(cache_root, kernel)?,
+            _ => bail!(
+                "kernel {} has no vmlinux to symbolize with; add `vmlinux` to its catalogue entry",
+                kernel.name
+            ),
+        };
+        let mut strip = Vec::new();
+        if let Some(src) = kernel
+            .modules_dir()
+            .and_then(|d| fs::canonicalize(d.join("source")).ok())
+        {
+            strip.push(src.display().to_string());
+        }
+        Ok(Symbolizer {
+            vmlinux: Image::open(&vmlinux)?,
+            modules_dir,
+            modules: HashMap::new(),
+            strip,
+        })
+    }
+
+    fn module(&mut self, name: &str) -> Option<&Image> {
+        if !self.modules.contains_key(name) {
+            let image = self
+                .modules_dir
+                .as_ref()
+                .and_then(|d| find_ko(d, name))
+                .and_then(|p| Image::open(&p).ok());
+            self.modules.insert(name.to_string(), image);
+        }
+        self.modules.get(name).and_then(Option::as_ref)
+    }
+
+    /// The report text with a source position after every frame that had none, and the
+    /// functions inlined into it on lines of their own (marked `[inline]`) before it.
+    pub fn symbolize(&mut self, text: &str) -> String {
+        let mut out = String::new();
+        for line in text.lines() {
+            let bare = daxdiff_observe::console::strip_prefixes(line);
+            let is_pc = Frame::parse_pc(bare).is_some();
+            let frame = Frame::parse_pc(bare)
+                .or_else(|| Frame::parse(bare))
+                .filter(|f| f.offset.is_some() && f.location.is_none());
+            let Some(frame) = frame else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            // Every frame of a call trace is a return address; the faulting PC is not.
+            let is_return = !is_pc;
+            let strip = self.strip.clone();
+            let image = match &frame.module {
+                Some(m) => self.module(m),
+                None => Some(&self.vmlinux),
+            };
+            let locs = image
+                .and_then(|img| {
+                    img.address(&frame, is_return)
+                        .map(|a| img.locate(a, &strip))
+                })
+                .unwrap_or_default();
+            // The outermost entry is the frame's own function; the ones before were inlined.
+            let Some(((_, file, lineno), inlined)) = locs.split_last() else {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            };
+            let prefix = &line[..line.len() - bare.len()];
+            let indent: String = bare.chars().take_while(|c| c.is_whitespace()).collect();
+            for (func, f, l) in inlined {
+                out.push_str(&format!("{prefix}{indent}{func} {f}:{l} [inline]\n"));
+            }
+            out.push_str(&format!("{line} {file}:{lineno}\n"));
+        }
+        out
+    }
+}
+
+fn find_ko(dir: &Path, module: &str) -> Option<PathBuf> {
+    let want = [
+        format!("{module}.ko"),
+        format!("{}.ko", module.replace('_', "-")),
+    ];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            let ft = e.file_type().ok()?;
+            if ft.is_dir() && !ft.is_symlink() {
+                stack.push(p);
+            } else if want
+                .iter()
+                .any(|w| p.file_name().is_some_and(|n| n == w.as_str()))
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Debian's `linux-image-<release>-dbg`: vmlinux and the modules' debug objects.
+fn debian_dbg(cache_root: &Path, kernel: &Kernel) -> Result<(PathBuf, Option<PathBuf>)> {
+    let pkg = Package {
+        name: format!("linux-image-{}-dbg", kernel.release),
+        version: kernel.version.clone(),
+    };
+    let key = KeyBuilder::default()
+        .part("dbg", format!("{}={}", pkg.name, pkg.version))
+        .finish();
+    let e = Entry::new(cache_root, "dbg", &kernel.release, &key);
+    if e.verify().is_none() {
+        eprintln!(
+            "symbolize: fetching {} {} for {} (vmlinux with DWARF; large, once)",
+            pkg.name, pkg.version, kernel.name
+        );
+        let apt = Apt::open(&cache_root.join("apt/kernels"), Suites::Kernels)?;
+        apt.update(false)?;
+        let debs = apt.download(std::slice::from_ref(&pkg)).with_context(|| {
+            format!(
+                "{} {} is not served; reports of {} stay unsymbolized",
+                pkg.name, pkg.version, kernel.name
+            )
+        })?;
+        let release = kernel.release.clone();
+        e.build(|dir| {
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./usr/lib/debug")
+                .arg("sh")
+                .arg(&debs[0])
+                .arg(dir)
+                .status()
+                .context("run dpkg-deb | tar")?;
+            if !st.success() {
+                bail!("unpacking {} failed", debs[0].display());
+            }
+            let v = format!("usr/lib/debug/boot/vmlinux-{release}");
+            if !dir.join(&v).is_file() {
+                bail!("{} holds no {v}", debs[0].display());
+            }
+            Ok((vec![], Default::default()))
+        })?;
+    }
+    let vmlinux = e
+        .dir
+        .join(format!("usr/lib/debug/boot/vmlinux-{}", kernel.release));
+    let mods = e
+        .dir
+        .join(format!("usr/lib/debug/lib/modules/{}", kernel.release));
+    Ok((vmlinux, mods.is_dir().then_some(mods)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_tree_relative() {
+        let strip = vec!["/cache/kbuild/work/k/src".to_string()];
+        assert_eq!(
+            tidy("/cache/kbuild/work/k/src/fs/dax.c", &strip),
+            "fs/dax.c"
+        );
+        assert_eq!(
+            tidy("/build/reproducible-path/linux-6.12.117/mm/gup.c", &[]),
+            "mm/gup.c"
+        );
+        assert_eq!(tidy("./include/linux/mm.h", &[]), "include/linux/mm.h");
+        assert_eq!(
+            tidy("debian/build/build_amd64_none_amd64/fs/ext4/inode.c", &[]),
+            "fs/ext4/inode.c"
+        );
+    }
+
+    /// The symbolizer's own object (this test binary has DWARF: the release profile keeps
+    /// line tables) stands in for a vmlinux: a frame of a known function resolves to this file.
+    #[test]
+    fn frames_resolve_to_file_and_line_through_dwarf() {
+        let exe = std::env::current_exe().unwrap();
+        let image = Image::open(&exe).unwrap();
+        let name = image
+            .symbols
+            .keys()
+            .find(|k| k.contains("paths_become_tree_relative"))
+            .cloned()
+            .expect("the test function is in the symbol table");
+        let frame =
+            Frame::parse(&format!(" {name}+0x10/0x{:x}", image.symbols[&name][0].1)).unwrap();
+        let addr = image.address(&frame, false).unwrap();
+        let locs = image.locate(addr, &[]);
+        assert!(
+            locs.iter()
+                .any(|(_, f, l)| f.ends_with("symbolize.rs") && *l > 0),
+            "{locs:?}"
+        );
+    }
+}
