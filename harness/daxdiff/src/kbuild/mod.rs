@@ -199,7 +199,17 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         src.tree.clone()
     } else {
         let repo = source::writable_git_copy(&src, &work.join("src"))?;
-        apply_once(&repo, &work, &patches, &fixups)?
+        match apply_once(&repo, &work, &patches, &fixups) {
+            Ok(tree) => tree,
+            Err(e) => {
+                // A series that does not apply leaves nothing behind (for a git source, the
+                // worktree goes back to the requested commit at the next use).
+                if src.git_commit.is_none() {
+                    let _ = fs::remove_dir_all(&work);
+                }
+                return Err(e);
+            }
+        }
     };
     let reports: Vec<PatchReport> = if patches.is_empty() {
         Vec::new()

@@ -306,7 +306,8 @@ pub fn writable_git_copy(src: &Source, dest: &Path) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(tmp.join(".git"));
     for args in [
         &["init", "-q"][..],
-        &["add", "-A"],
+        // Debian's tarball carries a .gitignore that ignores everything at the top.
+        &["add", "-A", "-f", "."],
         &[
             "-c",
             "user.name=daxdiff",
