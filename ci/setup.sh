@@ -18,6 +18,10 @@ command -v make >/dev/null || need+=(make)
 command -v x86_64-linux-gnu-gcc-12 >/dev/null || need+=(gcc-12)
 [ -e /usr/lib/x86_64-linux-gnu/libelf.so.1 ] || need+=(libelf1)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+# Kernel builds (`daxdiff kernel build`): kbuild's host tools and headers, git and patch for series.
+for p in flex bison bc libelf-dev git patch perl; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
+done
 # ndctl's test build for `daxdiff suite`: meson and the headers of ndctl's libraries.
 for p in meson ninja-build libkmod-dev libudev-dev uuid-dev libjson-c-dev libiniparser-dev \
          libkeyutils-dev libtracefs-dev libtraceevent-dev; do
@@ -29,6 +33,6 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 else
-    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev, ndctl build deps)"
+    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev, kernel and ndctl build deps)"
 fi
 ci/build.sh

@@ -111,6 +111,13 @@ enum VmCmd {
         /// Seconds CMD may run
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Copy a host file into the guest first: LOCAL:GUEST_PATH (repeatable)
+        #[arg(long = "put", value_name = "LOCAL:GUEST_PATH")]
+        put: Vec<String>,
+        /// Afterwards, print the kernel reports the console shows, symbolized to file:line
+        /// when the kernel has a vmlinux (Debian kernels: the -dbg package, fetched once)
+        #[arg(long)]
+        reports: bool,
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
     },
@@ -178,6 +185,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The kernel reports in `console`, symbolized when the kernel allows.
+fn print_reports(env: &Env, kernel: &daxdiff::images::Kernel, console: &str) {
+    let found = daxdiff_observe::parse(console);
+    println!("kernel reports: {}", found.len());
+    if found.is_empty() {
+        return;
+    }
+    let mut sym = match daxdiff::symbolize::Symbolizer::for_kernel(&env.cache, kernel) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("reports stay unsymbolized: {e:#}");
+            None
+        }
+    };
+    for r in &found {
+        let text = match sym.as_mut() {
+            Some(s) => s.symbolize(&r.text),
+            None => r.text.clone(),
+        };
+        // The parser reads the symbolized text back: the guilty frame now has its file:line.
+        let located = daxdiff_observe::parse(&text)
+            .into_iter()
+            .next()
+            .and_then(|p| {
+                p.frames
+                    .iter()
+                    .find_map(|f| f.location.clone())
+                    .map(|l| l.to_string())
+            });
+        println!(
+            "\n== {} [{}]{}\n{}",
+            r.title,
+            r.signature.as_str(),
+            located.map(|l| format!(" at {l}")).unwrap_or_default(),
+            text.trim_end()
+        );
+    }
+}
+
 fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
     match cmd {
         Cmd::Images(ImagesCmd::List { refresh, json }) => images_list(env, refresh, json),
@@ -213,11 +259,27 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         Cmd::Vm(VmCmd::Run {
             kernel,
             timeout,
+            put,
+            reports,
             cmd,
         }) => {
+            let uploads = put
+                .iter()
+                .map(|p| {
+                    let (local, remote) = p
+                        .split_once(':')
+                        .with_context(|| format!("--put {p}: expected LOCAL:GUEST_PATH"))?;
+                    let data =
+                        std::fs::read(local).with_context(|| format!("--put: read {local}"))?;
+                    Ok((data, remote.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let p = prepare(env, &kernel)?;
             let mut vm = p.boot(MachineProfile::default(), None)?;
             eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
+            for (data, remote) in &uploads {
+                vm.ssh()?.upload(data, remote, 0o755)?;
+            }
             let line = cmd
                 .iter()
                 .map(|w| daxdiff::vm::profile::shell_quote(w))
@@ -227,6 +289,12 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             use std::io::Write;
             std::io::stdout().write_all(&out.stdout)?;
             std::io::stderr().write_all(&out.stderr)?;
+            if reports {
+                // Reports may still be printing: give the console a moment.
+                std::thread::sleep(Duration::from_secs(2));
+                let console = std::fs::read_to_string(vm.run_dir.join("console.log"))?;
+                print_reports(env, &p.kernel, &console);
+            }
             vm.shutdown()?;
             Ok(ExitCode::from(out.status.clamp(0, 255) as u8))
         }

@@ -2,7 +2,7 @@
 //! (too long for CI): the configuration merge with the shipped fragments, and the errors a
 //! user meets — an unknown source, a fragment option that cannot be met, a patch that does
 //! not apply, a name the catalogue already uses — each naming the thing and leaving nothing
-//! in the cache. `DAXDIFF_KBUILD_FULL=1` adds a full build of the default 6.12 kernel.
+//! in the cache. A full build is one of `ci/test.sh`'s heavy runs (`DAXDIFF_HEAVY=1`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
