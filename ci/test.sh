@@ -11,7 +11,8 @@ echo "test: integration tests (real kernels under QEMU; first run fetches kernel
 cargo test --release -p daxdiff --test vm_boot -- --ignored --test-threads=1
 for t in harness/daxdiff/tests/*.rs; do
     name=$(basename "$t" .rs)
-    [ "$name" = vm_boot ] && continue
+    # vm_boot ran first; kasan needs a kernel built in the heavy runs below.
+    [ "$name" = vm_boot ] || [ "$name" = kasan ] && continue
     cargo test --release -p daxdiff --test "$name" -- --ignored --test-threads=1
 done
 if [ "${DAXDIFF_HEAVY:-0}" = 1 ]; then
@@ -25,6 +26,7 @@ if [ "${DAXDIFF_HEAVY:-0}" = 1 ]; then
         target/heavy/self-diff/stats.json
     echo "test: heavy runs (a KASAN+KCOV kernel from Debian's linux-source-6.12)"
     ./target/release/daxdiff kernel build --source linux-source-6.12 --name 6.12-kasan
+    cargo test --release -p daxdiff --test kasan -- --ignored --test-threads=1
     echo "test: heavy runs (debian-6.12 vs debian-7.3, 30 minutes)"
     ./target/release/daxdiff fuzz --budget 30m --workdir target/heavy/pair || [ $? -eq 1 ]
     ./target/release/daxdiff show target/heavy/pair || true
