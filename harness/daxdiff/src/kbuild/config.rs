@@ -145,13 +145,48 @@ pub fn unmet(wanted: &[Wanted], config: &str) -> Vec<Unmet> {
         .collect()
 }
 
-/// Writes `out/.config` from the base and fragments; returns the options left unmet.
+/// Every symbol the tree's Kconfig files define (`config X`, `menuconfig X`).
+pub fn kconfig_symbols(tree: &Path) -> Result<std::collections::HashSet<String>> {
+    let mut syms = std::collections::HashSet::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).with_context(|| format!("read {}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && !name.starts_with('.') {
+                stack.push(p);
+            } else if ft.is_file() && name.starts_with("Kconfig") {
+                let text = fs::read_to_string(&p).unwrap_or_default();
+                syms.extend(defined_symbols(&text));
+            }
+        }
+    }
+    Ok(syms)
+}
+
+fn defined_symbols(kconfig: &str) -> impl Iterator<Item = String> + '_ {
+    kconfig.lines().filter_map(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix("config ")
+            .or_else(|| l.strip_prefix("menuconfig "))?;
+        let sym = rest.trim();
+        (!sym.is_empty() && sym.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .then(|| format!("CONFIG_{sym}"))
+    })
+}
+
+/// Writes `out/.config` from the base and fragments; returns the options left unmet and the
+/// options this tree does not define at all (fragments are shared across kernel versions).
 pub fn configure(
     src: &Path,
     out: &Path,
     base: &BaseConfig,
     fragments: &[PathBuf],
-) -> Result<Vec<Unmet>> {
+) -> Result<(Vec<Unmet>, Vec<String>)> {
     fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let make = |target: &str| -> Result<()> {
         let o = Command::new("make")
@@ -220,7 +255,14 @@ pub fn configure(
     }
     make("olddefconfig")?;
     let config = fs::read_to_string(out.join(".config"))?;
-    Ok(unmet(&wanted, &config))
+    let known = kconfig_symbols(src)?;
+    let (unmet, unknown): (Vec<Unmet>, Vec<Unmet>) = unmet(&wanted, &config)
+        .into_iter()
+        .partition(|u| known.contains(&u.wanted.option));
+    Ok((
+        unmet,
+        unknown.into_iter().map(|u| u.wanted.option).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -263,6 +305,13 @@ mod tests {
         assert_eq!(u[1].wanted.fragment, "nokasan.config");
         assert_eq!(u[1].got, "y");
         assert!(u[0].to_string().contains("from debug.config"));
+    }
+
+    #[test]
+    fn kconfig_definitions_are_found() {
+        let text = "config FS_DAX\n\tbool \"x\"\nmenuconfig CRYPTO\n  config  \nif FOO\n\tdepends on config_x\n";
+        let syms: Vec<String> = defined_symbols(text).collect();
+        assert_eq!(syms, ["CONFIG_FS_DAX", "CONFIG_CRYPTO"]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use series::{Applied, PatchReport};
 pub use source::SourceSpec;
 
 /// Bumped when the layout of a built kernel's cache entry changes.
-const LAYOUT: &str = "kbuild-v1";
+const LAYOUT: &str = "kbuild-v2";
 
 /// Where the registry of built kernels lives (a catalogue in the cache, merged into the
 /// shipped one by every command).
@@ -161,39 +161,21 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         config_key = file_part(config_key, "fragment", f)?;
     }
     let config_key = config_key.finish();
-    let mut key = KeyBuilder::default()
+    // The work directory (tree copy, output) belongs to the request; the built kernel is
+    // keyed below by what it is made of, so equivalent fragments share one build.
+    let mut request = KeyBuilder::default()
         .part("layout", LAYOUT)
         .part("source", &src.identity)
         .part("config", &config_key);
     for p in &patches {
-        key = key.part("patch", &p.text);
+        request = request.part("patch", &p.text);
     }
     for f in &fixups {
-        key = key.part("fixup", &f.text);
+        request = request.part("fixup", &f.text);
     }
-    let key = key.finish();
-    // Keyed by content alone: the same inputs under another name reuse the build.
-    let entry = Entry::new(cache_root, "kernels", "built", &key);
-    if !req.config_only {
-        if let Some(m) = entry.verify() {
-            let built: Built = serde_json::from_str(
-                m.facts
-                    .get("built")
-                    .context("built kernel entry without its record")?,
-            )?;
-            let built = Built {
-                name: req.name.0.clone(),
-                dir: entry.dir.clone(),
-                build_secs: None,
-                ..built
-            };
-            register(cache_root, &built)?;
-            eprintln!("kernel {}: up to date ({})", req.name, entry.dir.display());
-            return Ok(built);
-        }
-    }
+    let request = request.finish();
 
-    let work = cache_root.join("kbuild/work").join(&key);
+    let work = cache_root.join("kbuild/work").join(&request);
     fs::create_dir_all(&work)?;
     let tree = if patches.is_empty() {
         src.tree.clone()
@@ -226,13 +208,20 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         None => work.join("out"),
     };
     eprintln!(
-        "kernel {}: configuring {} ({:?} + {} fragment(s))",
+        "kernel {}: configuring {} ({} + {} fragment(s))",
         req.name,
         src.describe,
-        req.base,
+        req.base.identity()?,
         req.fragments.len()
     );
-    let unmet = config::configure(&tree, &out, &req.base, &req.fragments)?;
+    let (unmet, unknown) = config::configure(&tree, &out, &req.base, &req.fragments)?;
+    if !unknown.is_empty() {
+        eprintln!(
+            "kernel {}: this tree has no {} (fragments span kernel versions; ignored)",
+            req.name,
+            unknown.join(", ")
+        );
+    }
     if !unmet.is_empty() {
         let list = unmet
             .iter()
@@ -256,7 +245,7 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         return Ok(Built {
             name: req.name.0.clone(),
             release: String::new(),
-            key,
+            key: request,
             dir: out,
             source: src.describe,
             compiler: cc,
@@ -267,6 +256,35 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         });
     }
     let config_text = fs::read_to_string(out.join(".config"))?;
+    let mut key = KeyBuilder::default()
+        .part("layout", LAYOUT)
+        .part("source", &src.identity)
+        .part("compiler", &cc)
+        .part("config", &config_text);
+    for p in &patches {
+        key = key.part("patch", &p.text);
+    }
+    for f in &fixups {
+        key = key.part("fixup", &f.text);
+    }
+    let key = key.finish();
+    let entry = Entry::new(cache_root, "kernels", "built", &key);
+    if let Some(m) = entry.verify() {
+        let built: Built = serde_json::from_str(
+            m.facts
+                .get("built")
+                .context("built kernel entry without its record")?,
+        )?;
+        let built = Built {
+            name: req.name.0.clone(),
+            dir: entry.dir.clone(),
+            build_secs: None,
+            ..built
+        };
+        register(cache_root, &built)?;
+        eprintln!("kernel {}: up to date ({})", req.name, entry.dir.display());
+        return Ok(built);
+    }
     let estimate_key = KeyBuilder::default().part("config", &config_text).finish();
     eprintln!(
         "kernel {}: building with {} jobs at low priority (interrupt any time: the next run resumes); log {}",
