@@ -75,6 +75,8 @@ enum Cmd {
     },
     /// Run ndctl's dax test suite on kernel A and kernel B and compare per test
     Suite(daxdiff::suite::cli::SuiteArgs),
+    /// Find the first Debian kernel where a reproducer's behaviour changes
+    Bisect(daxdiff::bisect::cli::BisectArgs),
 }
 
 #[derive(Subcommand)]
@@ -290,6 +292,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             programs,
         } => refcounts(env, &kernels, &programs, timeout, settle, json),
         Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
+        Cmd::Bisect(args) => daxdiff::bisect::cli::run_bisect(env, args),
         Cmd::Bench(BenchCmd::Exec {
             kernel,
             corpus,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, KernelEntry};
 use crate::images::{GuestBuilder, GuestImage, Kernel, KernelStore};
 use crate::vm::{accel, golden, Accel, BootOptions, MachineProfile, Vm};
 
@@ -38,6 +38,24 @@ pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
     let entry = cat.get(name)?;
     let kernel = KernelStore::new(&env.cache).get(entry)?;
     let image = GuestBuilder::new(&env.cache).build(&kernel)?;
+    let accel = accel::choose(&env.cache, &kernel, &image)?;
+    Ok(Prepared {
+        kernel,
+        image,
+        accel,
+        cache: env.cache.clone(),
+    })
+}
+
+/// Like [`prepare`] for a kernel that is not in the catalogue (a bisection step); guests
+/// without the probe skip its headers download and module build.
+pub fn prepare_entry(env: &Env, entry: &KernelEntry, with_probe: bool) -> Result<Prepared> {
+    let kernel = KernelStore::new(&env.cache).get(entry)?;
+    let mut builder = GuestBuilder::new(&env.cache);
+    if !with_probe {
+        builder = builder.without_probe();
+    }
+    let image = builder.build(&kernel)?;
     let accel = accel::choose(&env.cache, &kernel, &image)?;
     Ok(Prepared {
         kernel,

@@ -1,0 +1,283 @@
+//! The `bisect` subcommand's arguments and their wiring to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::search::StepVerdict;
+use super::session::{Session, Settings};
+use super::signal::{load_finding, Predicate, Signal};
+use super::state::{Role, State, StepRecord};
+use super::trial::VmTester;
+use super::versions::{self, Bisected, Candidate, VersionRange};
+use crate::cache::{write_atomic, KeyBuilder};
+use crate::setup::Env;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Predicates (--bad-if, repeatable; any that holds makes a run bad):\n  \
+call N returns ERRNO|VALUE|ok|error|fd|addr   call N fails|succeeds|missing\n  \
+report [TEXT]   status completed|timeout|crashed|error   hang [FUNCTION]\n  \
+differs (the outcome differs from the good end's)   not PREDICATE\n\n\
+Exit status: 0 the first bad version was found; 1 skipped versions hide it (the candidates are listed); 2 error.\n\
+A killed bisection resumes from --out: run the same command again."
+)]
+pub struct BisectArgs {
+    /// Served Debian kernels between two upstream versions, one per point release: debian:6.1..7.3
+    #[arg(
+        long,
+        conflicts_with = "versions_file",
+        required_unless_present = "versions_file"
+    )]
+    pub versions: Option<VersionRange>,
+    /// A file of Debian package versions, one a line, good end first, bad end last
+    #[arg(long)]
+    pub versions_file: Option<PathBuf>,
+    /// Prefer builds whose release carries +ABI (deb12: gcc-12 builds) where a point release has several
+    #[arg(long)]
+    pub abi: Option<String>,
+    /// Print the versions the bisection would walk, then exit (nothing is fetched or booted)
+    #[arg(long)]
+    pub list: bool,
+    /// The reproducer: a program file (text form)
+    #[arg(long, requires = "bad_if", conflicts_with = "finding")]
+    pub prog: Option<PathBuf>,
+    /// What makes a run bad (see below); repeat for "or"
+    #[arg(long = "bad-if")]
+    pub bad_if: Vec<Predicate>,
+    /// A finding directory of a fuzzing workdir (divergences/<sig> or crashes/<title>): its
+    /// program, bad when a run shows B's side of the recorded divergence
+    #[arg(long)]
+    pub finding: Option<PathBuf>,
+    /// Runs on each end (they measure how reliably the program shows the behaviour)
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Confidence each step's verdict needs
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Runs per guest before an undecided step is retested on a fresh guest
+    #[arg(long, default_value_t = 12)]
+    pub max_runs: u32,
+    /// Guests per step before an undecided step is skipped
+    #[arg(long, default_value_t = 2)]
+    pub max_boots: u32,
+    /// Seconds each program may run
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// State (state.json, resumable) and result (result.json) directory
+    #[arg(long, default_value = "daxdiff-bisect")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
+    let all = versions::served(&env.cache)?;
+    let cands = match (&args.versions, &args.versions_file) {
+        (Some(r), _) => {
+            let l = versions::select(&all, r, args.abi.as_deref());
+            if l.len() < 2 {
+                bail!(
+                    "the mirror serves {} kernel(s) between {} and {}: a bisection needs two or more; \
+                     `daxdiff images list --refresh` shows what is served",
+                    l.len(),
+                    r.from,
+                    r.to
+                );
+            }
+            l
+        }
+        (None, Some(f)) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+            versions::from_file(&text, &f.display().to_string(), &all)?
+        }
+        (None, None) => {
+            bail!("say what to bisect over: --versions debian:FROM..TO or --versions-file FILE")
+        }
+    };
+    if args.list {
+        for (i, c) in cands.iter().enumerate() {
+            println!("{i:>3}  {:<24} {}", c.version, c.release);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (program, signal) = match (&args.prog, &args.finding) {
+        (Some(p), None) => {
+            // Parse it now: a typo should not cost a kernel download.
+            let prog = crate::exec::load_program(p)?;
+            (prog.to_text(), Signal::BadIf(args.bad_if.clone()))
+        }
+        (None, Some(dir)) => {
+            if !args.bad_if.is_empty() {
+                bail!("--bad-if goes with --prog; a finding brings its own signal");
+            }
+            load_finding(dir)?
+        }
+        _ => bail!("say what to run: --prog FILE --bad-if PREDICATE, or --finding DIR"),
+    };
+    if !(0.5..1.0).contains(&args.confidence) {
+        bail!("--confidence must be at least 0.5 and below 1");
+    }
+    let settings = Settings {
+        end_runs: args.runs.max(1),
+        confidence: args.confidence,
+        max_runs: args.max_runs.max(1),
+        max_boots: args.max_boots.max(1),
+    };
+    let key = bisection_key(&cands, &program, &signal, &settings)?;
+    let state = State::open(&args.out.join("state.json"), &key)?;
+    let resumed = state.steps.len();
+
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let header = format!(
+        "bisect: {} versions, {} .. {}; {}",
+        cands.len(),
+        cands[0].version,
+        cands[cands.len() - 1].version,
+        signal.describe()
+    );
+    if args.json {
+        eprintln!("{header}");
+    } else {
+        println!("{header}");
+    }
+    if resumed > 0 {
+        bar.println(format!(
+            "resuming: {resumed} kernel(s) already judged in {}",
+            args.out.display()
+        ));
+    }
+    let mut session = Session::new(&signal, settings, state);
+    let printer = bar.clone();
+    session.on_record = Box::new(move |r| printer.println(format_record(r)));
+    let status_bar = bar.clone();
+    let mut tester = VmTester {
+        env: env.clone(),
+        program,
+        timeout: Duration::from_secs(args.timeout),
+        status: Box::new(move |m| status_bar.set_message(m)),
+    };
+    let result = versions::bisect(&mut session, &mut tester, &cands);
+    bar.finish_and_clear();
+    let result = result?;
+    let summary = Summary::of(&result, &cands, session.state.elapsed_secs);
+    write_atomic(
+        &args.out.join("result.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.text());
+        println!("state and result: {}", args.out.display());
+    }
+    Ok(if result.first_bad.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn bisection_key(
+    cands: &[Candidate],
+    program: &str,
+    signal: &Signal,
+    settings: &Settings,
+) -> Result<String> {
+    let mut k = KeyBuilder::default()
+        .part("program", program)
+        .part("signal", serde_json::to_string(signal)?)
+        .part("settings", serde_json::to_string(settings)?);
+    for c in cands {
+        k = k.part("candidate", &c.version);
+    }
+    Ok(k.finish())
+}
+
+/// One line per judged kernel.
+pub fn format_record(r: &StepRecord) -> String {
+    let role = match r.role {
+        Role::GoodEnd => "good end",
+        Role::BadEnd => "bad end ",
+        Role::Step => "step    ",
+        Role::Parent => "parent  ",
+    };
+    let verdict = match (r.role, r.verdict) {
+        (Role::GoodEnd | Role::BadEnd, _) => String::new(),
+        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => format!("{v} ({:.3})", r.confidence),
+        (_, v) => v.to_string(),
+    };
+    let mut line = format!(
+        "  {role} {:<22} {:<24} {:<14} {:<24} {} boot(s), {:.0}s",
+        r.label,
+        r.kernel,
+        verdict,
+        r.tally.to_string(),
+        r.boots,
+        r.seconds
+    );
+    if let Some(n) = &r.note {
+        line.push_str(&format!("  [{}]", n.lines().next().unwrap_or("")));
+    }
+    line
+}
+
+/// What `result.json` holds and the command prints.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub first_bad: Option<Candidate>,
+    pub last_good: Option<Candidate>,
+    pub could_be: Vec<Candidate>,
+    pub confidence: f64,
+    /// Kernels judged between the ends.
+    pub steps: usize,
+    pub boots: u32,
+    pub seconds: f64,
+    pub candidates: Vec<Candidate>,
+    pub records: Vec<StepRecord>,
+}
+
+impl Summary {
+    pub fn of(r: &Bisected, cands: &[Candidate], seconds: f64) -> Summary {
+        let find = |v: &str| cands.iter().find(|c| c.version == v).cloned();
+        Summary {
+            first_bad: r.first_bad.as_deref().and_then(find),
+            last_good: find(&r.last_good),
+            could_be: r.could_be.iter().filter_map(|v| find(v)).collect(),
+            confidence: r.confidence,
+            steps: r.steps.iter().filter(|s| s.role == Role::Step).count(),
+            boots: r.steps.iter().map(|s| s.boots).sum(),
+            seconds,
+            candidates: cands.to_vec(),
+            records: r.steps.clone(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        match (&self.first_bad, &self.last_good) {
+            (Some(b), Some(g)) => s.push_str(&format!(
+                "first bad: {} ({}); last good: {} ({})\n",
+                b.version, b.release, g.version, g.release
+            )),
+            _ => s.push_str(&format!(
+                "skipped versions hide the first bad one; it is one of: {}\n",
+                self.could_be
+                    .iter()
+                    .map(|c| c.version.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+        s.push_str(&format!(
+            "{} step(s) and 2 ends, {} boot(s), {:.0}s in all; confidence {:.3}\n",
+            self.steps, self.boots, self.seconds, self.confidence
+        ));
+        s
+    }
+}
