@@ -251,7 +251,18 @@ impl Signal {
 fn describe(p: &Predicate) -> String {
     match p {
         Predicate::Not(p) => format!("not {}", describe(p)),
-        Predicate::Call { index, expect } => format!("call {index} {expect:?}").to_lowercase(),
+        Predicate::Call { index, expect } => format!(
+            "call {index} {}",
+            match expect {
+                Expect::Errno(e) => format!("returns {e}"),
+                Expect::Value(v) => format!("returns {v}"),
+                Expect::Ok => "succeeds".into(),
+                Expect::Error => "fails".into(),
+                Expect::Fd => "returns an fd".into(),
+                Expect::Addr => "returns an address".into(),
+                Expect::Missing => "does not run".into(),
+            }
+        ),
         Predicate::Report(None) => "any kernel report".into(),
         Predicate::Report(Some(t)) => format!("report '{t}'"),
         Predicate::Status(s) => format!("status {s:?}").to_lowercase(),
@@ -360,6 +371,8 @@ mod tests {
         assert!(p("not report").holds(&o, None));
         assert!(p("status completed").holds(&o, None));
         assert!(!p("hang").holds(&o, None));
+        let s = Signal::BadIf(vec![p("call 5 returns 0"), p("not call 2 fails")]);
+        assert_eq!(s.describe(), "bad if call 5 returns 0 or not call 2 fails");
     }
 
     #[test]
