@@ -75,7 +75,7 @@ enum Cmd {
     },
     /// Run ndctl's dax test suite on kernel A and kernel B and compare per test
     Suite(daxdiff::suite::cli::SuiteArgs),
-    /// Find the first Debian kernel where a reproducer's behaviour changes
+    /// Find the first kernel (served Debian version or git revision) where a reproducer changes
     Bisect(daxdiff::bisect::cli::BisectArgs),
 }
 

@@ -1,12 +1,14 @@
 //! The `bisect` subcommand's arguments and their wiring to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::build::CommandKernels;
+use super::git::GitBisect;
 use super::search::StepVerdict;
 use super::session::{Session, Settings};
 use super::signal::{load_finding, Predicate, Signal};
@@ -34,8 +36,22 @@ pub struct BisectArgs {
     )]
     pub versions: Option<VersionRange>,
     /// A file of Debian package versions, one a line, good end first, bad end last
-    #[arg(long)]
+    #[arg(long, conflicts_with = "git")]
     pub versions_file: Option<PathBuf>,
+    /// Git mode: the kernel tree to bisect (its own checkout is not touched)
+    #[arg(long, requires_all = ["good", "bad", "build_cmd"])]
+    pub git: Option<PathBuf>,
+    /// Git mode: the good revision
+    #[arg(long, requires = "git")]
+    pub good: Option<String>,
+    /// Git mode: the bad revision
+    #[arg(long, requires = "git")]
+    pub bad: Option<String>,
+    /// Git mode: builds the checked-out revision (sh -c, in a worktree under --out, with
+    /// DAXDIFF_REV and DAXDIFF_OUT set); must leave $DAXDIFF_OUT/bzImage, optionally
+    /// $DAXDIFF_OUT/config and $DAXDIFF_OUT/lib/modules/<release>/; failing = skip the revision
+    #[arg(long, requires = "git")]
+    pub build_cmd: Option<String>,
     /// Prefer builds whose release carries +ABI (deb12: gcc-12 builds) where a point release has several
     #[arg(long)]
     pub abi: Option<String>,
@@ -75,6 +91,9 @@ pub struct BisectArgs {
 }
 
 pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
+    if let Some(repo) = &args.git {
+        return run_git(env, &args, repo);
+    }
     let all = versions::served(&env.cache)?;
     let cands = match (&args.versions, &args.versions_file) {
         (Some(r), _) => {
@@ -95,9 +114,9 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
                 std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
             versions::from_file(&text, &f.display().to_string(), &all)?
         }
-        (None, None) => {
-            bail!("say what to bisect over: --versions debian:FROM..TO or --versions-file FILE")
-        }
+        (None, None) => bail!(
+            "say what to bisect over: --versions debian:FROM..TO, --versions-file FILE or --git REPO"
+        ),
     };
     if args.list {
         for (i, c) in cands.iter().enumerate() {
@@ -105,35 +124,12 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (program, signal) = match (&args.prog, &args.finding) {
-        (Some(p), None) => {
-            // Parse it now: a typo should not cost a kernel download.
-            let prog = crate::exec::load_program(p)?;
-            (prog.to_text(), Signal::BadIf(args.bad_if.clone()))
-        }
-        (None, Some(dir)) => {
-            if !args.bad_if.is_empty() {
-                bail!("--bad-if goes with --prog; a finding brings its own signal");
-            }
-            load_finding(dir)?
-        }
-        _ => bail!("say what to run: --prog FILE --bad-if PREDICATE, or --finding DIR"),
-    };
-    if !(0.5..1.0).contains(&args.confidence) {
-        bail!("--confidence must be at least 0.5 and below 1");
+    let (program, signal) = reproducer(&args)?;
+    let settings = settings(&args)?;
+    let mut key = bisection_key(&program, &signal, &settings)?;
+    for c in &cands {
+        key = key.part("candidate", &c.version);
     }
-    let settings = Settings {
-        end_runs: args.runs.max(1),
-        confidence: args.confidence,
-        max_runs: args.max_runs.max(1),
-        max_boots: args.max_boots.max(1),
-    };
-    let key = bisection_key(&cands, &program, &signal, &settings)?;
-    let state = State::open(&args.out.join("state.json"), &key)?;
-    let resumed = state.steps.len();
-
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
     let header = format!(
         "bisect: {} versions, {} .. {}; {}",
         cands.len(),
@@ -141,41 +137,13 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
         cands[cands.len() - 1].version,
         signal.describe()
     );
-    if args.json {
-        eprintln!("{header}");
-    } else {
-        println!("{header}");
-    }
-    if resumed > 0 {
-        bar.println(format!(
-            "resuming: {resumed} kernel(s) already judged in {}",
-            args.out.display()
-        ));
-    }
-    let mut session = Session::new(&signal, settings, state);
-    let printer = bar.clone();
-    session.on_record = Box::new(move |r| printer.println(format_record(r)));
-    let status_bar = bar.clone();
-    let mut tester = VmTester {
-        env: env.clone(),
-        program,
-        timeout: Duration::from_secs(args.timeout),
-        status: Box::new(move |m| status_bar.set_message(m)),
-    };
+    let (bar, mut session) = start(&args, &header, key.finish(), &signal, settings)?;
+    let mut tester = vm_tester(env, &args, program, &bar);
     let result = versions::bisect(&mut session, &mut tester, &cands);
     bar.finish_and_clear();
     let result = result?;
     let summary = Summary::of(&result, &cands, session.state.elapsed_secs);
-    write_atomic(
-        &args.out.join("result.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{}", summary.text());
-        println!("state and result: {}", args.out.display());
-    }
+    finish(&args, &summary, &summary.text())?;
     Ok(if result.first_bad.is_some() {
         ExitCode::SUCCESS
     } else {
@@ -183,20 +151,160 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
     })
 }
 
-fn bisection_key(
-    cands: &[Candidate],
-    program: &str,
-    signal: &Signal,
-    settings: &Settings,
-) -> Result<String> {
-    let mut k = KeyBuilder::default()
+fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
+    let (Some(good), Some(bad), Some(cmd)) = (&args.good, &args.bad, &args.build_cmd) else {
+        bail!("git mode needs --good REV, --bad REV and --build-cmd CMD");
+    };
+    let git = GitBisect::new(repo);
+    let (good, bad) = (git.commit(good)?, git.commit(bad)?);
+    let (program, signal) = reproducer(args)?;
+    let settings = settings(args)?;
+    let key = bisection_key(&program, &signal, &settings)?
+        .part("good", &good)
+        .part("bad", &bad)
+        .part("build", cmd);
+    let header = format!(
+        "bisect: {} .. {} in {}; {}",
+        &good[..12],
+        &bad[..12],
+        repo.display(),
+        signal.describe()
+    );
+    let (bar, mut session) = start(args, &header, key.finish(), &signal, settings)?;
+    let status_bar = bar.clone();
+    let mut kernels = CommandKernels {
+        repo: repo.to_path_buf(),
+        command: cmd.clone(),
+        dir: std::path::absolute(&args.out)?,
+        status: Box::new(move |m| status_bar.set_message(m)),
+    };
+    let mut tester = vm_tester(env, args, program, &bar);
+    let result = git.run(&mut session, &mut kernels, &mut tester, &good, &bad);
+    bar.finish_and_clear();
+    let result = result?;
+    let mut text = match (&result.first_bad, &result.subject) {
+        (Some(c), s) => format!("first bad commit: {c} {}\n", s.as_deref().unwrap_or("")),
+        (None, _) => format!(
+            "skipped revisions hide the first bad commit; it is one of: {}\n",
+            result.could_be.join(" ")
+        ),
+    };
+    if result.identical_to_parent == Some(true) {
+        text.push_str(
+            "WARNING: its kernel image is byte-identical to its parent's: the verdict cannot come from \
+             its own change (a flaky reproducer, or a cause outside the image); rerun with more --runs\n",
+        );
+    }
+    let steps = result.steps.iter().filter(|s| s.role == Role::Step).count();
+    let boots: u32 = result.steps.iter().map(|s| s.boots).sum();
+    text.push_str(&format!(
+        "{steps} step(s) and 2 ends, {boots} boot(s), {:.0}s in all; confidence {:.3}\n",
+        session.state.elapsed_secs, result.confidence
+    ));
+    finish(args, &result, &text)?;
+    Ok(if result.first_bad.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn reproducer(args: &BisectArgs) -> Result<(String, Signal)> {
+    match (&args.prog, &args.finding) {
+        (Some(p), None) => {
+            // Parse it now: a typo should not cost a kernel download.
+            let prog = crate::exec::load_program(p)?;
+            Ok((prog.to_text(), Signal::BadIf(args.bad_if.clone())))
+        }
+        (None, Some(dir)) => {
+            if !args.bad_if.is_empty() {
+                bail!("--bad-if goes with --prog; a finding brings its own signal");
+            }
+            load_finding(dir)
+        }
+        _ => bail!("say what to run: --prog FILE --bad-if PREDICATE, or --finding DIR"),
+    }
+}
+
+fn settings(args: &BisectArgs) -> Result<Settings> {
+    if !(0.5..1.0).contains(&args.confidence) {
+        bail!("--confidence must be at least 0.5 and below 1");
+    }
+    Ok(Settings {
+        end_runs: args.runs.max(1),
+        confidence: args.confidence,
+        max_runs: args.max_runs.max(1),
+        max_boots: args.max_boots.max(1),
+    })
+}
+
+/// Opens the state, prints the header and sets up progress: a spinner with what is
+/// happening, and a line per judged kernel.
+fn start<'a>(
+    args: &BisectArgs,
+    header: &str,
+    key: String,
+    signal: &'a Signal,
+    settings: Settings,
+) -> Result<(indicatif::ProgressBar, Session<'a>)> {
+    let state = State::open(&args.out.join("state.json"), &key)?;
+    let resumed = state.steps.len();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    // Without a terminal the bar is hidden, and so is what it prints: print directly.
+    let printer = bar.clone();
+    let say = move |line: String| {
+        if printer.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            printer.println(line);
+        }
+    };
+    say(header.to_string());
+    if resumed > 0 {
+        say(format!(
+            "resuming: {resumed} kernel(s) already judged in {}",
+            args.out.display()
+        ));
+    }
+    let mut session = Session::new(signal, settings, state);
+    session.on_record = Box::new(move |r| say(format_record(r)));
+    Ok((bar, session))
+}
+
+fn vm_tester(
+    env: &Env,
+    args: &BisectArgs,
+    program: String,
+    bar: &indicatif::ProgressBar,
+) -> VmTester {
+    let status_bar = bar.clone();
+    VmTester {
+        env: env.clone(),
+        program,
+        timeout: Duration::from_secs(args.timeout),
+        status: Box::new(move |m| status_bar.set_message(m)),
+    }
+}
+
+/// Writes `result.json` and prints the result.
+fn finish(args: &BisectArgs, result: &impl serde::Serialize, text: &str) -> Result<()> {
+    let json = serde_json::to_string_pretty(result)?;
+    write_atomic(&args.out.join("result.json"), json.as_bytes())?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{text}");
+        println!("state and result: {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn bisection_key(program: &str, signal: &Signal, settings: &Settings) -> Result<KeyBuilder> {
+    Ok(KeyBuilder::default()
         .part("program", program)
         .part("signal", serde_json::to_string(signal)?)
-        .part("settings", serde_json::to_string(settings)?);
-    for c in cands {
-        k = k.part("candidate", &c.version);
-    }
-    Ok(k.finish())
+        .part("settings", serde_json::to_string(settings)?))
 }
 
 /// One line per judged kernel.

@@ -1,6 +1,7 @@
 //! Bisection of a behaviour change: over the Debian kernels the registry serves (version
 //! lists) or over a git tree, judging each kernel by repeated runs of a reproducer.
 
+pub mod build;
 pub mod cli;
 pub mod git;
 pub mod search;
