@@ -31,8 +31,8 @@ pub struct BisectArgs {
     /// Served Debian kernels between two upstream versions, one per point release: debian:6.1..7.3
     #[arg(
         long,
-        conflicts_with = "versions_file",
-        required_unless_present = "versions_file"
+        conflicts_with_all = ["versions_file", "git"],
+        required_unless_present_any = ["versions_file", "git"]
     )]
     pub versions: Option<VersionRange>,
     /// A file of Debian package versions, one a line, good end first, bad end last
@@ -320,9 +320,12 @@ pub fn format_record(r: &StepRecord) -> String {
         (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => format!("{v} ({:.3})", r.confidence),
         (_, v) => v.to_string(),
     };
+    // Commit ids read well at 12 digits, as git abbreviates them.
+    let is_commit = r.label.len() == 40 && r.label.chars().all(|c| c.is_ascii_hexdigit());
+    let label = if is_commit { &r.label[..12] } else { &r.label };
     let mut line = format!(
         "  {role} {:<22} {:<24} {:<14} {:<24} {} boot(s), {:.0}s",
-        r.label,
+        label,
         r.kernel,
         verdict,
         r.tally.to_string(),
