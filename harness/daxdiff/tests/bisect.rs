@@ -40,8 +40,10 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
     let cands = from_file(&list, "test", &served).unwrap();
     // Call 5 is io_uring_register$REGISTER_BUFFERS of the devdax mapping.
     let signal = Signal::BadIf(vec!["call 5 returns 0".parse().unwrap()]);
+    // Three runs per end: a deterministic change then decides a step in two runs, and the
+    // ends and the step are each right with probability 0.98.
     let settings = Settings {
-        end_runs: 2,
+        end_runs: 3,
         ..Settings::default()
     };
     let out = tempfile::tempdir().unwrap();
@@ -63,7 +65,7 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
     let step = r.steps.iter().find(|s| s.role == Role::Step).unwrap();
     assert_eq!(step.verdict, StepVerdict::Bad);
     assert!(step.tally.bad >= 2 && step.tally.good == 0, "{step:?}");
-    assert!(r.confidence > 0.9, "{}", r.confidence);
+    assert!(r.confidence > 0.93, "{}", r.confidence);
 
     // The same bisection again resumes from the state file: nothing is booted.
     let mut again = Session::new(&signal, settings, State::open(&state_path, "t").unwrap());
