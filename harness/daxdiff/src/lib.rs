@@ -2,6 +2,7 @@
 //! programs against ext4-dax, xfs-dax and device-dax in both, and compares what they did.
 
 pub mod bench;
+pub mod bisect;
 pub mod cache;
 pub mod catalogue;
 pub mod diff;

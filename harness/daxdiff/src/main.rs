@@ -78,6 +78,8 @@ enum Cmd {
     Kernel(daxdiff::kbuild::cli::KernelCmd),
     /// Run ndctl's dax test suite on kernel A and kernel B and compare per test
     Suite(daxdiff::suite::cli::SuiteArgs),
+    /// Find the first kernel (served Debian version or git revision) where a reproducer changes
+    Bisect(daxdiff::bisect::cli::BisectArgs),
 }
 
 #[derive(Subcommand)]
@@ -362,6 +364,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         } => refcounts(env, &kernels, &programs, timeout, settle, json),
         Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
         Cmd::Kernel(cmd) => daxdiff::kbuild::cli::run(env, cmd).map(|()| ExitCode::SUCCESS),
+        Cmd::Bisect(args) => daxdiff::bisect::cli::run_bisect(env, args),
         Cmd::Bench(BenchCmd::Exec {
             kernel,
             corpus,

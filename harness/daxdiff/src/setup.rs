@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::catalogue::Catalogue;
+use crate::catalogue::{Catalogue, KernelEntry};
 use crate::images::{GuestBuilder, GuestImage, Kernel, KernelStore};
 use crate::vm::{accel, golden, Accel, BootOptions, MachineProfile, Vm};
 
@@ -44,6 +44,9 @@ pub struct Prepared {
     pub image: GuestImage,
     pub accel: Accel,
     pub cache: PathBuf,
+    /// Boot from saved NVDIMM images (made by an extra first boot); worth it only for a
+    /// kernel booted many times.
+    pub golden_nvdimms: bool,
 }
 
 pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
@@ -57,6 +60,27 @@ pub fn prepare(env: &Env, name: &str) -> Result<Prepared> {
         image,
         accel,
         cache: env.cache.clone(),
+        golden_nvdimms: true,
+    })
+}
+
+/// Like [`prepare`] for a kernel that is not in the catalogue (a bisection step), booted a
+/// few times at most: no saved NVDIMM images (they cost an extra boot), and guests without
+/// the probe skip its headers download and module build.
+pub fn prepare_entry(env: &Env, entry: &KernelEntry, with_probe: bool) -> Result<Prepared> {
+    let kernel = KernelStore::new(&env.cache).get(entry)?;
+    let mut builder = GuestBuilder::new(&env.cache);
+    if !with_probe {
+        builder = builder.without_probe();
+    }
+    let image = builder.build(&kernel)?;
+    let accel = accel::choose(&env.cache, &kernel, &image)?;
+    Ok(Prepared {
+        kernel,
+        image,
+        accel,
+        cache: env.cache.clone(),
+        golden_nvdimms: false,
     })
 }
 
@@ -70,7 +94,10 @@ impl Prepared {
             run_dir: run_dir.map(Path::to_path_buf),
             ..BootOptions::default()
         };
-        if std::env::var_os("DAXDIFF_FRESH_NVDIMMS").is_none() && !opts.profile.nvdimms.is_empty() {
+        if self.golden_nvdimms
+            && std::env::var_os("DAXDIFF_FRESH_NVDIMMS").is_none()
+            && !opts.profile.nvdimms.is_empty()
+        {
             match golden::images(&self.cache, &self.kernel, &self.image, &opts) {
                 Ok(images) => opts.nvdimm_images = Some(images),
                 Err(e) => eprintln!("nvdimm images: {e:#}\nbooting with blank NVDIMMs"),

@@ -4,7 +4,7 @@
 mod campaign;
 pub mod cli;
 mod engine;
-mod side;
+pub mod side;
 
 use std::cell::RefCell;
 use std::num::NonZeroUsize;

@@ -176,6 +176,7 @@ pub struct GuestBuilder {
     cache: PathBuf,
     recipe: Recipe,
     flavour: Flavour,
+    probe: bool,
 }
 
 impl GuestBuilder {
@@ -184,7 +185,15 @@ impl GuestBuilder {
             cache: cache.to_path_buf(),
             recipe: Recipe::builtin(),
             flavour: Flavour::fuzz(),
+            probe: true,
         }
+    }
+
+    /// Leaves the reference-count probe out: for guests that never read reference counts
+    /// (bisection steps), which then need no kernel headers and no module build.
+    pub fn without_probe(mut self) -> GuestBuilder {
+        self.probe = false;
+        self
     }
 
     /// A builder for another guest than the fuzzing one.
@@ -195,6 +204,7 @@ impl GuestBuilder {
             cache: cache.to_path_buf(),
             recipe,
             flavour,
+            probe: true,
         })
     }
 
@@ -256,7 +266,10 @@ impl GuestBuilder {
         let (userspace, pkgs) = self.userspace()?;
         let modules = self.resolve_modules(kernel)?;
         // The reference-count probe (images::probe) is optional: a guest without it boots.
-        let probe = super::probe::for_guest(&self.cache, kernel);
+        let probe = self
+            .probe
+            .then(|| super::probe::for_guest(&self.cache, kernel))
+            .flatten();
         let mut key = KeyBuilder::default()
             .part(
                 "kernel",

@@ -1,0 +1,175 @@
+//! Kernels for git mode built by the user's own command, in one worktree of the repository
+//! that each revision is checked out into (so builds are incremental), one output
+//! directory per revision (so a resumed bisection builds nothing twice).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::git::{BuildFailed, StepKernel, StepKernels};
+
+/// Runs `sh -c CMD` in the checkout with `DAXDIFF_REV` (the commit) and `DAXDIFF_OUT` (where
+/// it must leave `bzImage`, and optionally `config` and `lib/modules/<release>/`).
+pub struct CommandKernels {
+    pub repo: PathBuf,
+    pub command: String,
+    /// Holds `src/` (the worktree) and `builds/<rev>/`.
+    pub dir: PathBuf,
+    /// Called with a line of what is happening (progress).
+    pub status: Box<dyn Fn(String)>,
+}
+
+impl CommandKernels {
+    fn checkout(&self, rev: &str) -> Result<PathBuf, String> {
+        let src = self.dir.join("src");
+        let git = |args: &[&str], cwd: &Path| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(cwd)
+                .args(args)
+                .output()
+                .map_err(|e| format!("run git: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "git {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        if src.join(".git").exists() {
+            git(&["checkout", "-q", "--detach", "--force", rev], &src)?;
+        } else {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+            let _ = git(&["worktree", "prune"], &self.repo);
+            let s = src.to_string_lossy().to_string();
+            git(&["worktree", "add", "-q", "--detach", &s, rev], &self.repo)?;
+        }
+        Ok(src)
+    }
+
+    fn build(&self, rev: &str) -> Result<StepKernel, String> {
+        let out = self.dir.join("builds").join(rev);
+        let done = out.join(".done");
+        if !done.exists() {
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+            let src = self.checkout(rev)?;
+            (self.status)(format!("{}: building", &rev[..rev.len().min(12)]));
+            let log_path = out.join("build.log");
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(&self.command)
+                .current_dir(&src)
+                .env("DAXDIFF_REV", rev)
+                .env("DAXDIFF_OUT", &out)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .status()
+                .map_err(|e| format!("run the build command: {e}"))?;
+            if !status.success() {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                return Err(format!(
+                    "the build command exited with {status} ({}): {}",
+                    log_path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
+            if !out.join("bzImage").is_file() {
+                return Err("the build command left no $DAXDIFF_OUT/bzImage".into());
+            }
+            std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+        }
+        let bzimage = out.join("bzImage");
+        let modules = std::fs::read_dir(out.join("lib/modules"))
+            .ok()
+            .and_then(|rd| rd.flatten().map(|e| e.path()).find(|p| p.is_dir()));
+        let config = Some(out.join("config")).filter(|p| p.is_file());
+        Ok(StepKernel {
+            rev: rev.to_string(),
+            bzimage_sha256: crate::cache::sha256_file(&bzimage).map_err(|e| format!("{e:#}"))?,
+            bzimage,
+            modules,
+            config,
+        })
+    }
+}
+
+impl StepKernels for CommandKernels {
+    fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
+        self.build(rev).map_err(|reason| BuildFailed {
+            rev: rev.to_string(),
+            reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn builds_each_revision_once_and_reports_failures_with_the_log() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        git(r, &["init", "-q", "-b", "main"]);
+        std::fs::write(r.join("src.c"), "one\n").unwrap();
+        git(r, &["add", "."]);
+        git(r, &["commit", "-q", "-m", "one"]);
+        let one = git(r, &["rev-parse", "HEAD"]);
+        std::fs::write(r.join("src.c"), "two\nbroken\n").unwrap();
+        git(r, &["commit", "-q", "-am", "two"]);
+        let two = git(r, &["rev-parse", "HEAD"]);
+        let work = tempfile::tempdir().unwrap();
+        let mut k = CommandKernels {
+            repo: r.to_path_buf(),
+            command: "if grep -q broken src.c; then echo 'src.c:2: error: broken'; exit 1; fi; \
+                      cp src.c \"$DAXDIFF_OUT/bzImage\"; echo CONFIG_FS_DAX=y > \"$DAXDIFF_OUT/config\"; \
+                      echo built >> ../builds.txt"
+                .into(),
+            dir: work.path().to_path_buf(),
+            status: Box::new(|_| {}),
+        };
+        let a = k.kernel_at(&one).unwrap();
+        assert_eq!(std::fs::read_to_string(&a.bzimage).unwrap(), "one\n");
+        assert!(a.config.is_some() && a.modules.is_none());
+        assert_eq!(a.bzimage_sha256.len(), 64);
+        let again = k.kernel_at(&one).unwrap();
+        assert_eq!(again, a);
+        assert_eq!(
+            std::fs::read_to_string(work.path().join("builds.txt")).unwrap(),
+            "built\n",
+            "a built revision was built again"
+        );
+        let e = k.kernel_at(&two).unwrap_err();
+        assert!(e.reason.contains("src.c:2: error: broken"), "{e}");
+        // The user's checkout is untouched.
+        assert_eq!(git(r, &["rev-parse", "HEAD"]), two);
+        assert_eq!(
+            std::fs::read_to_string(r.join("src.c")).unwrap(),
+            "two\nbroken\n"
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! The `bisect` subcommand's arguments and their wiring to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::build::CommandKernels;
+use super::git::GitBisect;
+use super::search::StepVerdict;
+use super::session::{Session, Settings};
+use super::signal::{load_finding, Predicate, Signal};
+use super::state::{Role, State, StepRecord};
+use super::trial::VmTester;
+use super::versions::{self, Bisected, Candidate, VersionRange};
+use crate::cache::{write_atomic, KeyBuilder};
+use crate::setup::Env;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Predicates (--bad-if, repeatable; any that holds makes a run bad):\n  \
+call N returns ERRNO|VALUE|ok|error|fd|addr   call N fails|succeeds|missing\n  \
+report [TEXT]   status completed|timeout|crashed|error   hang [FUNCTION]\n  \
+differs (the outcome differs from the good end's)   not PREDICATE\n\n\
+Exit status: 0 the first bad version was found; 1 skipped versions hide it (the candidates are listed); 2 error.\n\
+A killed bisection resumes from --out: run the same command again."
+)]
+pub struct BisectArgs {
+    /// Served Debian kernels between two upstream versions, one per point release: debian:6.1..7.3
+    #[arg(
+        long,
+        conflicts_with_all = ["versions_file", "git"],
+        required_unless_present_any = ["versions_file", "git"]
+    )]
+    pub versions: Option<VersionRange>,
+    /// A file of Debian package versions, one a line, good end first, bad end last
+    #[arg(long, conflicts_with = "git")]
+    pub versions_file: Option<PathBuf>,
+    /// Git mode: the kernel tree to bisect (its own checkout is not touched)
+    #[arg(long, requires_all = ["good", "bad", "build_cmd"])]
+    pub git: Option<PathBuf>,
+    /// Git mode: the good revision
+    #[arg(long, requires = "git")]
+    pub good: Option<String>,
+    /// Git mode: the bad revision
+    #[arg(long, requires = "git")]
+    pub bad: Option<String>,
+    /// Git mode: builds the checked-out revision (sh -c, in a worktree under --out, with
+    /// DAXDIFF_REV and DAXDIFF_OUT set); must leave $DAXDIFF_OUT/bzImage, optionally
+    /// $DAXDIFF_OUT/config and $DAXDIFF_OUT/lib/modules/<release>/; failing = skip the revision
+    #[arg(long, requires = "git")]
+    pub build_cmd: Option<String>,
+    /// Prefer builds whose release carries +ABI (deb12: gcc-12 builds) where a point release has several
+    #[arg(long)]
+    pub abi: Option<String>,
+    /// Print the versions the bisection would walk, then exit (nothing is fetched or booted)
+    #[arg(long)]
+    pub list: bool,
+    /// The reproducer: a program file (text form)
+    #[arg(long, requires = "bad_if", conflicts_with = "finding")]
+    pub prog: Option<PathBuf>,
+    /// What makes a run bad (see below); repeat for "or"
+    #[arg(long = "bad-if")]
+    pub bad_if: Vec<Predicate>,
+    /// A finding directory of a fuzzing workdir (divergences/<sig> or crashes/<title>): its
+    /// program, bad when a run shows B's side of the recorded divergence
+    #[arg(long)]
+    pub finding: Option<PathBuf>,
+    /// Runs on each end (they measure how reliably the program shows the behaviour)
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Confidence each step's verdict needs
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Runs per guest before an undecided step is retested on a fresh guest
+    #[arg(long, default_value_t = 12)]
+    pub max_runs: u32,
+    /// Guests per step before an undecided step is skipped
+    #[arg(long, default_value_t = 2)]
+    pub max_boots: u32,
+    /// Seconds each program may run
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// State (state.json, resumable) and result (result.json) directory
+    #[arg(long, default_value = "daxdiff-bisect")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
+    if let Some(repo) = &args.git {
+        return run_git(env, &args, repo);
+    }
+    let all = versions::served(&env.cache)?;
+    let cands = match (&args.versions, &args.versions_file) {
+        (Some(r), _) => {
+            let l = versions::select(&all, r, args.abi.as_deref());
+            if l.len() < 2 {
+                bail!(
+                    "the mirror serves {} kernel(s) between {} and {}: a bisection needs two or more; \
+                     `daxdiff images list --refresh` shows what is served",
+                    l.len(),
+                    r.from,
+                    r.to
+                );
+            }
+            l
+        }
+        (None, Some(f)) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+            versions::from_file(&text, &f.display().to_string(), &all)?
+        }
+        (None, None) => bail!(
+            "say what to bisect over: --versions debian:FROM..TO, --versions-file FILE or --git REPO"
+        ),
+    };
+    if args.list {
+        for (i, c) in cands.iter().enumerate() {
+            println!("{i:>3}  {:<24} {}", c.version, c.release);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (program, signal) = reproducer(&args)?;
+    let settings = settings(&args)?;
+    let mut key = bisection_key(&program, &signal, &settings)?;
+    for c in &cands {
+        key = key.part("candidate", &c.version);
+    }
+    let header = format!(
+        "bisect: {} versions, {} .. {}; {}",
+        cands.len(),
+        cands[0].version,
+        cands[cands.len() - 1].version,
+        signal.describe()
+    );
+    let (bar, mut session) = start(&args, &header, key.finish(), &signal, settings)?;
+    let mut tester = vm_tester(env, &args, program, &bar);
+    let result = versions::bisect(&mut session, &mut tester, &cands);
+    bar.finish_and_clear();
+    let result = result?;
+    let summary = Summary::of(&result, &cands, session.state.elapsed_secs);
+    finish(&args, &summary, &summary.text())?;
+    Ok(if result.first_bad.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
+    let (Some(good), Some(bad), Some(cmd)) = (&args.good, &args.bad, &args.build_cmd) else {
+        bail!("git mode needs --good REV, --bad REV and --build-cmd CMD");
+    };
+    let git = GitBisect::new(repo);
+    let (good, bad) = (git.commit(good)?, git.commit(bad)?);
+    let (program, signal) = reproducer(args)?;
+    let settings = settings(args)?;
+    let key = bisection_key(&program, &signal, &settings)?
+        .part("good", &good)
+        .part("bad", &bad)
+        .part("build", cmd);
+    let header = format!(
+        "bisect: {} .. {} in {}; {}",
+        &good[..12],
+        &bad[..12],
+        repo.display(),
+        signal.describe()
+    );
+    let (bar, mut session) = start(args, &header, key.finish(), &signal, settings)?;
+    let status_bar = bar.clone();
+    let mut kernels = CommandKernels {
+        repo: repo.to_path_buf(),
+        command: cmd.clone(),
+        dir: std::path::absolute(&args.out)?,
+        status: Box::new(move |m| status_bar.set_message(m)),
+    };
+    let mut tester = vm_tester(env, args, program, &bar);
+    let result = git.run(&mut session, &mut kernels, &mut tester, &good, &bad);
+    bar.finish_and_clear();
+    let result = result?;
+    let mut text = match (&result.first_bad, &result.subject) {
+        (Some(c), s) => format!("first bad commit: {c} {}\n", s.as_deref().unwrap_or("")),
+        (None, _) => format!(
+            "skipped revisions hide the first bad commit; it is one of: {}\n",
+            result.could_be.join(" ")
+        ),
+    };
+    if result.identical_to_parent == Some(true) {
+        text.push_str(
+            "WARNING: its kernel image is byte-identical to its parent's: the verdict cannot come from \
+             its own change (a flaky reproducer, or a cause outside the image); rerun with more --runs\n",
+        );
+    }
+    let steps = result.steps.iter().filter(|s| s.role == Role::Step).count();
+    let boots: u32 = result.steps.iter().map(|s| s.boots).sum();
+    text.push_str(&format!(
+        "{steps} step(s) and 2 ends, {boots} boot(s), {:.0}s in all; confidence {:.3}\n",
+        session.state.elapsed_secs, result.confidence
+    ));
+    finish(args, &result, &text)?;
+    Ok(if result.first_bad.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn reproducer(args: &BisectArgs) -> Result<(String, Signal)> {
+    match (&args.prog, &args.finding) {
+        (Some(p), None) => {
+            // Parse it now: a typo should not cost a kernel download.
+            let prog = crate::exec::load_program(p)?;
+            Ok((prog.to_text(), Signal::BadIf(args.bad_if.clone())))
+        }
+        (None, Some(dir)) => {
+            if !args.bad_if.is_empty() {
+                bail!("--bad-if goes with --prog; a finding brings its own signal");
+            }
+            load_finding(dir)
+        }
+        _ => bail!("say what to run: --prog FILE --bad-if PREDICATE, or --finding DIR"),
+    }
+}
+
+fn settings(args: &BisectArgs) -> Result<Settings> {
+    if !(0.5..1.0).contains(&args.confidence) {
+        bail!("--confidence must be at least 0.5 and below 1");
+    }
+    Ok(Settings {
+        end_runs: args.runs.max(1),
+        confidence: args.confidence,
+        max_runs: args.max_runs.max(1),
+        max_boots: args.max_boots.max(1),
+    })
+}
+
+/// Opens the state, prints the header and sets up progress: a spinner with what is
+/// happening, and a line per judged kernel.
+fn start<'a>(
+    args: &BisectArgs,
+    header: &str,
+    key: String,
+    signal: &'a Signal,
+    settings: Settings,
+) -> Result<(indicatif::ProgressBar, Session<'a>)> {
+    let state = State::open(&args.out.join("state.json"), &key)?;
+    let resumed = state.steps.len();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    // Without a terminal the bar is hidden, and so is what it prints: print directly.
+    let printer = bar.clone();
+    let say = move |line: String| {
+        if printer.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            printer.println(line);
+        }
+    };
+    say(header.to_string());
+    if resumed > 0 {
+        say(format!(
+            "resuming: {resumed} kernel(s) already judged in {}",
+            args.out.display()
+        ));
+    }
+    let mut session = Session::new(signal, settings, state);
+    session.on_record = Box::new(move |r| say(format_record(r)));
+    Ok((bar, session))
+}
+
+fn vm_tester(
+    env: &Env,
+    args: &BisectArgs,
+    program: String,
+    bar: &indicatif::ProgressBar,
+) -> VmTester {
+    let status_bar = bar.clone();
+    VmTester {
+        env: env.clone(),
+        program,
+        timeout: Duration::from_secs(args.timeout),
+        status: Box::new(move |m| status_bar.set_message(m)),
+    }
+}
+
+/// Writes `result.json` and prints the result.
+fn finish(args: &BisectArgs, result: &impl serde::Serialize, text: &str) -> Result<()> {
+    let json = serde_json::to_string_pretty(result)?;
+    write_atomic(&args.out.join("result.json"), json.as_bytes())?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{text}");
+        println!("state and result: {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn bisection_key(program: &str, signal: &Signal, settings: &Settings) -> Result<KeyBuilder> {
+    Ok(KeyBuilder::default()
+        .part("program", program)
+        .part("signal", serde_json::to_string(signal)?)
+        .part("settings", serde_json::to_string(settings)?))
+}
+
+/// One line per judged kernel.
+pub fn format_record(r: &StepRecord) -> String {
+    let role = match r.role {
+        Role::GoodEnd => "good end",
+        Role::BadEnd => "bad end ",
+        Role::Step => "step    ",
+        Role::Parent => "parent  ",
+    };
+    let verdict = match (r.role, r.verdict) {
+        (Role::GoodEnd | Role::BadEnd, _) => String::new(),
+        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => format!("{v} ({:.3})", r.confidence),
+        (_, v) => v.to_string(),
+    };
+    // Commit ids read well at 12 digits, as git abbreviates them.
+    let is_commit = r.label.len() == 40 && r.label.chars().all(|c| c.is_ascii_hexdigit());
+    let label = if is_commit { &r.label[..12] } else { &r.label };
+    let mut line = format!(
+        "  {role} {:<22} {:<24} {:<14} {:<24} {} boot(s), {:.0}s",
+        label,
+        r.kernel,
+        verdict,
+        r.tally.to_string(),
+        r.boots,
+        r.seconds
+    );
+    if let Some(n) = &r.note {
+        line.push_str(&format!("  [{}]", n.lines().next().unwrap_or("")));
+    }
+    line
+}
+
+/// What `result.json` holds and the command prints.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub first_bad: Option<Candidate>,
+    pub last_good: Option<Candidate>,
+    pub could_be: Vec<Candidate>,
+    pub confidence: f64,
+    /// Kernels judged between the ends.
+    pub steps: usize,
+    pub boots: u32,
+    pub seconds: f64,
+    pub candidates: Vec<Candidate>,
+    pub records: Vec<StepRecord>,
+}
+
+impl Summary {
+    pub fn of(r: &Bisected, cands: &[Candidate], seconds: f64) -> Summary {
+        let find = |v: &str| cands.iter().find(|c| c.version == v).cloned();
+        Summary {
+            first_bad: r.first_bad.as_deref().and_then(find),
+            last_good: find(&r.last_good),
+            could_be: r.could_be.iter().filter_map(|v| find(v)).collect(),
+            confidence: r.confidence,
+            steps: r.steps.iter().filter(|s| s.role == Role::Step).count(),
+            boots: r.steps.iter().map(|s| s.boots).sum(),
+            seconds,
+            candidates: cands.to_vec(),
+            records: r.steps.clone(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        match (&self.first_bad, &self.last_good) {
+            (Some(b), Some(g)) => s.push_str(&format!(
+                "first bad: {} ({}); last good: {} ({})\n",
+                b.version, b.release, g.version, g.release
+            )),
+            _ => s.push_str(&format!(
+                "skipped versions hide the first bad one; it is one of: {}\n",
+                self.could_be
+                    .iter()
+                    .map(|c| c.version.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+        s.push_str(&format!(
+            "{} step(s) and 2 ends, {} boot(s), {:.0}s in all; confidence {:.3}\n",
+            self.steps, self.boots, self.seconds, self.confidence
+        ));
+        s
+    }
+}

@@ -1,0 +1,512 @@
+//! Git mode: `git bisect` (without touching the user's checkout) picks the revisions, a
+//! [`StepKernels`] builds each one, and the judged reproducer answers good, bad or skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::search::{StepVerdict, Tally};
+use super::session::Session;
+use super::state::{Role, StepRecord};
+use super::trial::Tester;
+
+/// A kernel built from one revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepKernel {
+    /// The full commit id.
+    pub rev: String,
+    pub bzimage: PathBuf,
+    /// sha256 of `bzimage`: a culprit built byte-identical to its parent is flagged.
+    pub bzimage_sha256: String,
+    /// `lib/modules/<release>` with `modules.dep`, when the kernel has modules.
+    pub modules: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+/// A revision whose kernel could not be built: the step is skipped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{rev}: the kernel did not build: {reason}")]
+pub struct BuildFailed {
+    pub rev: String,
+    pub reason: String,
+}
+
+/// Builds (or finds) the kernel of a revision.
+pub trait StepKernels {
+    fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed>;
+}
+
+/// How a git bisection ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GitBisected {
+    pub first_bad: Option<String>,
+    pub subject: Option<String>,
+    /// When skipped revisions hide the culprit: every revision it may be.
+    pub could_be: Vec<String>,
+    /// The culprit's kernel image is byte-identical to its first parent's: its verdict
+    /// cannot come from its own change (flaky reproducer, or a cause outside the image).
+    pub identical_to_parent: Option<bool>,
+    pub confidence: f64,
+    pub steps: Vec<StepRecord>,
+}
+
+pub struct GitBisect {
+    repo: PathBuf,
+}
+
+impl GitBisect {
+    pub fn new(repo: &Path) -> GitBisect {
+        GitBisect {
+            repo: repo.to_path_buf(),
+        }
+    }
+
+    fn git_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(args)
+            .env("LC_ALL", "C")
+            .output()
+            .context("run git (package git)")
+    }
+
+    fn git(&self, args: &[&str]) -> Result<String> {
+        let out = self.git_output(args)?;
+        if !out.status.success() {
+            bail!(
+                "git {} in {}: {}",
+                args.join(" "),
+                self.repo.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn commit(&self, rev: &str) -> Result<String> {
+        self.git(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
+            .with_context(|| format!("{rev} is not a commit of {}", self.repo.display()))
+    }
+
+    fn subject(&self, rev: &str) -> String {
+        self.git(&["log", "-1", "--format=%s", rev])
+            .unwrap_or_default()
+    }
+
+    /// Bisects between `good` and `bad`. The repository's checkout is not touched
+    /// (`--no-checkout`); its bisect state is reset when this returns.
+    pub fn run(
+        &self,
+        session: &mut Session,
+        kernels: &mut dyn StepKernels,
+        tester: &mut dyn Tester<StepKernel>,
+        good: &str,
+        bad: &str,
+    ) -> Result<GitBisected> {
+        let good = self.commit(good)?;
+        let bad = self.commit(bad)?;
+        if self
+            .git(&["merge-base", "--is-ancestor", &good, &bad])
+            .is_err()
+        {
+            bail!("the good revision {good} is not an ancestor of the bad revision {bad}");
+        }
+        if self.git_output(&["bisect", "log"])?.status.success() {
+            bail!(
+                "a git bisect is already in progress in {}; finish it with `git -C {} bisect reset`",
+                self.repo.display(),
+                self.repo.display()
+            );
+        }
+        let g = self.build_end(kernels, &good, "good end")?;
+        let good_rec = session.end(tester, &g, &good, Role::GoodEnd)?;
+        self.annotate(session, &good, &g)?;
+        let b = self.build_end(kernels, &bad, "bad end")?;
+        let bad_rec = session.end(tester, &b, &bad, Role::BadEnd)?;
+        self.annotate(session, &bad, &b)?;
+        session.calibrate(&good_rec, &bad_rec)?;
+
+        self.git(&["bisect", "start", "--no-checkout", &bad, &good])?;
+        let result = self.drive(session, kernels, tester);
+        let _ = self.git(&["bisect", "reset"]);
+        let (first_bad, could_be) = result?;
+        let identical_to_parent = match &first_bad {
+            Some(c) => self.identical_to_parent(session, kernels, c)?,
+            None => None,
+        };
+        Ok(GitBisected {
+            subject: first_bad.as_deref().map(|c| self.subject(c)),
+            first_bad,
+            could_be,
+            identical_to_parent,
+            confidence: session.confidence(),
+            steps: session.state.steps.clone(),
+        })
+    }
+
+    fn build_end(
+        &self,
+        kernels: &mut dyn StepKernels,
+        rev: &str,
+        what: &str,
+    ) -> Result<StepKernel> {
+        kernels
+            .kernel_at(rev)
+            .with_context(|| format!("the {what} must build"))
+    }
+
+    fn annotate(&self, session: &mut Session, rev: &str, k: &StepKernel) -> Result<()> {
+        if let Some(r) = session
+            .state
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.label == rev)
+        {
+            if r.bzimage_sha256.is_none() {
+                r.bzimage_sha256 = Some(k.bzimage_sha256.clone());
+                r.kernel = self.subject(rev);
+                session.state.save()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps until git names the first bad commit, or the skipped ones that may be it.
+    fn drive(
+        &self,
+        session: &mut Session,
+        kernels: &mut dyn StepKernels,
+        tester: &mut dyn Tester<StepKernel>,
+    ) -> Result<(Option<String>, Vec<String>)> {
+        loop {
+            let rev = self.git(&["rev-parse", "BISECT_HEAD"])?;
+            let verdict = match session.state.lookup(&rev) {
+                Some(r) => r.verdict,
+                None => match kernels.kernel_at(&rev) {
+                    Ok(k) => {
+                        let r = session.step(tester, &k, &rev, Role::Step)?;
+                        self.annotate(session, &rev, &k)?;
+                        r.verdict
+                    }
+                    Err(e) => {
+                        session.record(StepRecord {
+                            label: rev.clone(),
+                            role: Role::Step,
+                            kernel: self.subject(&rev),
+                            tally: Tally::default(),
+                            verdict: StepVerdict::Skip,
+                            confidence: 1.0,
+                            boots: 0,
+                            seconds: 0.0,
+                            note: Some(e.to_string()),
+                            bzimage_sha256: None,
+                        })?;
+                        StepVerdict::Skip
+                    }
+                },
+            };
+            let word = match verdict {
+                StepVerdict::Good => "good",
+                StepVerdict::Bad => "bad",
+                StepVerdict::Skip | StepVerdict::Retest => "skip",
+            };
+            let out = self.git_output(&["bisect", word, &rev])?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if let Some(done) = parse_bisect_step(&text) {
+                return Ok(done);
+            }
+            if !out.status.success() {
+                bail!(
+                    "git bisect {word} {rev}: {}{}",
+                    text,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    fn identical_to_parent(
+        &self,
+        session: &mut Session,
+        kernels: &mut dyn StepKernels,
+        culprit: &str,
+    ) -> Result<Option<bool>> {
+        let Some(mine) = session
+            .state
+            .lookup(culprit)
+            .and_then(|r| r.bzimage_sha256.clone())
+        else {
+            return Ok(None);
+        };
+        let parent = self.git(&["rev-parse", &format!("{culprit}^")])?;
+        let theirs = match session
+            .state
+            .lookup(&parent)
+            .and_then(|r| r.bzimage_sha256.clone())
+        {
+            Some(h) => h,
+            None => match kernels.kernel_at(&parent) {
+                Ok(k) => {
+                    session.record(StepRecord {
+                        label: parent.clone(),
+                        role: Role::Parent,
+                        kernel: self.subject(&parent),
+                        tally: Tally::default(),
+                        verdict: StepVerdict::Good,
+                        confidence: 0.0,
+                        boots: 0,
+                        seconds: 0.0,
+                        note: Some("built only to compare kernel images".into()),
+                        bzimage_sha256: Some(k.bzimage_sha256.clone()),
+                    })?;
+                    k.bzimage_sha256
+                }
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(mine == theirs))
+    }
+}
+
+/// What `git bisect good|bad|skip` printed: `Some((first bad, []))` when it named the
+/// culprit, `Some((None, candidates))` when only skipped commits are left, `None` to go on.
+pub fn parse_bisect_step(text: &str) -> Option<(Option<String>, Vec<String>)> {
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.ends_with(" is the first bad commit"))
+    {
+        let sha = line.split_whitespace().next()?.to_string();
+        return Some((Some(sha), vec![]));
+    }
+    if text.contains("only 'skip'ped commits left to test") {
+        let shas = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.len() >= 40 && l[..40].chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|l| l[..40].to_string())
+            .collect();
+        return Some((None, shas));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bisect::session::Settings;
+    use crate::bisect::signal::Signal;
+    use crate::bisect::state::State;
+    use crate::bisect::trial::{Classify, Stop, Trial};
+    use crate::diff::{CallOutcome, Outcome, Ret};
+    use daxdiff_prog::wire::Status;
+
+    /// A real repository of 16 commits: `src.c` is what a "build" turns into the kernel
+    /// image, `Kconfig` travels beside it (into the config), `README` goes nowhere.
+    struct Repo {
+        dir: tempfile::TempDir,
+        commits: Vec<String>,
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Commit `i` gets `(file, content)` from `change(i)`.
+    fn repo(change: impl Fn(usize) -> (&'static str, String)) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.path().join("src.c"), "v0\n").unwrap();
+        std::fs::write(dir.path().join("Kconfig"), "\n").unwrap();
+        std::fs::write(dir.path().join("README"), "\n").unwrap();
+        git(dir.path(), &["add", "."]);
+        git(dir.path(), &["commit", "-q", "-m", "commit 0"]);
+        let mut commits = vec![git(dir.path(), &["rev-parse", "HEAD"])];
+        for i in 1..16 {
+            let (file, content) = change(i);
+            let path = dir.path().join(file);
+            let mut old = std::fs::read_to_string(&path).unwrap();
+            old.push_str(&content);
+            std::fs::write(&path, old).unwrap();
+            git(dir.path(), &["commit", "-q", "-am", &format!("commit {i}")]);
+            commits.push(git(dir.path(), &["rev-parse", "HEAD"]));
+        }
+        Repo { dir, commits }
+    }
+
+    /// "Builds" a revision: its src.c becomes the image, its Kconfig the config.
+    struct Builder {
+        repo: PathBuf,
+        out: tempfile::TempDir,
+        built: Vec<String>,
+    }
+
+    impl StepKernels for Builder {
+        fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
+            self.built.push(rev.to_string());
+            let src = git(&self.repo, &["show", &format!("{rev}:src.c")]);
+            if src.lines().last() == Some("broken") {
+                return Err(BuildFailed {
+                    rev: rev.into(),
+                    reason: "src.c:1: error: expected ';'".into(),
+                });
+            }
+            let dir = self.out.path().join(rev);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("bzImage"), &src).unwrap();
+            let cfg = git(&self.repo, &["show", &format!("{rev}:Kconfig")]);
+            std::fs::write(dir.join("config"), cfg).unwrap();
+            Ok(StepKernel {
+                rev: rev.into(),
+                bzimage: dir.join("bzImage"),
+                bzimage_sha256: crate::cache::sha256_file(&dir.join("bzImage")).unwrap(),
+                modules: None,
+                config: Some(dir.join("config")),
+            })
+        }
+    }
+
+    /// The program's call 0 returns 1 on a kernel whose image or config says "regression".
+    struct Simulated;
+
+    impl Tester<StepKernel> for Simulated {
+        fn trial(&mut self, k: &StepKernel, classify: Classify, stop: Stop) -> Result<Trial> {
+            let image = std::fs::read_to_string(&k.bzimage)?;
+            let config = std::fs::read_to_string(k.config.as_ref().unwrap())?;
+            let bad = image.contains("regression") || config.contains("regression");
+            let o = Outcome {
+                status: Status::Completed,
+                calls: vec![CallOutcome {
+                    index: 0,
+                    name: "io_uring_register$REGISTER_BUFFERS".into(),
+                    ret: Ret::Value(bad as i64),
+                    checksum: None,
+                }],
+                reports: vec![],
+                hung_stack: vec![],
+                detail: None,
+            };
+            let mut tally = Tally::default();
+            let mut outcomes = vec![];
+            let decision = loop {
+                tally.add(classify(&o));
+                outcomes.push(o.clone());
+                if let Some(d) = stop(tally, 1) {
+                    break d;
+                }
+            };
+            Ok(Trial {
+                tally,
+                decision,
+                boots: 1,
+                outcomes,
+                kernel: k.rev.clone(),
+                seconds: 0.0,
+                note: None,
+            })
+        }
+    }
+
+    fn bisect(r: &Repo) -> (GitBisected, Vec<String>) {
+        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
+        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
+        let mut session = Session::new(&signal, Settings::default(), state);
+        let mut b = Builder {
+            repo: r.dir.path().to_path_buf(),
+            out: tempfile::tempdir().unwrap(),
+            built: vec![],
+        };
+        let res = GitBisect::new(r.dir.path())
+            .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
+            .unwrap();
+        // The bisection leaves no bisect state and the checkout where it was.
+        assert!(!r.dir.path().join(".git/BISECT_START").exists());
+        assert_eq!(git(r.dir.path(), &["rev-parse", "HEAD"]), r.commits[15]);
+        (res, b.built)
+    }
+
+    #[test]
+    fn finds_the_commit_that_changed_the_image() {
+        let r = repo(|i| match i {
+            9 => ("src.c", "regression\n".into()),
+            10 => ("README", "docs\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        let (res, built) = bisect(&r);
+        assert_eq!(res.first_bad.as_deref(), Some(r.commits[9].as_str()));
+        assert_eq!(res.subject.as_deref(), Some("commit 9"));
+        assert_eq!(res.identical_to_parent, Some(false));
+        assert!(built.len() <= 2 + 4 + 1, "{} builds", built.len());
+        assert!(res.confidence > 0.9);
+    }
+
+    #[test]
+    fn a_culprit_with_the_parents_image_is_flagged() {
+        // Commit 9 changes only the config: the image is the parent's, byte for byte.
+        let r = repo(|i| match i {
+            9 => ("Kconfig", "regression\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        let (res, _) = bisect(&r);
+        assert_eq!(res.first_bad.as_deref(), Some(r.commits[9].as_str()));
+        assert_eq!(res.identical_to_parent, Some(true));
+    }
+
+    #[test]
+    fn build_failures_are_skipped_and_can_hide_the_culprit() {
+        // Commit 9 brings the regression and does not build; 10 fixes the build.
+        let r = repo(|i| match i {
+            9 => ("src.c", "regression\nbroken\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        let (res, _) = bisect(&r);
+        assert_eq!(res.first_bad, None);
+        let mut could_be = res.could_be.clone();
+        could_be.sort();
+        let mut expected = vec![r.commits[9].clone(), r.commits[10].clone()];
+        expected.sort();
+        assert_eq!(could_be, expected);
+        let skipped = res.steps.iter().find(|s| s.label == r.commits[9]).unwrap();
+        assert_eq!(skipped.verdict, StepVerdict::Skip);
+        assert!(skipped.note.as_deref().unwrap().contains("did not build"));
+    }
+
+    #[test]
+    fn bisect_output_is_understood() {
+        let done =
+            "3f2a0c1e5b7d9f11223344556677889900aabbcc is the first bad commit\ncommit 3f2a…\n";
+        assert_eq!(
+            parse_bisect_step(done),
+            Some((
+                Some("3f2a0c1e5b7d9f11223344556677889900aabbcc".into()),
+                vec![]
+            ))
+        );
+        let skipped = "There are only 'skip'ped commits left to test.\nThe first bad commit could be any of:\n\
+            1111111111111111111111111111111111111111\n2222222222222222222222222222222222222222\nWe cannot bisect more!\n";
+        let (first, could) = parse_bisect_step(skipped).unwrap();
+        assert_eq!(first, None);
+        assert_eq!(could.len(), 2);
+        assert_eq!(
+            parse_bisect_step(
+                "Bisecting: 3 revisions left to test after this (roughly 2 steps)\n[abc] x\n"
+            ),
+            None
+        );
+    }
+}
