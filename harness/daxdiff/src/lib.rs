@@ -9,6 +9,8 @@ pub mod exec;
 pub mod fuzz;
 pub mod images;
 pub mod refcounts;
+pub mod report;
+pub mod repro;
 pub mod setup;
 pub mod suite;
 pub mod vm;
