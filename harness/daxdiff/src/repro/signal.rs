@@ -168,8 +168,18 @@ mod tests {
         let (warned, quiet) = (run(&[WARN]), run(&[]));
         let k = ("debian-6.12", "debian-7.3");
         let s = Suppressions::default();
-        assert!(sig.holds(&[warned.clone()], &[quiet.clone()], k, &s));
-        assert!(!sig.holds(&[quiet.clone()], &[quiet.clone()], k, &s));
+        assert!(sig.holds(
+            std::slice::from_ref(&warned),
+            std::slice::from_ref(&quiet),
+            k,
+            &s
+        ));
+        assert!(!sig.holds(
+            std::slice::from_ref(&quiet),
+            std::slice::from_ref(&quiet),
+            k,
+            &s
+        ));
         // A kernel that disagrees with itself is unstable, not a divergence.
         assert!(!sig.holds(
             &[warned.clone(), quiet.clone()],
@@ -197,8 +207,18 @@ mod tests {
         let (warned, quiet) = (run(&[WARN]), run(&[]));
         let k = ("a", "b");
         let s = Suppressions::default();
-        assert!(sig.holds(&[warned.clone()], &[quiet.clone()], k, &s));
-        assert!(!sig.holds(&[warned.clone()], &[warned.clone()], k, &s));
+        assert!(sig.holds(
+            std::slice::from_ref(&warned),
+            std::slice::from_ref(&quiet),
+            k,
+            &s
+        ));
+        assert!(!sig.holds(
+            std::slice::from_ref(&warned),
+            std::slice::from_ref(&warned),
+            k,
+            &s
+        ));
         assert!(sig.shows(Side::A, &warned, &quiet));
         assert!(!sig.shows(Side::B, &warned, &quiet));
         assert_eq!(
