@@ -90,16 +90,8 @@ pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Outcome> {
     };
     bar.enable_steady_tick(Duration::from_millis(500));
     let mut pair = Pair {
-        a: KernelSide::new(
-            &finding.kernel_a,
-            prepare(env, &finding.kernel_a)?,
-            cfg.timeout,
-        ),
-        b: KernelSide::new(
-            &finding.kernel_b,
-            prepare(env, &finding.kernel_b)?,
-            cfg.timeout,
-        ),
+        a: KernelSide::new(&finding.kernel_a, ka.clone(), cfg.timeout),
+        b: KernelSide::new(&finding.kernel_b, kb.clone(), cfg.timeout),
         suppressions: cfg.suppressions.clone(),
         runs: cfg.min_runs,
         bar: bar.clone(),
@@ -151,7 +143,20 @@ fn run_steps(
                 "minimizing: candidate {asked} ({} calls, from {before})",
                 cand.calls.len()
             ));
-            pair.shows(signal, cand)
+            let kept = pair.shows(signal, cand)?;
+            say(
+                &pair.bar,
+                format!(
+                    "candidate {asked}: {} calls, {}",
+                    cand.calls.len(),
+                    if kept {
+                        "still shows the signal"
+                    } else {
+                        "lost it"
+                    }
+                ),
+            );
+            Ok(kept)
         };
         let m = minimize::minimize(Target::builtin(), original, &mut oracle)?;
         prog = m.program;
@@ -161,17 +166,19 @@ fn run_steps(
         t.candidates = Some(m.candidates + 1);
         t.reach(Stage::Minimized);
         t.save(dir)?;
-        pair.bar
-            .println(format!("minimized: {before} -> {} calls", prog.calls.len()));
+        say(
+            &pair.bar,
+            format!("minimized: {before} -> {} calls", prog.calls.len()),
+        );
     } else if dir.join(MINIMIZED).is_file() {
         prog = parse_prog(dir, MINIMIZED)?;
     }
     let measured = reliability::measure(pair, signal, &prog, cfg.runs)?;
     let r = &measured.reliability;
-    pair.bar.println(format!(
-        "reliability: A {}, B {}, pair {}",
-        r.a, r.b, r.pair
-    ));
+    say(
+        &pair.bar,
+        format!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair),
+    );
     t.reliability = Some(measured.reliability.clone());
     t.save(dir)?;
     if cfg.c_reproducer {
@@ -205,16 +212,19 @@ fn run_steps(
                     .collect::<Vec<_>>()
                     .join("\n"),
             };
-            pair.bar.println(format!(
-                "C reproducer on {}: {} ({})",
-                k.kernel.name,
-                if c.shows_signal {
-                    "shows the signal"
-                } else {
-                    "does not show the signal"
-                },
-                c.status
-            ));
+            say(
+                &pair.bar,
+                format!(
+                    "C reproducer on {}: {} ({})",
+                    k.kernel.name,
+                    if c.shows_signal {
+                        "shows the signal"
+                    } else {
+                        "does not show the signal"
+                    },
+                    c.status
+                ),
+            );
             shown &= c.shows_signal;
             match side {
                 Side::A => t.c_a = Some(c),
@@ -228,6 +238,11 @@ fn run_steps(
         t.save(dir)?;
     }
     Ok(())
+}
+
+/// A line above the progress bar, also when stderr is not a terminal (logs).
+fn say(bar: &ProgressBar, line: String) {
+    bar.suspend(|| eprintln!("{line}"));
 }
 
 /// Writes `report.txt` from what the directory and its state hold; no guest needed.
