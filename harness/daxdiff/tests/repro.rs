@@ -87,6 +87,11 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
     let r = t.reliability.as_ref().unwrap();
     assert_eq!((r.a.k, r.a.n), (2, 2), "{r:?}");
     assert_eq!(r.pair.k, 2, "{r:?}");
+    assert!(
+        t.differences.iter().any(|d| d == KNOWN_SIGNATURE),
+        "{:?}",
+        t.differences
+    );
     let c_a = t.c_a.as_ref().unwrap();
     assert!(c_a.shows_signal, "C reproducer on A: {c_a:?}");
     assert!(

@@ -44,13 +44,17 @@ fn c_line(tag: &str, c: &Option<CRun>) -> String {
     match c {
         None => format!("  {tag}: not run"),
         Some(c) => format!(
-            "  {tag}: {} ({}{})",
+            "  {tag}: {} ({}{}{})",
             if c.shows_signal {
                 "shows it"
             } else {
                 "does NOT show it"
             },
             c.status,
+            match &c.unfinished {
+                Some(call) if c.status != "completed" => format!(", {call} did not return"),
+                _ => String::new(),
+            },
             if c.reports.is_empty() {
                 String::new()
             } else {
@@ -109,6 +113,12 @@ pub fn render(i: &ReportInput) -> String {
             "The program below is minimized from {before} to {after} calls ({} candidates run).",
             t.candidates.unwrap_or(0)
         );
+    }
+    if !t.differences.is_empty() {
+        s.push_str("Differences with the minimized program (each kernel's usual outcome):\n");
+        for d in &t.differences {
+            let _ = writeln!(s, "  {d}");
+        }
     }
     if let Some(r) = &t.reliability {
         let _ = writeln!(
@@ -220,8 +230,16 @@ mod tests {
                 status: "completed".into(),
                 reports: vec!["WARNING in dax_disassociate_entry".into()],
                 output: String::new(),
+                unfinished: None,
             }),
-            c_b: None,
+            c_b: Some(CRun {
+                shows_signal: true,
+                status: "timeout".into(),
+                reports: vec![],
+                output: String::new(),
+                unfinished: Some("#8 unlink$ext4".into()),
+            }),
+            differences: vec!["call 8 unlink$ext4: 0 vs did not run".into()],
         };
         let (a, b) = (
             kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
@@ -250,7 +268,14 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("  B: not run"), "{text}");
+        assert!(
+            text.contains("  B: shows it (timeout, #8 unlink$ext4 did not return)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("minimized program (each kernel's usual outcome):\n  call 8 unlink$ext4: 0 vs did not run"),
+            "{text}"
+        );
         assert!(
             text.contains("Kernel report on A (6.12.117+deb12-amd64), as recorded:"),
             "{text}"

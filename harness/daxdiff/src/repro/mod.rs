@@ -19,7 +19,7 @@ use indicatif::ProgressBar;
 use daxdiff_prog::{Program, Target};
 
 use crate::cache::write_atomic;
-use crate::diff::{Side, Suppressions};
+use crate::diff::{differences, Side, Suppressions};
 use crate::fuzz::KernelSide;
 use crate::report::{self, ReportInput};
 use crate::setup::{prepare, Env, Prepared};
@@ -180,6 +180,10 @@ fn run_steps(
         format!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair),
     );
     t.reliability = Some(measured.reliability.clone());
+    t.differences = differences(&measured.usual_a, &measured.usual_b)
+        .iter()
+        .map(|d| d.describe())
+        .collect();
     t.save(dir)?;
     if cfg.c_reproducer {
         pair.shutdown();
@@ -211,6 +215,9 @@ fn run_steps(
                     .filter(|l| l.starts_with('#'))
                     .collect::<Vec<_>>()
                     .join("\n"),
+                unfinished: (0..prog.calls.len())
+                    .find(|i| !run.outcome.calls.iter().any(|c| c.index == *i))
+                    .map(|i| format!("#{i} {}", prog.calls[i].name)),
             };
             say(
                 &pair.bar,

@@ -57,6 +57,9 @@ pub struct CRun {
     pub reports: Vec<String>,
     /// Its call result lines.
     pub output: String,
+    /// The first call that printed no result (it did not return, or did not run).
+    #[serde(default)]
+    pub unfinished: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,9 @@ pub struct Triage {
     /// Candidate programs run while minimizing.
     pub candidates: Option<usize>,
     pub reliability: Option<Reliability>,
+    /// A against B for the minimized program (each kernel's most frequent outcome).
+    #[serde(default)]
+    pub differences: Vec<String>,
     pub c_a: Option<CRun>,
     pub c_b: Option<CRun>,
 }
