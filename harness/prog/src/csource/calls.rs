@@ -95,7 +95,12 @@ pub(super) fn function(
     match desc.kind {
         CallKind::Syscall { nr } => {
             let regs: Vec<String> = (0..6).map(a).collect();
-            let _ = writeln!(body, "\trc = syscall({nr}, {});", regs.join(", "));
+            let _ = writeln!(
+                body,
+                "\trc = syscall({nr} /* {} */, {});",
+                desc.base_name(),
+                regs.join(", ")
+            );
             body.push_str("\terr = rc == -1 ? errno : 0;\n");
             if let Some(r) = ret {
                 let _ = writeln!(body, "\tif (!err)\n\t\tr{r} = rc;");
