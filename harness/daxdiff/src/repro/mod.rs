@@ -48,7 +48,7 @@ pub struct ReproConfig {
 }
 
 /// What triage did, as stored in `triage.json`, and where the report is.
-pub struct Outcome {
+pub struct Triaged {
     pub triage: Triage,
     pub report: PathBuf,
 }
@@ -72,7 +72,7 @@ fn parse_prog(dir: &Path, name: &str) -> Result<Program> {
 }
 
 /// Runs every triage step on a finding and writes the report.
-pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Outcome> {
+pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Triaged> {
     let dir = &cfg.dir;
     let finding = load_finding(dir)?;
     let signal = Signal::of_finding(dir, &finding)?;
@@ -109,7 +109,7 @@ pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Outcome> {
     bar.finish_and_clear();
     result?;
     let report = write_report(dir, &finding, &mut t, &ka, &kb)?;
-    Ok(Outcome { triage: t, report })
+    Ok(Triaged { triage: t, report })
 }
 
 fn run_steps(
