@@ -73,9 +73,22 @@ fn subject(i: &ReportInput) -> String {
     if let Some(title) = f.signature.strip_prefix("report only on B: ") {
         return format!("{title} on {}, not on {}", rel(i.kernel_b), rel(i.kernel_a));
     }
+    let only = f.differences.first().map(String::as_str).unwrap_or("");
     match f.kind {
+        FindingKind::Crash if only.starts_with("only on A") => format!(
+            "{} on {}, not on {}",
+            f.signature,
+            rel(i.kernel_a),
+            rel(i.kernel_b)
+        ),
+        FindingKind::Crash if only.starts_with("only on B") => format!(
+            "{} on {}, not on {}",
+            f.signature,
+            rel(i.kernel_b),
+            rel(i.kernel_a)
+        ),
         FindingKind::Crash => format!(
-            "{} ({} / {})",
+            "{} on {} and {}",
             f.signature,
             rel(i.kernel_a),
             rel(i.kernel_b)
@@ -284,6 +297,35 @@ mod tests {
         assert!(!text.contains("Kernel report on B"), "{text}");
         assert!(text.contains("  r0 = openat$ext4("), "{text}");
         assert!(text.contains("Attached: repro.c"), "{text}");
+    }
+
+    #[test]
+    fn a_crash_on_one_kernel_says_which_in_the_subject() {
+        let finding = Finding {
+            kind: FindingKind::Crash,
+            signature: "WARNING in dax_disassociate_entry".into(),
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            differences: vec!["only on B (debian-7.3)".into()],
+            runs: 1,
+            found_at_exec: 1,
+        };
+        let (a, b) = (
+            kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
+            kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
+        );
+        let text = render(&ReportInput {
+            finding: &finding,
+            triage: &Triage::default(),
+            kernel_a: &a,
+            kernel_b: &b,
+            program: "",
+            console_a: "",
+            console_b: "",
+            has_c: false,
+        });
+        assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"), "{text}");
+        assert!(!text.contains("Attached"), "{text}");
     }
 
     #[test]
