@@ -11,6 +11,8 @@ pub mod fuzz;
 pub mod images;
 pub mod kbuild;
 pub mod refcounts;
+pub mod report;
+pub mod repro;
 pub mod setup;
 pub mod suite;
 pub mod symbolize;

@@ -57,6 +57,10 @@ enum Cmd {
     Fuzz(daxdiff::fuzz::cli::FuzzArgs),
     /// Summarize a fuzzing workdir's findings
     Show(daxdiff::fuzz::cli::ShowArgs),
+    /// Triage a finding: minimize its program, measure reliability, verify a C reproducer, write report.txt
+    Repro(daxdiff::repro::cli::ReproArgs),
+    /// Write (and print) a finding's mailing-list report from what its directory holds
+    Report(daxdiff::repro::cli::ReportArgs),
     /// The probe's reference counts before each program and after its teardown
     Refcounts {
         /// Kernels to read on (one table each)
@@ -355,6 +359,8 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         }
         Cmd::Fuzz(args) => daxdiff::fuzz::cli::run_fuzz(env, args),
         Cmd::Show(args) => daxdiff::fuzz::cli::run_show(args),
+        Cmd::Repro(args) => daxdiff::repro::cli::run_repro(env, args),
+        Cmd::Report(args) => daxdiff::repro::cli::run_report(env, args),
         Cmd::Refcounts {
             kernels,
             settle,

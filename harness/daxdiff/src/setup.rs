@@ -39,6 +39,7 @@ impl Env {
 }
 
 /// A kernel and its guest image, ready to boot.
+#[derive(Clone, Debug)]
 pub struct Prepared {
     pub kernel: Kernel,
     pub image: GuestImage,

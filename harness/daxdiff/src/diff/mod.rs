@@ -5,6 +5,6 @@ mod compare;
 mod outcome;
 mod suppress;
 
-pub use compare::{compare, differences, judge, Difference, Verdict};
+pub use compare::{compare, differences, judge, Difference, Side, Verdict};
 pub use outcome::{normalize, CallOutcome, KernelReport, Outcome, Ret};
 pub use suppress::{Suppression, SuppressionError, Suppressions};

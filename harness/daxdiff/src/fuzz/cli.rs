@@ -65,13 +65,7 @@ pub struct ShowArgs {
 }
 
 pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
-    let suppressions = match &args.suppressions {
-        Some(p) => Suppressions::load(p)?,
-        None if Path::new(DEFAULT_SUPPRESSIONS).is_file() => {
-            Suppressions::load(Path::new(DEFAULT_SUPPRESSIONS))?
-        }
-        None => Suppressions::default(),
-    };
+    let suppressions = load_suppressions(args.suppressions.as_deref())?;
     let seeds = match (&args.seeds, args.no_seeds) {
         (_, true) => None,
         (Some(dir), false) => Some(dir.clone()),
@@ -99,6 +93,17 @@ pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
     print!("{summary}");
     println!("workdir: {}", cfg.workdir.display());
     Ok(exit_code(&summary))
+}
+
+/// The suppressions named, else the shipped ones when present, else none.
+pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
+    Ok(match path {
+        Some(p) => Suppressions::load(p)?,
+        None if Path::new(DEFAULT_SUPPRESSIONS).is_file() => {
+            Suppressions::load(Path::new(DEFAULT_SUPPRESSIONS))?
+        }
+        None => Suppressions::default(),
+    })
 }
 
 pub fn run_show(args: ShowArgs) -> Result<ExitCode> {

@@ -1,0 +1,342 @@
+//! The mailing-list report of a triaged finding (`report.txt` in its directory): which
+//! kernels, what differs, how reliably, the kernel report as the finding recorded it, the
+//! program, and the C reproducer sent along as attachments.
+
+use std::fmt::Write;
+
+use crate::images::Kernel;
+use crate::repro::state::{CRun, Triage};
+use crate::workdir::{Finding, FindingKind};
+
+pub const REPORT_FILE: &str = "report.txt";
+
+/// Everything the report says, gathered by the caller.
+pub struct ReportInput<'a> {
+    pub finding: &'a Finding,
+    pub triage: &'a Triage,
+    pub kernel_a: &'a Kernel,
+    pub kernel_b: &'a Kernel,
+    /// The program the numbers are about (minimized when minimization ran).
+    pub program: &'a str,
+    pub console_a: &'a str,
+    pub console_b: &'a str,
+    /// Whether `repro.c`/`repro.sh` exist to attach.
+    pub has_c: bool,
+}
+
+/// The kernel reports of a console log, as printed (one block per report). Kept apart so
+/// that a symbolizer (file:line for each frame, from a vmlinux) can replace it.
+pub fn kernel_report_text(console: &str) -> Vec<String> {
+    daxdiff_observe::parse(console)
+        .into_iter()
+        .map(|r| r.text)
+        .collect()
+}
+
+fn kernel_line(tag: &str, k: &Kernel) -> String {
+    format!(
+        "  {tag}: {} = Linux {} (package {}, {} DAX refcount scheme)",
+        k.name, k.release, k.version, k.scheme
+    )
+}
+
+fn c_line(tag: &str, c: &Option<CRun>) -> String {
+    match c {
+        None => format!("  {tag}: not run"),
+        Some(c) => format!(
+            "  {tag}: {} ({}{}{})",
+            if c.shows_signal {
+                "shows it"
+            } else {
+                "does NOT show it"
+            },
+            c.status,
+            match &c.unfinished {
+                Some(call) if c.status != "completed" => format!(", {call} did not return"),
+                _ => String::new(),
+            },
+            if c.reports.is_empty() {
+                String::new()
+            } else {
+                format!("; kernel reports: {}", c.reports.join(", "))
+            }
+        ),
+    }
+}
+
+fn subject(i: &ReportInput) -> String {
+    let f = i.finding;
+    let rel = |k: &Kernel| k.release.clone();
+    if let Some(title) = f.signature.strip_prefix("report only on A: ") {
+        return format!("{title} on {}, not on {}", rel(i.kernel_a), rel(i.kernel_b));
+    }
+    if let Some(title) = f.signature.strip_prefix("report only on B: ") {
+        return format!("{title} on {}, not on {}", rel(i.kernel_b), rel(i.kernel_a));
+    }
+    let only = f.differences.first().map(String::as_str).unwrap_or("");
+    match f.kind {
+        FindingKind::Crash if only.starts_with("only on A") => format!(
+            "{} on {}, not on {}",
+            f.signature,
+            rel(i.kernel_a),
+            rel(i.kernel_b)
+        ),
+        FindingKind::Crash if only.starts_with("only on B") => format!(
+            "{} on {}, not on {}",
+            f.signature,
+            rel(i.kernel_b),
+            rel(i.kernel_a)
+        ),
+        FindingKind::Crash => format!(
+            "{} on {} and {}",
+            f.signature,
+            rel(i.kernel_a),
+            rel(i.kernel_b)
+        ),
+        _ => format!(
+            "DAX behaviour differs between {} and {}: {}",
+            rel(i.kernel_a),
+            rel(i.kernel_b),
+            f.signature
+        ),
+    }
+}
+
+/// The report's text.
+pub fn render(i: &ReportInput) -> String {
+    let (f, t) = (i.finding, i.triage);
+    let mut s = String::new();
+    let _ = writeln!(s, "Subject: [REPORT] fs/dax: {}\n", subject(i));
+    s.push_str("Hello,\n\n");
+    s.push_str(
+        "daxdiff, a differential fuzzer for DAX page reference counting, ran the same\n\
+         program on two kernels and they behaved differently:\n\n",
+    );
+    let _ = writeln!(s, "{}", kernel_line("A", i.kernel_a));
+    let _ = writeln!(s, "{}\n", kernel_line("B", i.kernel_b));
+    let _ = writeln!(s, "What differs: {}", t.signal);
+    s.push_str("All differences, A against B, in the run that found it:\n");
+    for d in &f.differences {
+        let _ = writeln!(s, "  {d}");
+    }
+    s.push('\n');
+    if let (Some(before), Some(after)) = (t.calls_before, t.calls_after) {
+        let _ = writeln!(
+            s,
+            "The program below is minimized from {before} to {after} calls ({} candidates run).",
+            t.candidates.unwrap_or(0)
+        );
+    }
+    if !t.differences.is_empty() {
+        s.push_str("Differences with the minimized program (each kernel's usual outcome):\n");
+        for d in &t.differences {
+            let _ = writeln!(s, "  {d}");
+        }
+    }
+    if let Some(r) = &t.reliability {
+        let _ = writeln!(
+            s,
+            "Reproducibility over {} runs per kernel: A shows its side in {}, B in {}, both\n\
+             sides in the same run pair {}.",
+            r.a.n, r.a, r.b, r.pair
+        );
+    }
+    if t.c_a.is_some() || t.c_b.is_some() {
+        s.push_str("The C reproducer, once on a freshly booted guest of each kernel:\n");
+        let _ = writeln!(s, "{}", c_line("A", &t.c_a));
+        let _ = writeln!(s, "{}", c_line("B", &t.c_b));
+    }
+    s.push('\n');
+    for (tag, console, k) in [
+        ("A", i.console_a, i.kernel_a),
+        ("B", i.console_b, i.kernel_b),
+    ] {
+        for text in kernel_report_text(console) {
+            let _ = writeln!(s, "Kernel report on {tag} ({}), as recorded:\n", k.release);
+            for l in text.lines() {
+                let _ = writeln!(s, "  {l}");
+            }
+            s.push('\n');
+        }
+    }
+    s.push_str("The program (daxdiff's text form: one system call per line, rN are results of\nearlier calls, daxdiff_* are the harness's pseudo-calls):\n\n");
+    for l in i.program.lines() {
+        let _ = writeln!(s, "  {l}");
+    }
+    s.push('\n');
+    if i.has_c {
+        s.push_str(
+            "Attached: repro.c, the program as plain C (raw system calls, io_uring through\n\
+             io_uring_setup/enter/register), and repro.sh, which runs it as root against an\n\
+             ext4 file system mounted -o dax and an xfs one mounted -o dax=always (found in\n\
+             /proc/mounts) and a device-dax device:\n\n\
+             \x20 gcc -static -O1 -pthread -o repro repro.c && sh repro.sh ./repro\n\n",
+        );
+    }
+    s.push_str(
+        "Machine: QEMU (x86-64, TCG), three emulated 1 GiB NVDIMMs: fsdax with ext4 -o dax,\n\
+         fsdax with xfs -o dax=always (reflink=0), and devdax.\n\n\
+         -- \ndaxdiff\n",
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{KernelName, Scheme};
+    use crate::repro::state::{Rate, Reliability, Stage};
+    use std::path::PathBuf;
+
+    fn kernel(name: &str, release: &str, scheme: Scheme) -> Kernel {
+        Kernel {
+            name: KernelName::from(name),
+            version: format!("{release}-1"),
+            release: release.into(),
+            scheme,
+            bzimage: PathBuf::from("bzImage"),
+            modules_root: None,
+            config: None,
+            vmlinux: None,
+            packages: vec![],
+        }
+    }
+
+    const CONSOLE_A: &str = "[   74.318875] WARNING: CPU: 0 PID: 252 at fs/dax.c:390 dax_disassociate_entry+0x86/0xb0\n\
+[   74.321445] Modules linked in: ext4\n\
+[   74.324000] RIP: 0010:dax_disassociate_entry+0x86/0xb0\n\
+[   74.330000] Call Trace:\n\
+[   74.330001]  <TASK>\n\
+[   74.330002]  __dax_invalidate_entry+0x61/0x110\n\
+[   74.330003]  truncate_inode_pages_range+0x31/0x490\n\
+[   74.330004]  ext4_evict_inode+0x1e0/0x6f0\n\
+[   74.330005]  </TASK>\n\
+[   74.330006] ---[ end trace 0000000000000000 ]---\n";
+
+    #[test]
+    fn the_report_names_kernels_difference_reliability_report_and_program() {
+        let finding = Finding {
+            kind: FindingKind::Divergence,
+            signature: "report only on A: WARNING in dax_disassociate_entry".into(),
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            differences: vec![
+                "report only on A: WARNING in dax_disassociate_entry".into(),
+                "status completed vs timeout in dax_break_layout_final".into(),
+            ],
+            runs: 2,
+            found_at_exec: 1,
+        };
+        let triage = Triage {
+            stage: Stage::Reproduced,
+            signal: finding.signature.clone(),
+            calls_before: Some(13),
+            calls_after: Some(7),
+            candidates: Some(12),
+            reliability: Some(Reliability {
+                a: Rate { k: 3, n: 3 },
+                b: Rate { k: 3, n: 3 },
+                pair: Rate { k: 3, n: 3 },
+            }),
+            c_a: Some(CRun {
+                shows_signal: true,
+                status: "completed".into(),
+                reports: vec!["WARNING in dax_disassociate_entry".into()],
+                output: String::new(),
+                unfinished: None,
+            }),
+            c_b: Some(CRun {
+                shows_signal: true,
+                status: "timeout".into(),
+                reports: vec![],
+                output: String::new(),
+                unfinished: Some("#8 unlink$ext4".into()),
+            }),
+            differences: vec!["call 8 unlink$ext4: 0 vs did not run".into()],
+        };
+        let (a, b) = (
+            kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
+            kernel("debian-7.3", "7.3.1+deb13-amd64", Scheme::New),
+        );
+        let text = render(&ReportInput {
+            finding: &finding,
+            triage: &triage,
+            kernel_a: &a,
+            kernel_b: &b,
+            program: "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n",
+            console_a: CONSOLE_A,
+            console_b: "",
+            has_c: true,
+        });
+        assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12.117+deb12-amd64, not on 7.3.1+deb13-amd64\n"), "{text}");
+        assert!(
+            text.contains("A: debian-6.12 = Linux 6.12.117+deb12-amd64"),
+            "{text}"
+        );
+        assert!(text.contains("minimized from 13 to 7 calls"), "{text}");
+        assert!(text.contains("A shows its side in 3/3, B in 3/3"), "{text}");
+        assert!(
+            text.contains(
+                "  A: shows it (completed; kernel reports: WARNING in dax_disassociate_entry)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  B: shows it (timeout, #8 unlink$ext4 did not return)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("minimized program (each kernel's usual outcome):\n  call 8 unlink$ext4: 0 vs did not run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Kernel report on A (6.12.117+deb12-amd64), as recorded:"),
+            "{text}"
+        );
+        assert!(text.contains("ext4_evict_inode+0x1e0/0x6f0"), "{text}");
+        assert!(!text.contains("Kernel report on B"), "{text}");
+        assert!(text.contains("  r0 = openat$ext4("), "{text}");
+        assert!(text.contains("Attached: repro.c"), "{text}");
+    }
+
+    #[test]
+    fn a_crash_on_one_kernel_says_which_in_the_subject() {
+        let finding = Finding {
+            kind: FindingKind::Crash,
+            signature: "WARNING in dax_disassociate_entry".into(),
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            differences: vec!["only on B (debian-7.3)".into()],
+            runs: 1,
+            found_at_exec: 1,
+        };
+        let (a, b) = (
+            kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
+            kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
+        );
+        let text = render(&ReportInput {
+            finding: &finding,
+            triage: &Triage::default(),
+            kernel_a: &a,
+            kernel_b: &b,
+            program: "",
+            console_a: "",
+            console_b: "",
+            has_c: false,
+        });
+        assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"), "{text}");
+        assert!(!text.contains("Attached"), "{text}");
+    }
+
+    #[test]
+    fn kernel_report_text_is_the_report_without_console_prefixes() {
+        let r = kernel_report_text(CONSOLE_A);
+        assert_eq!(r.len(), 1);
+        assert!(
+            r[0].starts_with("WARNING: CPU: 0 PID: 252 at fs/dax.c:390"),
+            "{}",
+            r[0]
+        );
+        assert!(!r[0].contains("[   74."), "{}", r[0]);
+    }
+}

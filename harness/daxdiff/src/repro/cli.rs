@@ -1,0 +1,109 @@
+//! The `repro` and `report` subcommands' arguments and their wiring to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::state::{Stage, Triage};
+use super::{load_finding, triage, write_report, ReproConfig};
+use crate::setup::{prepare, Env};
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Writes into the finding's directory: prog.min.txt, repro.c, repro.sh, repro (static binary), \
+report.txt and triage.json (the stage reached and the figures).\n\
+Exit status: 0 the C reproducer showed the signal on both kernels; 1 it did not (or was not run); 2 error."
+)]
+pub struct ReproArgs {
+    /// A finding's directory: WORKDIR/divergences/<signature> or WORKDIR/crashes/<title>
+    pub finding: PathBuf,
+    /// Runs per kernel for the reliability figures (k/N)
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Runs per kernel for each minimization candidate
+    #[arg(long, default_value_t = 1)]
+    pub min_runs: usize,
+    /// Seconds each program (and the C reproducer) may run in the guest
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Known, intended differences (TOML) [default: vm-images/suppressions.toml if present]
+    #[arg(long)]
+    pub suppressions: Option<PathBuf>,
+    /// Keep the program as it is (or as an earlier `repro` minimized it)
+    #[arg(long)]
+    pub no_minimize: bool,
+    /// Do not build and run the C reproducer
+    #[arg(long)]
+    pub no_c: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A finding's directory (after `daxdiff repro`, or straight from the fuzzer)
+    pub finding: PathBuf,
+}
+
+pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
+    if args.runs == 0 || args.min_runs == 0 {
+        anyhow::bail!("--runs and --min-runs must be at least 1");
+    }
+    let cfg = ReproConfig {
+        dir: args.finding.clone(),
+        min_runs: args.min_runs,
+        runs: args.runs,
+        timeout: Duration::from_secs(args.timeout),
+        suppressions: crate::fuzz::cli::load_suppressions(args.suppressions.as_deref())?,
+        minimize: !args.no_minimize,
+        c_reproducer: !args.no_c,
+        progress: true,
+    };
+    let out = triage(env, &cfg)?;
+    let t = &out.triage;
+    println!("signal: {}", t.signal);
+    if let (Some(b), Some(a)) = (t.calls_before, t.calls_after) {
+        println!(
+            "calls: {b} -> {a} ({} candidates)",
+            t.candidates.unwrap_or(0)
+        );
+    }
+    if let Some(r) = &t.reliability {
+        println!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair);
+    }
+    for (k, c) in [("A", &t.c_a), ("B", &t.c_b)] {
+        if let Some(c) = c {
+            println!(
+                "C reproducer on {k}: {} ({})",
+                if c.shows_signal {
+                    "shows the signal"
+                } else {
+                    "does not show the signal"
+                },
+                c.status
+            );
+        }
+    }
+    println!("report: {}", out.report.display());
+    let reproduced = t.c_a.as_ref().is_some_and(|c| c.shows_signal)
+        && t.c_b.as_ref().is_some_and(|c| c.shows_signal);
+    Ok(if reproduced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
+    let finding = load_finding(&args.finding)?;
+    let mut t = Triage::load(&args.finding)?;
+    if t.stage == Stage::Found && t.signal.is_empty() {
+        t.signal = super::signal::Signal::of_finding(&args.finding, &finding)?.describe();
+    }
+    let ka = prepare(env, &finding.kernel_a)?;
+    let kb = prepare(env, &finding.kernel_b)?;
+    let path = write_report(&args.finding, &finding, &mut t, &ka, &kb)?;
+    print!("{}", std::fs::read_to_string(&path)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,285 @@
+//! Triage of one finding (`divergences/<sig>/` or `crashes/<title>/`): minimize its program,
+//! measure how reliably it shows its signal on each kernel, build and verify a C reproducer
+//! on fresh guests, and write the mailing-list report; `triage.json` records each stage.
+
+pub mod cli;
+pub mod creproducer;
+pub mod minimize;
+pub mod pair;
+pub mod reliability;
+pub mod signal;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+
+use daxdiff_prog::{Program, Target};
+
+use crate::cache::write_atomic;
+use crate::diff::{differences, Side, Suppressions};
+use crate::fuzz::KernelSide;
+use crate::report::{self, ReportInput};
+use crate::setup::{prepare, Env, Prepared};
+use crate::workdir::Finding;
+use pair::Pair;
+use signal::Signal;
+use state::{CRun, Stage, Triage};
+
+/// The minimized program, beside the original `prog.txt`.
+pub const MINIMIZED: &str = "prog.min.txt";
+
+#[derive(Clone, Debug)]
+pub struct ReproConfig {
+    /// The finding's directory.
+    pub dir: PathBuf,
+    /// Runs per kernel for each minimization candidate.
+    pub min_runs: usize,
+    /// Runs per kernel for the reliability figures.
+    pub runs: usize,
+    /// Per-program timeout in the guest (executor and C reproducer).
+    pub timeout: Duration,
+    pub suppressions: Suppressions,
+    pub minimize: bool,
+    pub c_reproducer: bool,
+    pub progress: bool,
+}
+
+/// What triage did, as stored in `triage.json`, and where the report is.
+pub struct Triaged {
+    pub triage: Triage,
+    pub report: PathBuf,
+}
+
+fn read(dir: &Path, name: &str) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))
+}
+
+pub fn load_finding(dir: &Path) -> Result<Finding> {
+    let text = read(dir, "finding.json").context(
+        "not a finding directory (divergences/<sig>/ or crashes/<title>/ of a fuzzing workdir)",
+    )?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}/finding.json is damaged", dir.display()))
+}
+
+fn parse_prog(dir: &Path, name: &str) -> Result<Program> {
+    daxdiff_prog::parse(Target::builtin(), &read(dir, name)?)
+        .map_err(|e| anyhow::anyhow!("{}/{name}:{e}", dir.display()))
+}
+
+/// Runs every triage step on a finding and writes the report.
+pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Triaged> {
+    let dir = &cfg.dir;
+    let finding = load_finding(dir)?;
+    let signal = Signal::of_finding(dir, &finding)?;
+    let mut t = Triage::load(dir)?;
+    t.signal = signal.describe();
+    let original = parse_prog(dir, "prog.txt")?;
+    let ka = prepare(env, &finding.kernel_a)
+        .with_context(|| format!("prepare kernel A ({})", finding.kernel_a))?;
+    let kb = prepare(env, &finding.kernel_b)
+        .with_context(|| format!("prepare kernel B ({})", finding.kernel_b))?;
+    let bar = if cfg.progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.enable_steady_tick(Duration::from_millis(500));
+    let mut pair = Pair {
+        a: KernelSide::new(&finding.kernel_a, ka.clone(), cfg.timeout),
+        b: KernelSide::new(&finding.kernel_b, kb.clone(), cfg.timeout),
+        suppressions: cfg.suppressions.clone(),
+        runs: cfg.min_runs,
+        bar: bar.clone(),
+    };
+    let result = run_steps(
+        cfg,
+        &finding,
+        &signal,
+        &mut t,
+        &original,
+        &mut pair,
+        (&ka, &kb),
+    );
+    pair.shutdown();
+    bar.finish_and_clear();
+    result?;
+    let report = write_report(dir, &finding, &mut t, &ka, &kb)?;
+    Ok(Triaged { triage: t, report })
+}
+
+fn run_steps(
+    cfg: &ReproConfig,
+    finding: &Finding,
+    signal: &Signal,
+    t: &mut Triage,
+    original: &Program,
+    pair: &mut Pair,
+    kernels: (&Prepared, &Prepared),
+) -> Result<()> {
+    let dir = &cfg.dir;
+    let mut prog = original.clone();
+    if cfg.minimize {
+        pair.bar
+            .set_message("checking the recorded program still shows the signal");
+        if !pair.shows(signal, original)? {
+            bail!(
+                "the recorded program of {} no longer shows `{}` on {} vs {}; nothing to minimize (try more --min-runs, or the finding was a fluke)",
+                dir.display(),
+                t.signal,
+                finding.kernel_a,
+                finding.kernel_b
+            );
+        }
+        let before = original.calls.len();
+        let mut asked = 0;
+        let mut oracle = |cand: &Program| -> Result<bool> {
+            asked += 1;
+            pair.bar.set_message(format!(
+                "minimizing: candidate {asked} ({} calls, from {before})",
+                cand.calls.len()
+            ));
+            let kept = pair.shows(signal, cand)?;
+            say(
+                &pair.bar,
+                format!(
+                    "candidate {asked}: {} calls, {}",
+                    cand.calls.len(),
+                    if kept {
+                        "still shows the signal"
+                    } else {
+                        "lost it"
+                    }
+                ),
+            );
+            Ok(kept)
+        };
+        let m = minimize::minimize(Target::builtin(), original, &mut oracle)?;
+        prog = m.program;
+        write_atomic(&dir.join(MINIMIZED), prog.to_text().as_bytes())?;
+        t.calls_before = Some(before);
+        t.calls_after = Some(prog.calls.len());
+        t.candidates = Some(m.candidates + 1);
+        t.reach(Stage::Minimized);
+        t.save(dir)?;
+        say(
+            &pair.bar,
+            format!("minimized: {before} -> {} calls", prog.calls.len()),
+        );
+    } else if dir.join(MINIMIZED).is_file() {
+        prog = parse_prog(dir, MINIMIZED)?;
+    }
+    let measured = reliability::measure(pair, signal, &prog, cfg.runs)?;
+    let r = &measured.reliability;
+    say(
+        &pair.bar,
+        format!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair),
+    );
+    t.reliability = Some(measured.reliability.clone());
+    t.differences = differences(&measured.usual_a, &measured.usual_b)
+        .iter()
+        .map(|d| d.describe())
+        .collect();
+    t.save(dir)?;
+    if cfg.c_reproducer {
+        pair.shutdown();
+        let header = vec![
+            format!("daxdiff reproducer: {}", t.signal),
+            format!("A = {}, B = {}", finding.kernel_a, finding.kernel_b),
+        ];
+        let bin = creproducer::build(dir, &prog, &header)?;
+        let mut shown = true;
+        for (side, k, other) in [
+            (Side::A, kernels.0, &measured.usual_b),
+            (Side::B, kernels.1, &measured.usual_a),
+        ] {
+            pair.bar
+                .set_message(format!("C reproducer on a fresh {} guest", k.kernel.name));
+            let run = creproducer::run_in_guest(k, &bin, cfg.timeout)?;
+            let c = CRun {
+                shows_signal: signal.shows(side, &run.outcome, other),
+                status: run.status.clone(),
+                reports: run
+                    .outcome
+                    .reports
+                    .iter()
+                    .map(|r| r.title.clone())
+                    .collect(),
+                output: run
+                    .stdout
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                unfinished: (0..prog.calls.len())
+                    .find(|i| !run.outcome.calls.iter().any(|c| c.index == *i))
+                    .map(|i| format!("#{i} {}", prog.calls[i].name)),
+            };
+            say(
+                &pair.bar,
+                format!(
+                    "C reproducer on {}: {} ({})",
+                    k.kernel.name,
+                    if c.shows_signal {
+                        "shows the signal"
+                    } else {
+                        "does not show the signal"
+                    },
+                    c.status
+                ),
+            );
+            shown &= c.shows_signal;
+            match side {
+                Side::A => t.c_a = Some(c),
+                Side::B => t.c_b = Some(c),
+            }
+            t.save(dir)?;
+        }
+        if shown {
+            t.reach(Stage::Reproduced);
+        }
+        t.save(dir)?;
+    }
+    Ok(())
+}
+
+/// A line above the progress bar, also when stderr is not a terminal (logs).
+fn say(bar: &ProgressBar, line: String) {
+    bar.suspend(|| eprintln!("{line}"));
+}
+
+/// Writes `report.txt` from what the directory and its state hold; no guest needed.
+pub fn write_report(
+    dir: &Path,
+    finding: &Finding,
+    t: &mut Triage,
+    ka: &Prepared,
+    kb: &Prepared,
+) -> Result<PathBuf> {
+    let program = if dir.join(MINIMIZED).is_file() {
+        read(dir, MINIMIZED)?
+    } else {
+        read(dir, "prog.txt")?
+    };
+    let console_a = read(dir, "console-a.log").unwrap_or_default();
+    let console_b = read(dir, "console-b.log").unwrap_or_default();
+    let text = report::render(&ReportInput {
+        finding,
+        triage: t,
+        kernel_a: &ka.kernel,
+        kernel_b: &kb.kernel,
+        program: &program,
+        console_a: &console_a,
+        console_b: &console_b,
+        has_c: dir.join(creproducer::SOURCE).is_file(),
+    });
+    let path = dir.join(report::REPORT_FILE);
+    write_atomic(&path, text.as_bytes())?;
+    t.reach(Stage::Reported);
+    t.save(dir)?;
+    Ok(path)
+}

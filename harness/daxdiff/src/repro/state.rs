@@ -1,0 +1,142 @@
+//! A finding's triage state (`triage.json` in its directory): how far it got (found →
+//! minimized → reproduced → reported) and what each step measured. Written atomically.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::write_atomic;
+
+pub const STATE_FILE: &str = "triage.json";
+
+/// How far triage got, in order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Recorded by the fuzzer; nothing done yet.
+    #[default]
+    Found,
+    /// `prog.min.txt` holds the smallest program that still shows the signal.
+    Minimized,
+    /// The C reproducer showed the signal on fresh guests of both kernels.
+    Reproduced,
+    /// `report.txt` is written.
+    Reported,
+}
+
+/// k of n runs that showed what was expected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub k: usize,
+    pub n: usize,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+/// Reliability of the minimized program: per kernel, its half of the signal (the report
+/// where expected, its own result where the kernels differ); per pair, the whole signal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reliability {
+    pub a: Rate,
+    pub b: Rate,
+    pub pair: Rate,
+}
+
+/// What the C reproducer did on a fresh guest of one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CRun {
+    /// It showed this kernel's half of the signal.
+    pub shows_signal: bool,
+    /// `completed`, `timeout` (still running at the deadline) or `crashed` (the guest died).
+    pub status: String,
+    /// Kernel report titles printed while it ran.
+    pub reports: Vec<String>,
+    /// Its call result lines.
+    pub output: String,
+    /// The first call that printed no result (it did not return, or did not run).
+    #[serde(default)]
+    pub unfinished: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Triage {
+    pub stage: Stage,
+    /// The signal every step checks for (the finding's signature).
+    pub signal: String,
+    pub calls_before: Option<usize>,
+    pub calls_after: Option<usize>,
+    /// Candidate programs run while minimizing.
+    pub candidates: Option<usize>,
+    pub reliability: Option<Reliability>,
+    /// A against B for the minimized program (each kernel's most frequent outcome).
+    #[serde(default)]
+    pub differences: Vec<String>,
+    pub c_a: Option<CRun>,
+    pub c_b: Option<CRun>,
+}
+
+impl Triage {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// The state in `dir`, or a fresh one when triage has not started there.
+    pub fn load(dir: &Path) -> anyhow::Result<Triage> {
+        let p = Triage::path(dir);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is damaged ({e}); delete it to start triage again",
+                    p.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Triage::default()),
+            Err(e) => Err(anyhow::anyhow!("read {}: {e}", p.display())),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(
+            &Triage::path(dir),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
+    }
+
+    /// Moves forward to `stage` (never back: a rerun of an earlier step keeps what later
+    /// steps found until they run again).
+    pub fn reach(&mut self, stage: Stage) {
+        self.stage = self.stage.max(stage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Triage::load(dir.path()).unwrap().stage, Stage::Found);
+        let mut t = Triage {
+            signal: "report only on A: WARNING in x".into(),
+            calls_before: Some(13),
+            calls_after: Some(6),
+            ..Triage::default()
+        };
+        t.reach(Stage::Reproduced);
+        t.reach(Stage::Minimized);
+        assert_eq!(t.stage, Stage::Reproduced);
+        t.save(dir.path()).unwrap();
+        let back = Triage::load(dir.path()).unwrap();
+        assert_eq!(back, t);
+        let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(text.contains("\"stage\": \"reproduced\""), "{text}");
+        std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
+        let err = Triage::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("delete it"), "{err}");
+    }
+}
