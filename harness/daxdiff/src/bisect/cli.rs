@@ -39,7 +39,7 @@ pub struct BisectArgs {
     #[arg(long, conflicts_with = "git")]
     pub versions_file: Option<PathBuf>,
     /// Git mode: the kernel tree to bisect (its own checkout is not touched)
-    #[arg(long, requires_all = ["good", "bad", "build_cmd"])]
+    #[arg(long, requires_all = ["good", "bad"])]
     pub git: Option<PathBuf>,
     /// Git mode: the good revision
     #[arg(long, requires = "git")]
@@ -50,8 +50,16 @@ pub struct BisectArgs {
     /// Git mode: builds the checked-out revision (sh -c, in a worktree under --out, with
     /// DAXDIFF_REV and DAXDIFF_OUT set); must leave $DAXDIFF_OUT/bzImage, optionally
     /// $DAXDIFF_OUT/config and $DAXDIFF_OUT/lib/modules/<release>/; failing = skip the revision
+    /// [default: `daxdiff kernel build` with --config and --fragment, cached by content,
+    /// one incremental output directory for the repository]
     #[arg(long, requires = "git")]
     pub build_cmd: Option<String>,
+    /// Git mode without --build-cmd: base config (lean, defconfig or a file)
+    #[arg(long = "config", default_value = "lean", requires = "git")]
+    pub kconfig: String,
+    /// Git mode without --build-cmd: config fragments, shipped by name or files [default: base, dax, debug]
+    #[arg(long = "fragment", requires = "git")]
+    pub fragments: Vec<String>,
     /// Prefer builds whose release carries +ABI (deb12: gcc-12 builds) where a point release has several
     #[arg(long)]
     pub abi: Option<String>,
@@ -152,8 +160,20 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
 }
 
 fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
-    let (Some(good), Some(bad), Some(cmd)) = (&args.good, &args.bad, &args.build_cmd) else {
-        bail!("git mode needs --good REV, --bad REV and --build-cmd CMD");
+    let (Some(good), Some(bad)) = (&args.good, &args.bad) else {
+        bail!("git mode needs --good REV and --bad REV");
+    };
+    let fragments = crate::kbuild::cli::resolve_fragments(&env.cache, &args.fragments)?;
+    let base = crate::kbuild::BaseConfig::parse(&args.kconfig)?;
+    let build_identity = match &args.build_cmd {
+        Some(cmd) => format!("cmd:{cmd}"),
+        None => {
+            let mut k = crate::cache::KeyBuilder::default().part("base", base.identity()?);
+            for f in &fragments {
+                k = k.part("fragment", crate::cache::sha256_file(f)?);
+            }
+            format!("kbuild:{}", k.finish())
+        }
     };
     let git = GitBisect::new(repo);
     let (good, bad) = (git.commit(good)?, git.commit(bad)?);
@@ -162,7 +182,7 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
     let key = bisection_key(&program, &signal, &settings)?
         .part("good", &good)
         .part("bad", &bad)
-        .part("build", cmd);
+        .part("build", &build_identity);
     let header = format!(
         "bisect: {} .. {} in {}; {}",
         &good[..12],
@@ -172,14 +192,24 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
     );
     let (bar, mut session) = start(args, &header, key.finish(), &signal, settings)?;
     let status_bar = bar.clone();
-    let mut kernels = CommandKernels {
-        repo: repo.to_path_buf(),
-        command: cmd.clone(),
-        dir: std::path::absolute(&args.out)?,
-        status: Box::new(move |m| status_bar.set_message(m)),
+    let mut kernels: Box<dyn super::git::StepKernels> = match &args.build_cmd {
+        Some(cmd) => Box::new(CommandKernels {
+            repo: repo.to_path_buf(),
+            command: cmd.clone(),
+            dir: std::path::absolute(&args.out)?,
+            status: Box::new(move |m| status_bar.set_message(m)),
+        }),
+        None => Box::new(super::build::KbuildKernels {
+            cache: env.cache.clone(),
+            repo: repo.to_path_buf(),
+            base,
+            fragments,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            build_secs: Vec::new(),
+        }),
     };
     let mut tester = vm_tester(env, args, program, &bar);
-    let result = git.run(&mut session, &mut kernels, &mut tester, &good, &bad);
+    let result = git.run(&mut session, kernels.as_mut(), &mut tester, &good, &bad);
     bar.finish_and_clear();
     let result = result?;
     let mut text = match (&result.first_bad, &result.subject) {

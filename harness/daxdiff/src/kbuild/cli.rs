@@ -68,7 +68,7 @@ pub struct BuildArgs {
 }
 
 /// Fragment arguments: a shipped fragment's name (`dax`, `debug`, `lockdep`, …) or a file.
-fn resolve_fragments(cache: &std::path::Path, args: &[String]) -> Result<Vec<PathBuf>> {
+pub fn resolve_fragments(cache: &std::path::Path, args: &[String]) -> Result<Vec<PathBuf>> {
     let names: Vec<String> = if args.is_empty() {
         super::config::DEFAULT_FRAGMENTS
             .iter()
@@ -134,6 +134,7 @@ pub fn run(env: &Env, cmd: KernelCmd) -> Result<()> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 allow_unmet: a.allow_unmet,
                 config_only: a.config_only,
+                register: true,
             };
             let built = build(&env.cache, &req, &env.base_catalogue()?)?;
             if a.json {

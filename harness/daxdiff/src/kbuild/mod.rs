@@ -47,6 +47,8 @@ pub struct BuildRequest {
     pub allow_unmet: bool,
     /// Stop after writing `.config` (for checking a configuration).
     pub config_only: bool,
+    /// Register the result under `name` for every command (bisection steps are not).
+    pub register: bool,
 }
 
 /// What a build produced (or found in the cache).
@@ -281,7 +283,9 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
             build_secs: None,
             ..built
         };
-        register(cache_root, &built)?;
+        if req.register {
+            register(cache_root, &built)?;
+        }
         eprintln!("kernel {}: up to date ({})", req.name, entry.dir.display());
         return Ok(built);
     }
@@ -321,7 +325,9 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         bzimage_sha256: cache::sha256_file(&out.join("arch/x86/boot/bzImage"))?,
     };
     entry.build(|dir| install(&tree, &out, &release, &record, dir))?;
-    register(cache_root, &record)?;
+    if req.register {
+        register(cache_root, &record)?;
+    }
     Ok(record)
 }
 
