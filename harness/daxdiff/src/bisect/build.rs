@@ -110,6 +110,57 @@ impl StepKernels for CommandKernels {
     }
 }
 
+/// Kernels for git mode built by `daxdiff kernel build` itself: the same fragments and
+/// cache as every other build, one shared output directory per repository and
+/// configuration (consecutive revisions rebuild only what changed), each revision's result
+/// cached by content so a resumed bisection builds nothing twice.
+pub struct KbuildKernels {
+    pub cache: PathBuf,
+    pub repo: PathBuf,
+    pub base: crate::kbuild::BaseConfig,
+    pub fragments: Vec<PathBuf>,
+    pub jobs: usize,
+    /// Seconds each step's build took (0 when it came from the cache), by commit.
+    pub build_secs: Vec<(String, f64)>,
+}
+
+impl StepKernels for KbuildKernels {
+    fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
+        let req = crate::kbuild::BuildRequest {
+            name: crate::catalogue::KernelName(format!("bisect-{}", &rev[..rev.len().min(12)])),
+            source: crate::kbuild::SourceSpec::Git {
+                repo: self.repo.clone(),
+                rev: rev.to_string(),
+            },
+            patches: None,
+            fixups: None,
+            base: self.base.clone(),
+            fragments: self.fragments.clone(),
+            jobs: self.jobs,
+            // Revisions between the ends may lack options the ends have.
+            allow_unmet: true,
+            config_only: false,
+            register: false,
+        };
+        let built =
+            crate::kbuild::build(&self.cache, &req, &crate::catalogue::Catalogue::default())
+                .map_err(|e| BuildFailed {
+                    rev: rev.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        self.build_secs
+            .push((rev.to_string(), built.build_secs.unwrap_or(0.0)));
+        Ok(StepKernel {
+            rev: rev.to_string(),
+            bzimage: built.bzimage(),
+            bzimage_sha256: built.bzimage_sha256.clone(),
+            modules: Some(built.dir.join("modules/lib/modules").join(&built.release))
+                .filter(|m| m.join("modules.dep").exists()),
+            config: Some(built.dir.join("config")),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,56 +222,5 @@ mod tests {
             std::fs::read_to_string(r.join("src.c")).unwrap(),
             "two\nbroken\n"
         );
-    }
-}
-
-/// Kernels for git mode built by `daxdiff kernel build` itself: the same fragments and
-/// cache as every other build, one shared output directory per repository and
-/// configuration (consecutive revisions rebuild only what changed), each revision's result
-/// cached by content so a resumed bisection builds nothing twice.
-pub struct KbuildKernels {
-    pub cache: PathBuf,
-    pub repo: PathBuf,
-    pub base: crate::kbuild::BaseConfig,
-    pub fragments: Vec<PathBuf>,
-    pub jobs: usize,
-    /// Seconds each step's build took (0 when it came from the cache), by commit.
-    pub build_secs: Vec<(String, f64)>,
-}
-
-impl StepKernels for KbuildKernels {
-    fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
-        let req = crate::kbuild::BuildRequest {
-            name: crate::catalogue::KernelName(format!("bisect-{}", &rev[..rev.len().min(12)])),
-            source: crate::kbuild::SourceSpec::Git {
-                repo: self.repo.clone(),
-                rev: rev.to_string(),
-            },
-            patches: None,
-            fixups: None,
-            base: self.base.clone(),
-            fragments: self.fragments.clone(),
-            jobs: self.jobs,
-            // Revisions between the ends may lack options the ends have.
-            allow_unmet: true,
-            config_only: false,
-            register: false,
-        };
-        let built =
-            crate::kbuild::build(&self.cache, &req, &crate::catalogue::Catalogue::default())
-                .map_err(|e| BuildFailed {
-                    rev: rev.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
-        self.build_secs
-            .push((rev.to_string(), built.build_secs.unwrap_or(0.0)));
-        Ok(StepKernel {
-            rev: rev.to_string(),
-            bzimage: built.bzimage(),
-            bzimage_sha256: built.bzimage_sha256.clone(),
-            modules: Some(built.dir.join("modules/lib/modules").join(&built.release))
-                .filter(|m| m.join("modules.dep").exists()),
-            config: Some(built.dir.join("config")),
-        })
     }
 }
