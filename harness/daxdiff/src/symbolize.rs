@@ -185,6 +185,9 @@ impl Symbolizer {
             };
             let prefix = &line[..line.len() - bare.len()];
             let indent: String = bare.chars().take_while(|c| c.is_whitespace()).collect();
+            // Guessed frames (`? foo`) get their own position only: their inlined callers
+            // would only add noise.
+            let inlined = if frame.reliable { inlined } else { &[] };
             for (func, f, l) in inlined {
                 out.push_str(&format!("{prefix}{indent}{func} {f}:{l} [inline]\n"));
             }

@@ -24,8 +24,8 @@ pub struct ReportInput<'a> {
     pub has_c: bool,
 }
 
-/// The kernel reports of a console log, as printed (one block per report). Kept apart so
-/// that a symbolizer (file:line for each frame, from a vmlinux) can replace it.
+/// The kernel reports of a console log, as printed (one block per report); the caller passes
+/// a console already symbolized (`symbolize`) when the kernel has debug information.
 pub fn kernel_report_text(console: &str) -> Vec<String> {
     daxdiff_observe::parse(console)
         .into_iter()
@@ -152,7 +152,15 @@ pub fn render(i: &ReportInput) -> String {
         ("B", i.console_b, i.kernel_b),
     ] {
         for text in kernel_report_text(console) {
-            let _ = writeln!(s, "Kernel report on {tag} ({}), as recorded:\n", k.release);
+            let how = if text.lines().any(|l| {
+                daxdiff_observe::Frame::parse(l)
+                    .is_some_and(|f| f.location.is_some() && f.offset.is_some())
+            }) {
+                "symbolized"
+            } else {
+                "as recorded"
+            };
+            let _ = writeln!(s, "Kernel report on {tag} ({}), {how}:\n", k.release);
             for l in text.lines() {
                 let _ = writeln!(s, "  {l}");
             }

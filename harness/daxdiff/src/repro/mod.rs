@@ -252,6 +252,22 @@ fn say(bar: &ProgressBar, line: String) {
     bar.suspend(|| eprintln!("{line}"));
 }
 
+/// A console log with file:line added to the frames of its kernel reports, when the kernel
+/// has debug information (its vmlinux, or Debian's -dbg package fetched once); as recorded
+/// otherwise, saying why.
+fn symbolized(cache: &Path, kernel: &crate::images::Kernel, console: String) -> String {
+    if daxdiff_observe::parse(&console).is_empty() {
+        return console;
+    }
+    match crate::symbolize::Symbolizer::for_kernel(cache, kernel) {
+        Ok(mut s) => s.symbolize(&console),
+        Err(e) => {
+            eprintln!("report: {} reports stay unsymbolized: {e:#}", kernel.name);
+            console
+        }
+    }
+}
+
 /// Writes `report.txt` from what the directory and its state hold; no guest needed.
 pub fn write_report(
     dir: &Path,
@@ -265,8 +281,16 @@ pub fn write_report(
     } else {
         read(dir, "prog.txt")?
     };
-    let console_a = read(dir, "console-a.log").unwrap_or_default();
-    let console_b = read(dir, "console-b.log").unwrap_or_default();
+    let console_a = symbolized(
+        &ka.cache,
+        &ka.kernel,
+        read(dir, "console-a.log").unwrap_or_default(),
+    );
+    let console_b = symbolized(
+        &kb.cache,
+        &kb.kernel,
+        read(dir, "console-b.log").unwrap_or_default(),
+    );
     let text = report::render(&ReportInput {
         finding,
         triage: t,
