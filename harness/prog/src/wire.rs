@@ -62,11 +62,7 @@ impl Request {
     /// The longest the executor may take to answer: the program, every teardown step, the
     /// reference-count settle time.
     pub fn budget_ms(&self) -> u64 {
-        let steps = if self.teardown {
-            TEARDOWN_STEPS_MAX
-        } else {
-            0
-        };
+        let steps = if self.teardown { TEARDOWN_STEPS_MAX } else { 0 };
         self.timeout_ms + steps * self.teardown_timeout_ms + self.settle_ms
     }
 }
@@ -148,9 +144,13 @@ pub struct Response {
 pub enum StepResult {
     Ok,
     /// The step finished and failed (`mount: EINVAL`).
-    Failed { detail: String },
+    Failed {
+        detail: String,
+    },
     /// The step did not finish in time: the kernel stacks of the task(s) running it.
-    Blocked { stack: String },
+    Blocked {
+        stack: String,
+    },
     /// Not run: an earlier step blocked.
     Skipped,
 }
@@ -292,7 +292,7 @@ pub enum DataCheck {
 /// checked at the end of the program (mapping against pread of the same range through the
 /// same file) and after the teardown (the mapping's bytes against the file or device read
 /// afresh).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IntegrityCheck {
     /// Index of the call that made the mapping.
     pub call: usize,
@@ -434,7 +434,10 @@ mod tests {
         // A sender from before protocol versions: version 0, no teardown, default times.
         let old: Request =
             serde_json::from_str(r#"{"id":3,"program":"","timeout_ms":500}"#).unwrap();
-        assert_eq!((old.protocol, old.teardown, old.settle_ms), (0, false, 2000));
+        assert_eq!(
+            (old.protocol, old.teardown, old.settle_ms),
+            (0, false, 2000)
+        );
         let mut new = Request::new(3, String::new(), 500);
         assert_eq!(new.protocol, PROTOCOL_VERSION);
         assert_eq!(new.budget_ms(), 500 + 2000);
@@ -528,19 +531,28 @@ mod tests {
     #[test]
     fn refcount_deltas_name_the_role_and_what_stayed_changed() {
         let reading = |ranges| RefcountReading { version: 1, ranges };
-        let base = reading(vec![range("devdax", 504, 503, 0, 0), range("ext4", 10, 9, 0, 0)]);
+        let base = reading(vec![
+            range("devdax", 504, 503, 0, 0),
+            range("ext4", 10, 9, 0, 0),
+        ]);
         assert!(refcount_deltas(&base, &base.clone()).is_empty());
         // Another boot names the namespace differently and puts it elsewhere: same role, no delta.
         let mut moved = base.clone();
         moved.ranges[0].namespace = Some("namespace2.0".into());
         moved.ranges[0].start += 1 << 30;
         assert!(refcount_deltas(&base, &moved).is_empty());
-        let leak = reading(vec![range("devdax", 505, 502, 1, 0), range("ext4", 10, 9, 0, 0)]);
+        let leak = reading(vec![
+            range("devdax", 505, 502, 1, 0),
+            range("ext4", 10, 9, 0, 0),
+        ]);
         let d = refcount_deltas(&base, &leak);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].role, "devdax");
         assert_eq!(d[0].summary(), "pgmap_ref +1, ref1 -1, ref2 +1");
-        let under = reading(vec![range("devdax", 503, 502, 0, 1), range("ext4", 10, 9, 0, 0)]);
+        let under = reading(vec![
+            range("devdax", 503, 502, 0, 1),
+            range("ext4", 10, 9, 0, 0),
+        ]);
         let d = refcount_deltas(&base, &under);
         assert!(d[0].underflow);
         assert_eq!(d[0].summary(), "pgmap_ref -1, ref1 -1, neg +1, UNDERFLOW");

@@ -55,7 +55,15 @@ pub struct FuzzArgs {
     /// Seconds each program may run in the guest
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+    /// Teardown liveness (unmount and mount the DAX filesystems, disable and enable the
+    /// device-dax device, each under a deadline) after one program in N; 0 turns it off
+    #[arg(long, default_value_t = DEFAULT_TEARDOWN_EVERY)]
+    pub teardown_every: u64,
 }
+
+/// Teardown after every program: it costs about a third of a program's time under TCG
+/// (see the README's figures) and is where pin and reference leaks become visible.
+pub const DEFAULT_TEARDOWN_EVERY: u64 = 1;
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
@@ -93,6 +101,7 @@ pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
         suppressions,
         seeds,
         timeout: Duration::from_secs(args.timeout),
+        teardown_every: args.teardown_every,
         progress: true,
     };
     let summary = fuzz(env, &cfg)?;

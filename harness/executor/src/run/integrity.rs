@@ -209,7 +209,10 @@ impl DevMap {
         let align = align.max(4096);
         let start = offset / align * align;
         let end = (offset + len).div_ceil(align) * align;
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(dev)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)?;
         // SAFETY: a fresh shared mapping of the device; unmapped in Drop.
         let p = unsafe {
             libc::mmap(
@@ -252,12 +255,17 @@ pub fn after_teardown(env: &RunEnv, seen: &MappingSeen) -> IntegrityCheck {
         let now: Result<Vec<u8>, String> = match seen.target {
             MapTarget::Devdax => match &env.devdax {
                 None => Err("no device-dax device".into()),
-                Some(d) => DevMap::new(&env.dev_dir.join(&d.chardev), d.align, seen.offset, seen.bytes)
-                    .map_err(|e| format!("mmap: {}", errno_text(&e)))
-                    .and_then(|(m, skip)| {
-                        copy_user(m.addr() + skip, seen.bytes as usize)
-                            .map_err(|e| format!("mapping: {}", errno_text(&e)))
-                    }),
+                Some(d) => DevMap::new(
+                    &env.dev_dir.join(&d.chardev),
+                    d.align,
+                    seen.offset,
+                    seen.bytes,
+                )
+                .map_err(|e| format!("mmap: {}", errno_text(&e)))
+                .and_then(|(m, skip)| {
+                    copy_user(m.addr() + skip, seen.bytes as usize)
+                        .map_err(|e| format!("mapping: {}", errno_text(&e)))
+                }),
             },
             _ => match &seen.path {
                 None => Err("file unlinked".into()),
@@ -335,7 +343,10 @@ mod tests {
                     7f00b0000000-7f00b0001000 r--s 00001000 103:00 12 /mnt/xfs/p3/file0 (deleted)\n";
         let v = parse_maps(text);
         assert_eq!(v.len(), 3);
-        assert_eq!((v[0].start, v[0].end, v[0].shared), (0x7f00a0000000, 0x7f00a0200000, true));
+        assert_eq!(
+            (v[0].start, v[0].end, v[0].shared),
+            (0x7f00a0000000, 0x7f00a0200000, true)
+        );
         assert_eq!(v[0].offset, 0x200000);
         assert_eq!(v[0].path, "/dev/dax2.0");
         assert!(!v[1].shared);
@@ -345,10 +356,18 @@ mod tests {
     #[test]
     fn written_ranges_merge() {
         assert_eq!(
-            merge_ranges(vec![(0x1000, 0x1000), (0, 0x1000), (0x10000, 0x10), (0x3000, 0)]),
+            merge_ranges(vec![
+                (0x1000, 0x1000),
+                (0, 0x1000),
+                (0x10000, 0x10),
+                (0x3000, 0)
+            ]),
             vec![(0, 0x2000), (0x10000, 0x10)]
         );
-        assert_eq!(merge_ranges(vec![(0, 0x4000), (0x1000, 0x1000)]), vec![(0, 0x4000)]);
+        assert_eq!(
+            merge_ranges(vec![(0, 0x4000), (0x1000, 0x1000)]),
+            vec![(0, 0x4000)]
+        );
     }
 
     fn shared_file(len: u64) -> (PathBuf, File, u64) {
@@ -400,7 +419,10 @@ mod tests {
         // SAFETY: unmapping our test mapping.
         unsafe { libc::munmap(addr as *mut libc::c_void, 8192) };
         let env = RunEnv::plain_dirs(Path::new("/dev/shm"), Path::new("/nonexistent"));
-        assert_eq!(after_teardown(&env, &seen).after_teardown, Some(DataCheck::Same));
+        assert_eq!(
+            after_teardown(&env, &seen).after_teardown,
+            Some(DataCheck::Same)
+        );
         f.write_at(b"x", 5).unwrap();
         assert_eq!(
             after_teardown(&env, &seen).after_teardown,
@@ -414,7 +436,13 @@ mod tests {
             })
         );
         // Gone from the address space: nothing to check.
-        assert_eq!(at_end(&m, &parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap())), None);
+        assert_eq!(
+            at_end(
+                &m,
+                &parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap())
+            ),
+            None
+        );
     }
 
     #[test]

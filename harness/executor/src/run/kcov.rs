@@ -33,7 +33,12 @@ impl ThreadCover {
     /// Opens KCOV and starts tracing the calling thread.
     pub fn start() -> io::Result<ThreadCover> {
         // SAFETY: open with a static NUL-terminated path.
-        let fd = unsafe { libc::open(c"/sys/kernel/debug/kcov".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c"/sys/kernel/debug/kcov".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

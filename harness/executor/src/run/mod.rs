@@ -98,7 +98,11 @@ impl Executor {
 
     /// Reads the probe until the counts match the last reading or `settle` has passed; the
     /// result is what stayed changed. `None` when there is no probe (or no baseline).
-    fn refcount_change(&mut self, settle: Duration, notes: &mut Vec<String>) -> Option<Vec<RefDelta>> {
+    fn refcount_change(
+        &mut self,
+        settle: Duration,
+        notes: &mut Vec<String>,
+    ) -> Option<Vec<RefDelta>> {
         let before = self.refs.clone()?;
         let start = Instant::now();
         loop {
@@ -220,9 +224,9 @@ impl Executor {
             .iter()
             .any(|s| matches!(s.result, StepResult::Blocked { .. }));
         let not_ok = |prefix: &[&str]| {
-            steps.iter().any(|s| {
-                prefix.iter().any(|p| s.step.starts_with(p)) && s.result != StepResult::Ok
-            })
+            steps
+                .iter()
+                .any(|s| prefix.iter().any(|p| s.step.starts_with(p)) && s.result != StepResult::Ok)
         };
         let suspect = cleanup::Suspect {
             mounts: not_ok(&["umount", "mount"]),

@@ -39,7 +39,10 @@ fn is_read_op(op: u8) -> bool {
 }
 
 fn is_write_op(op: u8) -> bool {
-    matches!(op, IORING_OP_WRITE | IORING_OP_WRITEV | IORING_OP_WRITE_FIXED)
+    matches!(
+        op,
+        IORING_OP_WRITE | IORING_OP_WRITEV | IORING_OP_WRITE_FIXED
+    )
 }
 
 /// An administration command as a call result: its exit status, -1 when it did not exit.

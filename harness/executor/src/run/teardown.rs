@@ -21,7 +21,11 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const UMOUNT_BUSY_RETRY: Duration = Duration::from_secs(2);
 
 /// Runs `f` in a child process (its own process group) with a deadline.
-pub fn bounded(step: &str, timeout: Duration, f: impl FnOnce() -> Result<(), String>) -> TeardownStep {
+pub fn bounded(
+    step: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> Result<(), String>,
+) -> TeardownStep {
     let start = Instant::now();
     let done = |result| TeardownStep {
         step: step.to_string(),
@@ -145,7 +149,10 @@ pub fn run(env: &RunEnv, timeout: Duration) -> Vec<TeardownStep> {
     for fs in env.fs_targets() {
         let Some(dev) = &fs.blockdev else { continue };
         let mp = fs.mountpoint.to_string_lossy().into_owned();
-        let (u, m) = (format!("umount {}", fs.fstype), format!("mount {}", fs.fstype));
+        let (u, m) = (
+            format!("umount {}", fs.fstype),
+            format!("mount {}", fs.fstype),
+        );
         if blocked(&steps) {
             steps.push(skipped(u));
             steps.push(skipped(m));
@@ -184,7 +191,9 @@ mod tests {
 
     #[test]
     fn a_step_that_finishes_is_ok_or_failed_with_its_message() {
-        let _turn = super::super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = super::super::FORK_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let ok = bounded("noop", Duration::from_secs(5), || Ok(()));
         assert_eq!(ok.result, StepResult::Ok);
         assert_eq!(ok.step, "noop");
@@ -202,7 +211,9 @@ mod tests {
 
     #[test]
     fn a_step_past_its_deadline_is_blocked_with_its_stack_and_killed() {
-        let _turn = super::super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = super::super::FORK_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let start = Instant::now();
         let step = bounded("sleep", Duration::from_millis(300), || {
             std::thread::sleep(Duration::from_secs(30));
