@@ -289,9 +289,9 @@ pub enum DataCheck {
 }
 
 /// One shared mapping the program wrote through (or held while writing with write()),
-/// checked at the end of the program (mapping against pread of the same range through the
-/// same file) and after the teardown (the mapping's bytes against the file or device read
-/// afresh).
+/// checked when the program unmaps it or ends (mapping against pread of the same range
+/// through the same file) and after the teardown (the mapping's bytes then against the file
+/// or device read afresh).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IntegrityCheck {
     /// Index of the call that made the mapping.
@@ -300,8 +300,8 @@ pub struct IntegrityCheck {
     pub target: String,
     /// Bytes compared (from the mapped address; capped).
     pub bytes: u64,
-    /// Mapping against pread at the end of the program (`None` for devdax, which has no
-    /// read()).
+    /// Mapping against pread at its munmap or the program's end (`None` for devdax, which
+    /// has no read()).
     pub at_end: Option<DataCheck>,
     /// Mapping contents at the end against the file or device after teardown and cleanup.
     pub after_teardown: Option<DataCheck>,

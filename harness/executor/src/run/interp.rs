@@ -175,6 +175,8 @@ pub struct Interp<'a> {
     mapped: Mutex<Vec<Mapped>>,
     /// A write-family call succeeded on some descriptor.
     wrote_fd: AtomicBool,
+    /// Mappings (by the call that made them) already checked.
+    checked: Mutex<HashSet<usize>>,
     edges: Mutex<BTreeSet<u32>>,
 }
 
@@ -200,6 +202,7 @@ impl<'a> Interp<'a> {
             holders: Mutex::new(HashSet::new()),
             mapped: Mutex::new(Vec::new()),
             wrote_fd: AtomicBool::new(false),
+            checked: Mutex::new(HashSet::new()),
             edges: Mutex::new(BTreeSet::new()),
         }
     }
@@ -232,7 +235,7 @@ impl<'a> Interp<'a> {
             drop(tx);
             self.finish_cover(cover);
         });
-        self.check_mappings();
+        self.check_mappings(None);
         if with_kcov {
             self.sink.coverage(&self.edges.lock().unwrap());
         }
@@ -249,20 +252,34 @@ impl<'a> Interp<'a> {
         }
     }
 
-    /// Each shared mapping still there that the program wrote through, or that it held while
-    /// it wrote with write(): what it shows against what pread returns.
-    fn check_mappings(&self) {
-        let mapped = self.mapped.lock().unwrap().clone();
+    /// Each shared mapping that the program wrote through, or that it held while it wrote
+    /// with write(): what it shows against what pread returns. Run for the mappings a
+    /// `munmap` of `range` (address, length) is about to remove, and at the end of the
+    /// program for those left; each mapping is checked once.
+    fn check_mappings(&self, range: Option<(u64, u64)>) {
         let wrote_fd = self.wrote_fd.load(Ordering::Relaxed);
-        if !mapped.iter().any(|m| m.writable || wrote_fd) {
+        let due: Vec<Mapped> = {
+            let checked = self.checked.lock().unwrap();
+            self.mapped
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.writable || wrote_fd)
+                .filter(|m| !checked.contains(&m.call))
+                .filter(|m| range.is_none_or(|(a, l)| m.addr < a.saturating_add(l) && a < m.addr + m.len))
+                .copied()
+                .collect()
+        };
+        if due.is_empty() {
             return;
         }
         let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
             return;
         };
         let vmas = integrity::parse_maps(&maps);
-        for m in mapped.iter().filter(|m| m.writable || wrote_fd) {
-            if let Some(seen) = integrity::at_end(m, &vmas) {
+        for m in due {
+            if let Some(seen) = integrity::at_end(&m, &vmas) {
+                self.checked.lock().unwrap().insert(m.call);
                 self.sink.mapping(&seen);
             }
         }
@@ -309,6 +326,10 @@ impl<'a> Interp<'a> {
         let done = match self.target.call(&call.name) {
             Some(desc) => {
                 let m = self.marshal(idx, desc, &call.args);
+                if desc.base_name() == "munmap" {
+                    // The check needs the mapping: before it goes, not at the end.
+                    self.check_mappings(Some((m.arg(0), m.arg(1))));
+                }
                 match desc.kind {
                     CallKind::Syscall { nr } => self.syscall(idx, desc, nr, &m),
                     CallKind::Pseudo(p) => self.pseudo(idx, p, &m),

@@ -397,3 +397,27 @@ fn a_request_from_another_protocol_is_refused_with_the_fix() {
     assert_eq!(resp.status, Status::Error);
     assert!(resp.detail.unwrap().contains("ci/build.sh"));
 }
+
+#[test]
+fn a_mapping_is_checked_before_the_program_unmaps_it() {
+    use daxdiff_prog::wire::DataCheck;
+    let d = Dirs::new("unmap");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exec = Executor::new(d.env.clone());
+    let resp = exec.handle(&request(
+        1,
+        "r0 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         ftruncate(r0, 0x2000)\n\
+         r1 = mmap(0x0, 0x2000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)\n\
+         r2 = daxdiff_fork_touch(&r1+0x0, 0x2000, DAXDIFF_TOUCH_WRITE)\n\
+         daxdiff_wait(r2)\n\
+         munmap(&r1+0x0, 0x2000)\n\
+         close(r0)\n",
+        5000,
+    ));
+    assert_eq!(resp.status, Status::Completed, "{:?}", resp.detail);
+    assert_eq!(resp.integrity.len(), 1, "{:?}", resp.integrity);
+    assert_eq!(resp.integrity[0].call, 2);
+    assert_eq!(resp.integrity[0].at_end, Some(DataCheck::Same));
+    assert_eq!(resp.integrity[0].after_teardown, Some(DataCheck::Same));
+}
