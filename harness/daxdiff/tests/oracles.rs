@@ -87,7 +87,12 @@ fn teardown_refcounts_integrity_and_devdax_reset_on_a_real_guest() {
         .integrity
         .iter()
         .find(|c| c.call == 1)
-        .unwrap_or_else(|| panic!("the written devdax mapping is checked: {:?}", first.integrity));
+        .unwrap_or_else(|| {
+            panic!(
+                "the written devdax mapping is checked: {:?}",
+                first.integrity
+            )
+        });
     assert_eq!(check.target, "devdax");
     assert_eq!(check.at_end, None, "device-dax has no read()");
     assert_eq!(
@@ -97,9 +102,18 @@ fn teardown_refcounts_integrity_and_devdax_reset_on_a_real_guest() {
     );
     // The device was zeroed where the program wrote: the same program sees the same bytes.
     let second = run(&mut runner, &vm, DEVDAX_WRITE);
-    let sum = |r: &Response| r.calls.iter().find(|c| c.index == 4).and_then(|c| c.checksum);
+    let sum = |r: &Response| {
+        r.calls
+            .iter()
+            .find(|c| c.index == 4)
+            .and_then(|c| c.checksum)
+    };
     assert!(sum(&first).is_some());
-    assert_eq!(sum(&first), sum(&second), "device-dax reset between programs");
+    assert_eq!(
+        sum(&first),
+        sum(&second),
+        "device-dax reset between programs"
+    );
 
     let ext4 = run(&mut runner, &vm, EXT4_WRITE);
     all_steps_ok(&ext4);
@@ -108,7 +122,11 @@ fn teardown_refcounts_integrity_and_devdax_reset_on_a_real_guest() {
     let c = &ext4.integrity[0];
     assert_eq!((c.call, c.target.as_str()), (2, "ext4"));
     assert_eq!(c.at_end, Some(DataCheck::Same));
-    assert_eq!(c.after_teardown, Some(DataCheck::Same), "the data survives a remount");
+    assert_eq!(
+        c.after_teardown,
+        Some(DataCheck::Same),
+        "the data survives a remount"
+    );
     assert_eq!(ext4.coverage, None, "Debian's kernels have no KCOV");
     drop(runner);
     vm.shutdown().unwrap();

@@ -178,7 +178,7 @@ impl KernelSide {
 
 /// Whether `program` gets the teardown liveness steps when one program in `every` does.
 pub fn tears_down(program: &str, every: u64) -> bool {
-    every > 0 && crate::workdir::fnv1a64(program.as_bytes()) % every == 0
+    every > 0 && crate::workdir::fnv1a64(program.as_bytes()).is_multiple_of(every)
 }
 
 fn first_line(s: &str) -> &str {

@@ -266,7 +266,9 @@ impl<'a> Interp<'a> {
                 .iter()
                 .filter(|m| m.writable || wrote_fd)
                 .filter(|m| !checked.contains(&m.call))
-                .filter(|m| range.is_none_or(|(a, l)| m.addr < a.saturating_add(l) && a < m.addr + m.len))
+                .filter(|m| {
+                    range.is_none_or(|(a, l)| m.addr < a.saturating_add(l) && a < m.addr + m.len)
+                })
                 .copied()
                 .collect()
         };
