@@ -300,8 +300,8 @@ pub struct IntegrityCheck {
     pub target: String,
     /// Bytes compared (from the mapped address; capped).
     pub bytes: u64,
-    /// Mapping against pread at its munmap or the program's end (`None` for devdax, which
-    /// has no read()).
+    /// Mapping against pread at its munmap or the program's end (`None` for a readable
+    /// devdax mapping: the device has no read()).
     pub at_end: Option<DataCheck>,
     /// Mapping contents at the end against the file or device after teardown and cleanup.
     pub after_teardown: Option<DataCheck>,

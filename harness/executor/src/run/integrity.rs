@@ -147,10 +147,10 @@ pub fn at_end(m: &Mapped, vmas: &[Vma]) -> Option<MappingSeen> {
     let path = (m.target != MapTarget::Devdax && !vma.path.ends_with(" (deleted)"))
         .then(|| PathBuf::from(&vma.path));
     let at_end = match (&mapped, m.target) {
-        (_, MapTarget::Devdax) => None,
         (Err(e), _) => Some(DataCheck::Unreadable {
             what: format!("mapping: {}", errno_text(e)),
         }),
+        (Ok(_), MapTarget::Devdax) => None,
         (Ok(seen), _) => {
             // The same file through the mapping itself, so an unlinked file still reads.
             let through = format!("/proc/self/map_files/{:x}-{:x}", vma.start, vma.end);
