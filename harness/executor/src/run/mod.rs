@@ -292,10 +292,8 @@ pub fn serve(
     Ok(())
 }
 
-/// Tests that fork and wait share the process with executors reaping any child
-/// (`reap_orphans`): they take turns.
 #[cfg(test)]
-pub(crate) static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) use crate::FORK_LOCK;
 
 #[cfg(test)]
 mod tests;
