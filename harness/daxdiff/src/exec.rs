@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use daxdiff_prog::wire::{Request, Response};
+use daxdiff_prog::wire::{DataCheck, Request, Response, StepResult, PROTOCOL_VERSION};
 use daxdiff_prog::{Program, Target};
 
 use crate::vm::Vm;
@@ -47,13 +47,23 @@ impl Runner {
     }
 
     pub fn run_text(&mut self, vm: &Vm, text: &str, timeout: Duration) -> Result<Response> {
+        self.run_with(vm, text, timeout, false)
+    }
+
+    /// Runs one program, with the teardown liveness steps after it when `teardown`.
+    pub fn run_with(
+        &mut self,
+        vm: &Vm,
+        text: &str,
+        timeout: Duration,
+        teardown: bool,
+    ) -> Result<Response> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = Request {
-            id,
-            program: text.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-        };
+        let mut req = Request::new(id, text.to_string(), timeout.as_millis() as u64);
+        req.teardown = teardown;
+        // The executor answers after the program, its teardown and the refcount settle time.
+        let timeout = Duration::from_millis(req.budget_ms());
         let mut line = serde_json::to_string(&req)?;
         line.push('\n');
         let session = vm.ssh()?.session();
@@ -101,6 +111,14 @@ impl Runner {
             bail!(
                 "the guest executor answered request {} while {id} was expected",
                 r.id
+            );
+        }
+        if r.protocol != PROTOCOL_VERSION {
+            bail!(
+                "the guest executor speaks protocol {}, this controller {PROTOCOL_VERSION}: \
+                 rebuild both with ci/build.sh (the guest image picks up the new executor): {}",
+                r.protocol,
+                r.detail.unwrap_or_default()
             );
         }
         Ok(r)
@@ -181,6 +199,54 @@ pub fn format_response(program: &Program, r: &Response) -> String {
             out.push_str(&format!("    {l}\n"));
         }
     }
+    for s in &r.teardown {
+        let what = match &s.result {
+            StepResult::Ok => "ok".to_string(),
+            StepResult::Skipped => "skipped".to_string(),
+            StepResult::Failed { detail } => format!("failed: {detail}"),
+            StepResult::Blocked { .. } => "BLOCKED".to_string(),
+        };
+        out.push_str(&format!(
+            "  teardown {:<16} {what} ({} ms)\n",
+            s.step, s.duration_ms
+        ));
+        if let StepResult::Blocked { stack } = &s.result {
+            for l in stack.lines() {
+                out.push_str(&format!("    {l}\n"));
+            }
+        }
+    }
+    match &r.refcounts {
+        None => out.push_str("  refcounts: no probe in this guest\n"),
+        Some(d) if d.is_empty() => out.push_str("  refcounts: = baseline after teardown\n"),
+        Some(d) => {
+            for x in d {
+                out.push_str(&format!("  refcounts {}: {}\n", x.role, x.summary()));
+            }
+        }
+    }
+    for c in &r.integrity {
+        let one = |d: &Option<DataCheck>| match d {
+            None => "-".to_string(),
+            Some(DataCheck::Same) => "same".into(),
+            Some(DataCheck::Differs {
+                first_offset: Some(o),
+            }) => format!("DIFFERS at {o:#x}"),
+            Some(DataCheck::Differs { first_offset: None }) => "DIFFERS".into(),
+            Some(DataCheck::Unreadable { what }) => what.clone(),
+        };
+        out.push_str(&format!(
+            "  integrity #{} {} ({} bytes): at end {}, after teardown {}\n",
+            c.call,
+            c.target,
+            c.bytes,
+            one(&c.at_end),
+            one(&c.after_teardown)
+        ));
+    }
+    if let Some(e) = &r.coverage {
+        out.push_str(&format!("  kcov: {} edges\n", e.len()));
+    }
     out
 }
 
@@ -220,11 +286,11 @@ pub fn bench(
         .iter()
         .enumerate()
         .map(|(i, (_, p))| {
-            serde_json::to_string(&Request {
-                id: i as u64,
-                program: p.to_text(),
-                timeout_ms: timeout.as_millis() as u64,
-            })
+            serde_json::to_string(&Request::new(
+                i as u64,
+                p.to_text(),
+                timeout.as_millis() as u64,
+            ))
             .unwrap()
                 + "\n"
         })

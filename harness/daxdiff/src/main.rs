@@ -46,6 +46,10 @@ enum Cmd {
         timeout: u64,
         #[arg(long)]
         json: bool,
+        /// After each program, unmount and mount the DAX filesystems and disable and enable
+        /// the device-dax device, each under a deadline (teardown liveness)
+        #[arg(long)]
+        teardown: bool,
         /// Program files (text form)
         #[arg(required = true)]
         programs: Vec<PathBuf>,
@@ -74,6 +78,10 @@ enum Cmd {
         timeout: u64,
         #[arg(long)]
         json: bool,
+        /// After each program, unmount and mount the DAX filesystems and disable and enable
+        /// the device-dax device, each under a deadline (teardown liveness)
+        #[arg(long)]
+        teardown: bool,
         /// Program files (text form); default: the seed corpus in corpora/
         programs: Vec<PathBuf>,
     },
@@ -334,6 +342,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             kernel,
             timeout,
             json,
+            teardown,
             programs,
         } => {
             let progs: Vec<_> = programs
@@ -345,7 +354,12 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
             let mut runner = daxdiff::exec::Runner::start(&vm)?;
             for (path, prog) in &progs {
-                let r = runner.run(&vm, prog, Duration::from_secs(timeout))?;
+                let r = runner.run_with(
+                    &vm,
+                    &prog.to_text(),
+                    Duration::from_secs(timeout),
+                    teardown,
+                )?;
                 if json {
                     println!("{}", serde_json::json!({"program": path, "response": r}));
                 } else {
@@ -366,8 +380,9 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             settle,
             timeout,
             json,
+            teardown,
             programs,
-        } => refcounts(env, &kernels, &programs, timeout, settle, json),
+        } => refcounts(env, &kernels, &programs, timeout, settle, json, teardown),
         Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
         Cmd::Kernel(cmd) => daxdiff::kbuild::cli::run(env, cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Bisect(args) => daxdiff::bisect::cli::run_bisect(env, args),
@@ -474,6 +489,7 @@ fn refcounts(
     timeout: u64,
     settle: u64,
     json: bool,
+    teardown: bool,
 ) -> Result<ExitCode> {
     let progs = if programs.is_empty() {
         daxdiff::exec::load_corpus(std::path::Path::new("corpora"))?
@@ -498,6 +514,7 @@ fn refcounts(
             &progs,
             Duration::from_secs(timeout),
             Duration::from_secs(settle),
+            teardown,
         )?;
         if json {
             println!(

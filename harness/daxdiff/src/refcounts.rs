@@ -174,6 +174,7 @@ pub fn run_programs(
     programs: &[(String, Program)],
     timeout: Duration,
     settle_time: Duration,
+    teardown: bool,
 ) -> Result<Vec<ProgramCounts>> {
     let mut vm = boot()?;
     let mut runner = Runner::start(&vm)?;
@@ -181,7 +182,7 @@ pub fn run_programs(
     for (name, prog) in programs {
         let baseline = read(&mut vm)?;
         let from = vm.console.len();
-        let ran = runner.run(&vm, prog, timeout);
+        let ran = runner.run_with(&vm, &prog.to_text(), timeout, teardown);
         let outcome = match &ran {
             Ok(r) => status_name(r.status).to_string(),
             Err(e) => {

@@ -79,6 +79,15 @@ pub struct Stats {
     pub elapsed_secs: f64,
     /// Controller sessions that wrote into this workdir.
     pub sessions: u64,
+    /// Distinct KCOV edges (slots of the edge map) seen on each kernel in this session;
+    /// absent for a kernel without KCOV.
+    #[serde(default)]
+    pub edges_a: Option<u64>,
+    #[serde(default)]
+    pub edges_b: Option<u64>,
+    /// Teardown liveness after every Nth program (0: off).
+    #[serde(default)]
+    pub teardown_every: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +272,18 @@ impl std::fmt::Display for Summary {
             f,
             "corpus {}, suppressed {}, VM restarts A {} B {}",
             s.corpus, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
+        )?;
+        let edges = |e: Option<u64>| e.map_or("no KCOV".to_string(), |n| n.to_string());
+        writeln!(
+            f,
+            "KCOV edges A {} B {}; teardown {}",
+            edges(s.edges_a),
+            edges(s.edges_b),
+            match s.teardown_every {
+                0 => "off".to_string(),
+                1 => "after every program".to_string(),
+                n => format!("after every {n}th program"),
+            }
         )?;
         for (label, list) in [
             ("divergences", &self.divergences),

@@ -24,7 +24,7 @@ const KNOWN: &str = "evict_while_pinned_ext4.prog";
 const KNOWN_SIGNATURE: &str = "report only on A: WARNING in dax_disassociate_entry";
 
 #[test]
-#[ignore = "boots debian-6.12 and debian-7.3 guests (about 5 minutes under TCG)"]
+#[ignore = "boots debian-6.12 and debian-7.3 guests (about 8 minutes under TCG)"]
 fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
     let env = Env {
         cache: daxdiff::cache::default_dir(),
@@ -47,6 +47,7 @@ fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
         suppressions: Suppressions::default(),
         seeds: Some(seeds.path().to_path_buf()),
         timeout: Duration::from_secs(5),
+        teardown_every: 1,
         progress: false,
     };
     let summary = fuzz(&env, &cfg).unwrap_or_else(|e| panic!("fuzz: {e:#}"));
@@ -94,11 +95,13 @@ fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
     );
 
     // A second session on the same workdir continues the counters and keeps the finding.
+    // Its two boots, the replayed corpus and the teardown after each program take most of
+    // two minutes under TCG: the exec count ends it, the time only bounds it.
     let again = fuzz(
         &env,
         &FuzzConfig {
             budget: Budget {
-                time: Some(Duration::from_secs(120)),
+                time: Some(Duration::from_secs(300)),
                 execs: Some(2),
             },
             seeds: None,

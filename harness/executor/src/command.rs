@@ -207,6 +207,7 @@ mod tests {
 
     #[test]
     fn captures_both_outputs_and_status() {
+        let _turn = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let o = run(
             "sh",
             &["-c", "echo out; echo err >&2; exit 3"],
@@ -224,6 +225,7 @@ mod tests {
 
     #[test]
     fn kills_on_timeout() {
+        let _turn = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let o = run("sleep", &["30"], Duration::from_millis(200));
         assert!(o.timed_out);
         assert!(o.duration < Duration::from_secs(5));
@@ -232,6 +234,7 @@ mod tests {
 
     #[test]
     fn missing_program_is_reported() {
+        let _turn = crate::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let o = run("daxdiff-no-such-tool", &[], Duration::from_secs(1));
         assert!(o.spawn_error.is_some());
         assert!(o

@@ -14,3 +14,8 @@ pub mod status;
 pub mod statx;
 pub mod steps;
 pub mod topology;
+
+/// Tests that fork and wait share the process with executors reaping any child
+/// (`run::supervise::reap_orphans`): they take turns.
+#[cfg(test)]
+pub(crate) static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

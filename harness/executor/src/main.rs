@@ -114,9 +114,13 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-fn environment(o: &Opts) -> Result<RunEnv> {
+/// Seconds after which the kernel reports a task blocked in D state, while programs run:
+/// below the teardown steps' deadline, so a blocked step comes with the kernel's report.
+const HUNG_TASK_TIMEOUT_SECS: u64 = 10;
+
+fn executor(o: &Opts) -> Result<Executor> {
     if let Some((e, x)) = &o.dirs {
-        return Ok(RunEnv::plain_dirs(e, x));
+        return Ok(Executor::new(RunEnv::plain_dirs(e, x)));
     }
     let path = Path::new(topology::TOPOLOGY_PATH);
     let text = std::fs::read_to_string(path).with_context(|| {
@@ -133,7 +137,7 @@ fn environment(o: &Opts) -> Result<RunEnv> {
             t.error.unwrap_or_default()
         );
     }
-    Ok(RunEnv::from_topology(&t))
+    Ok(Executor::with_topology(RunEnv::from_topology(&t), t))
 }
 
 fn cmd_refcounts() -> Result<()> {
@@ -147,7 +151,12 @@ fn cmd_refcounts() -> Result<()> {
 
 fn cmd_run(args: &[String]) -> Result<()> {
     let o = parse_opts(args)?;
-    let mut exec = Executor::new(environment(&o)?);
+    let mut exec = executor(&o)?;
+    if o.dirs.is_none() {
+        if let Err(e) = daxdiff_exec::run::lower_hung_task_timeout(HUNG_TASK_TIMEOUT_SECS) {
+            eprintln!("daxdiff-exec: could not lower the hung-task timeout: {e}");
+        }
+    }
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     serve(&mut exec, stdin.lock(), stdout.lock()).context("talking to the controller")
@@ -170,18 +179,14 @@ fn cmd_loop(args: &[String]) -> Result<()> {
             .map(|(i, f)| {
                 let program = std::fs::read_to_string(f)
                     .with_context(|| format!("reading {}", f.display()))?;
-                Ok(Request {
-                    id: i as u64,
-                    program,
-                    timeout_ms: o.timeout_ms,
-                })
+                Ok(Request::new(i as u64, program, o.timeout_ms))
             })
             .collect::<Result<_>>()?
     };
     if batch.is_empty() {
         bail!("loop: no programs given (files as arguments, or requests on stdin)");
     }
-    let mut exec = Executor::new(environment(&o)?);
+    let mut exec = executor(&o)?;
     let r = bench::run(&mut exec, &batch, count);
     println!("{}", serde_json::to_string(&r)?);
     Ok(())

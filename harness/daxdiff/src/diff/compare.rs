@@ -25,6 +25,18 @@ pub enum Difference {
     },
     /// Same return value, different bytes seen.
     Checksum { index: usize, name: String },
+    /// A teardown step ended differently (`ok` against `blocked in …`; `absent`: not run).
+    Teardown { step: String, a: String, b: String },
+    /// A namespace role's reference counts stayed changed differently after teardown
+    /// (`=`: back to where they were).
+    Refcounts { role: String, a: String, b: String },
+    /// A data-integrity check of the mapping made by call `index` came out differently.
+    Integrity {
+        index: usize,
+        target: String,
+        a: String,
+        b: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +58,11 @@ impl Difference {
             Difference::Status { a, b } => format!("status {a} vs {b}"),
             Difference::Call { name, a, b, .. } => format!("{name}: {} vs {}", show(a), show(b)),
             Difference::Checksum { name, .. } => format!("{name}: checksum differs"),
+            Difference::Teardown { step, a, b } => format!("teardown {step}: {a} vs {b}"),
+            Difference::Refcounts { role, a, b } => format!("refcounts {role}: {a} vs {b}"),
+            Difference::Integrity { target, a, b, .. } => {
+                format!("integrity of a {target} mapping: {a} vs {b}")
+            }
         }
     }
 
@@ -60,7 +77,9 @@ impl Difference {
     /// A line for humans, with the call position.
     pub fn describe(&self) -> String {
         match self {
-            Difference::Call { index, .. } | Difference::Checksum { index, .. } => {
+            Difference::Call { index, .. }
+            | Difference::Checksum { index, .. }
+            | Difference::Integrity { index, .. } => {
                 format!("call {index} {}", self.signature_text())
             }
             _ => self.signature_text(),
@@ -135,6 +154,92 @@ pub fn differences(a: &Outcome, b: &Outcome) -> Vec<Difference> {
                 a: ca.map(|c| c.ret.clone()),
                 b: cb.map(|c| c.ret.clone()),
             }),
+        }
+    }
+    out.extend(oracle_differences(a, b));
+    out
+}
+
+/// Teardown, reference counts and data integrity; reference counts only when both guests
+/// have the probe.
+fn oracle_differences(a: &Outcome, b: &Outcome) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut steps: Vec<&str> = a.teardown.iter().map(|s| s.step.as_str()).collect();
+    for s in &b.teardown {
+        if !steps.contains(&s.step.as_str()) {
+            steps.push(&s.step);
+        }
+    }
+    for step in steps {
+        let result = |o: &Outcome| {
+            o.teardown
+                .iter()
+                .find(|s| s.step == step)
+                .map(|s| s.result.clone())
+                .unwrap_or_else(|| "absent".into())
+        };
+        let (ra, rb) = (result(a), result(b));
+        if ra != rb {
+            out.push(Difference::Teardown {
+                step: step.to_string(),
+                a: ra,
+                b: rb,
+            });
+        }
+    }
+    if let (Some(ra), Some(rb)) = (&a.refcounts, &b.refcounts) {
+        let mut roles: Vec<&str> = ra.iter().chain(rb).map(|d| d.role.as_str()).collect();
+        roles.sort_unstable();
+        roles.dedup();
+        for role in roles {
+            let show = |v: &[daxdiff_prog::wire::RefDelta]| {
+                v.iter()
+                    .find(|d| d.role == role)
+                    .map(|d| d.summary())
+                    .unwrap_or_else(|| "=".into())
+            };
+            let (sa, sb) = (show(ra), show(rb));
+            if sa != sb {
+                out.push(Difference::Refcounts {
+                    role: role.to_string(),
+                    a: sa,
+                    b: sb,
+                });
+            }
+        }
+    }
+    let mut calls: Vec<(usize, &str)> = a
+        .integrity
+        .iter()
+        .chain(&b.integrity)
+        .map(|c| (c.call, c.target.as_str()))
+        .collect();
+    calls.sort_unstable();
+    calls.dedup();
+    for (call, target) in calls {
+        let show = |o: &Outcome| {
+            o.integrity
+                .iter()
+                .find(|c| c.call == call && c.target == target)
+                .map(|c| {
+                    let one = |d: &Option<daxdiff_prog::wire::DataCheck>| match d {
+                        None => "-".to_string(),
+                        Some(daxdiff_prog::wire::DataCheck::Same) => "same".into(),
+                        Some(daxdiff_prog::wire::DataCheck::Differs { .. }) => "differs".into(),
+                        Some(daxdiff_prog::wire::DataCheck::Unreadable { what }) => what.clone(),
+                    };
+                    format!("{}/{}", one(&c.at_end), one(&c.after_teardown))
+                })
+                .unwrap_or_else(|| "not checked".into())
+        };
+        let (sa, sb) = (show(a), show(b));
+        if sa != sb {
+            out.push(Difference::Integrity {
+                index: call,
+                target: target.to_string(),
+                a: sa,
+                b: sb,
+            });
         }
     }
     out
@@ -304,6 +409,37 @@ mod tests {
         );
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].signature_text(), "mmap: checksum differs");
+    }
+
+    #[test]
+    fn teardown_refcount_and_integrity_differences_are_named() {
+        let with = |extra: &str| {
+            outcome(&URING_612.replacen("{\"id\":2,", &format!("{{\"id\":2,{extra}"), 1))
+        };
+        let a = with(
+            r#""teardown":[{"step":"disable devdax","result":"ok","duration_ms":5}],"refcounts":[],
+               "integrity":[{"call":1,"target":"devdax","bytes":4096,"at_end":null,"after_teardown":{"result":"same"}}],"#,
+        );
+        let b = with(
+            r#""teardown":[{"step":"disable devdax","result":"blocked","stack":"[<0>] memunmap_pages+0x1/0x2\n","duration_ms":20000}],
+               "refcounts":[{"role":"devdax","pgmap_ref":1,"ref0":0,"ref1":0,"ref2":0,"ref3_plus":0,"negative":0,"note":null,"underflow":false}],
+               "integrity":[{"call":1,"target":"devdax","bytes":4096,"at_end":null,"after_teardown":{"result":"differs","first_offset":null}}],"#,
+        );
+        let texts: Vec<String> = differences(&a, &b).iter().map(|d| d.describe()).collect();
+        assert_eq!(
+            texts,
+            [
+                "teardown disable devdax: ok vs blocked in memunmap_pages",
+                "refcounts devdax: = vs pgmap_ref +1",
+                "call 1 integrity of a devdax mapping: -/same vs -/differs",
+            ]
+        );
+        // A guest without the probe compares nothing about reference counts.
+        let mut no_probe = b.clone();
+        no_probe.refcounts = None;
+        assert!(!differences(&a, &no_probe)
+            .iter()
+            .any(|d| matches!(d, Difference::Refcounts { .. })));
     }
 
     #[test]

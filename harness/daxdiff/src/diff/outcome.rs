@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use daxdiff_observe::Signature;
-use daxdiff_prog::wire::{Response, Status};
+use daxdiff_prog::wire::{IntegrityCheck, RefDelta, Response, Status, StepResult};
 use daxdiff_prog::{ResourceKind, Target};
 
 /// What a call returned, with run-specific values replaced by what they stand for.
@@ -64,6 +64,69 @@ pub struct Outcome {
     pub hung_stack: Vec<String>,
     /// Why the program did not complete (signal, setup error), numbers and addresses removed.
     pub detail: Option<String>,
+    /// Teardown steps after the program, in order, without their durations.
+    #[serde(default)]
+    pub teardown: Vec<StepOutcome>,
+    /// What stayed changed in the reference counts per namespace role after the teardown
+    /// (empty: all back); `None` when the guest has no probe.
+    #[serde(default)]
+    pub refcounts: Option<Vec<RefDelta>>,
+    /// Data written through shared mappings against the file or device.
+    #[serde(default)]
+    pub integrity: Vec<IntegrityCheck>,
+}
+
+/// One teardown step's result: `ok`, `failed: umount: EBUSY`, `blocked in <function>`,
+/// `skipped`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub step: String,
+    pub result: String,
+    /// Function names of the blocked task's stack, innermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+}
+
+impl StepOutcome {
+    pub fn blocked(&self) -> bool {
+        self.result.starts_with("blocked")
+    }
+}
+
+/// Stack frames that say where a task waits, not why: skipped when naming the blocked function.
+const SCHEDULER_FRAMES: &[&str] = &[
+    "__schedule",
+    "schedule",
+    "schedule_timeout",
+    "io_schedule",
+    "__switch_to",
+    "__switch_to_asm",
+    "schedule_preempt_disabled",
+];
+
+fn step_outcome(s: &daxdiff_prog::wire::TeardownStep) -> StepOutcome {
+    let (result, stack) = match &s.result {
+        StepResult::Ok => ("ok".to_string(), Vec::new()),
+        StepResult::Skipped => ("skipped".to_string(), Vec::new()),
+        StepResult::Failed { detail } => (format!("failed: {}", scrub(detail)), Vec::new()),
+        StepResult::Blocked { stack } => {
+            let f = stack_functions(stack);
+            let at = f
+                .iter()
+                .find(|x| !SCHEDULER_FRAMES.contains(&x.as_str()))
+                .cloned();
+            let result = match at {
+                Some(at) => format!("blocked in {at}"),
+                None => "blocked".to_string(),
+            };
+            (result, f)
+        }
+    };
+    StepOutcome {
+        step: s.step.clone(),
+        result,
+        stack,
+    }
 }
 
 /// Calls whose return value is an address or a pid, which differ from run to run.
@@ -123,6 +186,54 @@ pub fn normalize(resp: &Response, console: &[String]) -> Outcome {
         reports,
         hung_stack,
         detail,
+        teardown: resp.teardown.iter().map(step_outcome).collect(),
+        refcounts: resp.refcounts.clone(),
+        integrity: resp.integrity.clone(),
+    }
+}
+
+impl Outcome {
+    /// Oracle findings that stand on one kernel alone, whatever the other did: a reference
+    /// count that stayed changed after teardown, a teardown step that blocked, data that
+    /// does not match. Titles like kernel report titles (`refcount leak on devdax: …`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in self.refcounts.iter().flatten() {
+            let what = if d.underflow || d.negative > 0 || d.pgmap_ref < 0 {
+                "underflow"
+            } else {
+                "leak"
+            };
+            out.push(format!("refcount {what} on {}: {}", d.role, d.summary()));
+        }
+        for s in self.teardown.iter().filter(|s| s.blocked()) {
+            out.push(format!("teardown: {} {}", s.step, s.result));
+        }
+        for c in &self.integrity {
+            for (when, check) in [
+                ("at the end", &c.at_end),
+                ("after teardown", &c.after_teardown),
+            ] {
+                if let Some(daxdiff_prog::wire::DataCheck::Differs { .. }) = check {
+                    out.push(format!(
+                        "data integrity: {} mapping differs from the {} {when}",
+                        c.target,
+                        if c.target == "devdax" {
+                            "device"
+                        } else {
+                            "file"
+                        }
+                    ));
+                }
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// A teardown step blocked: the guest holds a stuck task.
+    pub fn teardown_blocked(&self) -> bool {
+        self.teardown.iter().any(StepOutcome::blocked)
     }
 }
 
@@ -240,6 +351,59 @@ mod tests {
             o.detail.as_deref(),
             Some("program did not finish in N ms (pid N)")
         );
+    }
+
+    #[test]
+    fn teardown_refcounts_and_integrity_become_comparable_fields_and_problems() {
+        let json = r#"{"id":4,"status":"completed","calls":[],"detail":null,"stack":null,"protocol":2,
+            "teardown":[{"step":"exit","result":"ok","duration_ms":3},
+                {"step":"umount xfs","result":"blocked","duration_ms":20000,
+                 "stack":"== pid 301 tid 301 (daxdiff-exec) state D wchan x\n[<0>] __schedule+0x1/0x2\n[<0>] schedule+0x1/0x2\n[<0>] dax_break_layout_final+0x4d/0x90\n[<0>] xfs_fs_evict_inode+0x1/0x2 [xfs]\n"},
+                {"step":"mount xfs","result":"skipped","duration_ms":0},
+                {"step":"disable devdax","result":"failed","detail":"daxctl disable-device: exit status 1: dax2.0 busy (pid 4242)","duration_ms":80}],
+            "refcounts":[{"role":"devdax","pgmap_ref":1,"ref0":0,"ref1":-1,"ref2":1,"ref3_plus":0,"negative":0,"note":null,"underflow":false}],
+            "integrity":[{"call":1,"target":"ext4","bytes":4096,"at_end":{"result":"same"},"after_teardown":{"result":"differs","first_offset":null}}],
+            "coverage":[1,2,3]}"#;
+        let o = normalize(&resp(json), &[]);
+        let steps: Vec<(&str, &str)> = o
+            .teardown
+            .iter()
+            .map(|s| (s.step.as_str(), s.result.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("exit", "ok"),
+                ("umount xfs", "blocked in dax_break_layout_final"),
+                ("mount xfs", "skipped"),
+                (
+                    "disable devdax",
+                    "failed: daxctl disable-device: exit status 1: dax2.0 busy (pid N)"
+                )
+            ]
+        );
+        assert!(o.teardown_blocked());
+        assert_eq!(
+            o.problems(),
+            [
+                "refcount leak on devdax: pgmap_ref +1, ref1 -1, ref2 +1",
+                "teardown: umount xfs blocked in dax_break_layout_final",
+                "data integrity: ext4 mapping differs from the file after teardown",
+            ]
+        );
+        // Durations and coverage are not part of the outcome.
+        let again = normalize(
+            &resp(
+                &json
+                    .replace("\"duration_ms\":3", "\"duration_ms\":9")
+                    .replace("[1,2,3]", "[4]"),
+            ),
+            &[],
+        );
+        assert_eq!(o, again);
+        // An old executor's response (no new fields) still normalizes.
+        let old = normalize(&resp(RESPONSE_612), &[]);
+        assert_eq!((old.refcounts, old.teardown.len()), (None, 0));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! outcome features seen so far, the budget and the status line.
 
 use std::collections::HashSet;
+
+use daxdiff_prog::wire::COVERAGE_MAP_SIZE;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -41,6 +43,9 @@ pub struct Campaign {
     /// Runs per kernel behind a divergence verdict.
     pub runs: usize,
     features: HashSet<String>,
+    /// KCOV edge slots seen per kernel (`None` until the kernel reports coverage).
+    edges_a: Option<Vec<bool>>,
+    edges_b: Option<Vec<bool>>,
     budget: Budget,
     started: Instant,
     base_elapsed: f64,
@@ -65,6 +70,8 @@ impl Campaign {
             suppressions,
             runs,
             features: HashSet::new(),
+            edges_a: None,
+            edges_b: None,
             budget,
             started: Instant::now(),
             base_elapsed,
@@ -95,14 +102,40 @@ impl Campaign {
         new
     }
 
+    /// Adds a program's KCOV edges on kernel A (`on_a`) or B to the campaign's counts.
+    pub fn add_edges(&mut self, on_a: bool, edges: &[u32]) {
+        let (seen, count) = if on_a {
+            (&mut self.edges_a, &mut self.stats.edges_a)
+        } else {
+            (&mut self.edges_b, &mut self.stats.edges_b)
+        };
+        // A resumed campaign counts afresh: the replayed corpus brings its edges back.
+        let mut n = if seen.is_some() {
+            count.unwrap_or(0)
+        } else {
+            0
+        };
+        let seen = seen.get_or_insert_with(|| vec![false; COVERAGE_MAP_SIZE]);
+        for &e in edges {
+            if let Some(slot) = seen.get_mut(e as usize) {
+                if !*slot {
+                    *slot = true;
+                    n += 1;
+                }
+            }
+        }
+        *count = Some(n);
+    }
+
     /// Refreshes the status line, and `stats.json` every few seconds.
     pub fn tick(&mut self) -> Result<()> {
         self.stats.elapsed_secs = self.base_elapsed + self.started.elapsed().as_secs_f64();
         let s = &self.stats;
         let rate = self.session_execs() as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let edges = |e: Option<u64>| e.map_or("-".to_string(), |n| n.to_string());
         self.bar.set_message(format!(
-            "{} vs {}: execs {} ({rate:.2}/s) corpus {} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
-            s.kernel_a, s.kernel_b, s.execs, s.corpus, s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
+            "{} vs {}: execs {} ({rate:.2}/s) corpus {} edges A {} B {} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
+            s.kernel_a, s.kernel_b, s.execs, s.corpus, edges(s.edges_a), edges(s.edges_b), s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
         ));
         if self.last_save.elapsed() >= Duration::from_secs(5) {
             self.save()?;
@@ -120,6 +153,32 @@ impl Campaign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_count_once_per_kernel_and_stay_absent_without_kcov() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = Campaign::new(
+            Workdir::open(t.path()).unwrap(),
+            Stats::default(),
+            Suppressions::default(),
+            1,
+            Budget {
+                time: None,
+                execs: Some(1),
+            },
+            ProgressBar::hidden(),
+        );
+        c.add_edges(true, &[1, 2, 3]);
+        c.add_edges(true, &[3, 4]);
+        assert_eq!(c.stats.edges_a, Some(4));
+        assert_eq!(
+            c.stats.edges_b, None,
+            "a kernel without KCOV has no edge count"
+        );
+        let json = serde_json::to_value(&c.stats).unwrap();
+        assert_eq!(json["edges_a"], 4);
+        assert!(json["edges_b"].is_null());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -1,19 +1,20 @@
 //! The LibAFL pieces: a program `Input`, a VM-backed `Executor` per kernel (combined with
 //! `DiffExecutor`), an `Observer` carrying each side's outcome, a "new outcome features"
-//! `Feedback`, an objective that confirms and records stable divergences and kernel reports,
-//! and a `Mutator` over the program model.
+//! `Feedback`, a KCOV edge map per kernel (`StdMapObserver`, fed to a max-map feedback), an
+//! objective that confirms and records stable divergences, kernel reports and oracle
+//! problems, and a `Mutator` over the program model.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use libafl::corpus::{Corpus, CorpusId};
+use libafl::corpus::{Corpus, CorpusId, Testcase};
 use libafl::executors::{Executor, ExitKind, HasObservers};
 use libafl::feedbacks::{Feedback, StateInitializer};
 use libafl::inputs::Input;
 use libafl::mutators::{MutationResult, Mutator};
-use libafl::observers::Observer;
+use libafl::observers::{Observer, StdMapObserver};
 use libafl::state::HasCorpus;
 use libafl::Error;
 use libafl_bolts::tuples::{Handle, MatchNameRef, RefIndexable};
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use daxdiff_observe::Signature;
 use daxdiff_prog::rng::Rng;
-use daxdiff_prog::wire::Status;
+use daxdiff_prog::wire::{Status, COVERAGE_MAP_SIZE};
 use daxdiff_prog::Target;
 
 use super::campaign::Campaign;
@@ -73,10 +74,19 @@ pub enum Role {
     B,
 }
 
+/// One kernel's KCOV edges of the current program, one byte per slot of the edge map.
+pub type CoverageObserver = StdMapObserver<'static, u8, false>;
+
+pub fn coverage_observer(name: &'static str) -> CoverageObserver {
+    StdMapObserver::owned(name, vec![0u8; COVERAGE_MAP_SIZE])
+}
+
+type VmObservers = (OutcomeObserver, (CoverageObserver, ()));
+
 /// Runs programs in one kernel's guest.
 pub struct VmExecutor {
     side: Rc<RefCell<KernelSide>>,
-    observers: (OutcomeObserver, ()),
+    observers: VmObservers,
     campaign: Arc<Mutex<Campaign>>,
     role: Role,
     restarts_seen: u64,
@@ -86,12 +96,13 @@ impl VmExecutor {
     pub fn new(
         side: Rc<RefCell<KernelSide>>,
         observer: OutcomeObserver,
+        coverage: CoverageObserver,
         campaign: Arc<Mutex<Campaign>>,
         role: Role,
     ) -> VmExecutor {
         VmExecutor {
             side,
-            observers: (observer, ()),
+            observers: (observer, (coverage, ())),
             campaign,
             role,
             restarts_seen: 0,
@@ -100,7 +111,7 @@ impl VmExecutor {
 }
 
 impl HasObservers for VmExecutor {
-    type Observers = (OutcomeObserver, ());
+    type Observers = VmObservers;
 
     fn observers(&self) -> RefIndexable<&Self::Observers, Self::Observers> {
         RefIndexable::from(&self.observers)
@@ -140,6 +151,18 @@ impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
             }
             Role::B => c.stats.vm_restarts_b += restarts,
         }
+        if let Some(edges) = &run.coverage {
+            c.add_edges(self.role == Role::A, edges);
+        }
+        // Coverage of a program that took the guest down does not make it corpus material.
+        if let (Some(edges), false) = (&run.coverage, disrupts_guest(&run.outcome)) {
+            let map: &mut [u8] = &mut self.observers.1 .0;
+            for &e in edges {
+                if let Some(slot) = map.get_mut(e as usize) {
+                    *slot = 1;
+                }
+            }
+        }
         c.tick().map_err(|e| Error::unknown(format!("{e:#}")))?;
         self.observers.0.run = Some(run);
         Ok(kind)
@@ -171,12 +194,31 @@ pub fn features(side: &str, o: &Outcome) -> Vec<String> {
             .map(|r| format!("{side}:report={}", r.signature)),
     );
     f.extend(o.hung_stack.first().map(|h| format!("{side}:hung={h}")));
+    f.extend(
+        o.teardown
+            .iter()
+            .filter(|s| s.result != "ok")
+            .map(|s| format!("{side}:teardown:{}={}", s.step, s.result)),
+    );
+    f.extend(
+        o.refcounts
+            .iter()
+            .flatten()
+            .map(|d| format!("{side}:refcounts:{}={}", d.role, d.summary())),
+    );
+    f.extend(
+        o.problems()
+            .into_iter()
+            .map(|p| format!("{side}:problem={p}")),
+    );
     f
 }
 
-/// A kernel report, or the guest stopped answering (see `KernelSide::run`).
+/// A kernel report, a blocked teardown step, or the guest stopped answering (see
+/// `KernelSide::run`).
 fn disrupts_guest(o: &Outcome) -> bool {
     !o.reports.is_empty()
+        || o.teardown_blocked()
         || o.detail
             .as_deref()
             .is_some_and(|d| d.starts_with(GUEST_STOPPED))
@@ -214,7 +256,7 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedb
         &mut self,
         _state: &mut S,
         _mgr: &mut EM,
-        input: &ProgInput,
+        _input: &ProgInput,
         observers: &OT,
         _exit: &ExitKind,
     ) -> Result<bool, Error> {
@@ -228,17 +270,29 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedb
         }
         let mut feats = features("a", &ra.outcome);
         feats.extend(features("b", &rb.outcome));
+        Ok(self.campaign.lock().unwrap().add_features(feats))
+    }
+
+    /// Called for every program the corpus takes (for new outcome features or new KCOV
+    /// edges): it goes to the workdir's `corpus/` too.
+    fn append_metadata(
+        &mut self,
+        _state: &mut S,
+        _manager: &mut EM,
+        _observers: &OT,
+        testcase: &mut Testcase<ProgInput>,
+    ) -> Result<(), Error> {
+        let Some(input) = testcase.input() else {
+            return Ok(());
+        };
         let mut c = self.campaign.lock().unwrap();
-        if !c.add_features(feats) {
-            return Ok(false);
-        }
         if c.workdir
             .add_corpus(&input.0)
             .map_err(|e| Error::unknown(format!("{e:#}")))?
         {
             c.stats.corpus += 1;
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -387,34 +441,36 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
 }
 
 impl FindingObjective {
-    /// Each kernel report not seen before gets `crashes/<title>/`.
+    /// Each kernel report, and each oracle problem (reference counts left changed after
+    /// teardown, a blocked teardown step, data that does not match), not seen before gets
+    /// `crashes/<title>/`.
     fn record_reports(&self, program: &str, ra: &Run, rb: &Run) -> anyhow::Result<bool> {
         let mut c = self.campaign.lock().unwrap();
         let mut found = false;
-        let all: Vec<_> = ra
-            .outcome
-            .reports
-            .iter()
-            .chain(&rb.outcome.reports)
-            .collect();
-        for r in all {
-            let name = r.signature.dir_name();
+        let titled = |run: &Run| -> Vec<(String, Signature)> {
+            let mut v: Vec<(String, Signature)> = run
+                .outcome
+                .reports
+                .iter()
+                .map(|r| (r.title.clone(), r.signature.clone()))
+                .collect();
+            v.extend(run.outcome.problems().into_iter().filter_map(|p| {
+                let sig = Signature::try_from(p.clone()).ok()?;
+                Some((p, sig))
+            }));
+            v
+        };
+        let (ta, tb) = (titled(ra), titled(rb));
+        for (title, sig) in ta.iter().chain(&tb) {
+            let name = sig.dir_name();
             if c.workdir.has_finding(FindingKind::Crash, &name) {
                 continue;
             }
-            let on_a = ra
-                .outcome
-                .reports
-                .iter()
-                .any(|x| x.signature == r.signature);
-            let on_b = rb
-                .outcome
-                .reports
-                .iter()
-                .any(|x| x.signature == r.signature);
+            let on_a = ta.iter().any(|x| &x.1 == sig);
+            let on_b = tb.iter().any(|x| &x.1 == sig);
             let finding = Finding {
                 kind: FindingKind::Crash,
-                signature: r.title.clone(),
+                signature: title.clone(),
                 kernel_a: c.stats.kernel_a.clone(),
                 kernel_b: c.stats.kernel_b.clone(),
                 differences: vec![match (on_a, on_b) {
@@ -440,7 +496,7 @@ impl FindingObjective {
             )?;
             c.stats.crashes += 1;
             c.bar
-                .println(format!("crashes: {} ({})", r.title, finding.differences[0]));
+                .println(format!("crashes: {title} ({})", finding.differences[0]));
             found = true;
         }
         if found {

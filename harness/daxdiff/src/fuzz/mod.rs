@@ -17,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use libafl::corpus::{Corpus, InMemoryCorpus};
 use libafl::events::SimpleEventManager;
 use libafl::executors::DiffExecutor;
+use libafl::feedback_or;
+use libafl::feedbacks::MaxMapFeedback;
 use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::NopMonitor;
 use libafl::schedulers::QueueScheduler;
@@ -27,10 +29,10 @@ use libafl_bolts::tuples::{tuple_list, Handled};
 
 pub use campaign::{parse_duration, Budget, Campaign};
 pub use engine::{
-    features, FindingObjective, NewOutcomeFeedback, OutcomeObserver, ProgInput, ProgMutator,
-    VmExecutor,
+    coverage_observer, features, CoverageObserver, FindingObjective, NewOutcomeFeedback,
+    OutcomeObserver, ProgInput, ProgMutator, VmExecutor,
 };
-pub use side::{KernelSide, Run};
+pub use side::{tears_down, KernelSide, Run};
 
 use crate::diff::Suppressions;
 use crate::setup::{prepare, Env};
@@ -53,6 +55,9 @@ pub struct FuzzConfig {
     pub seeds: Option<PathBuf>,
     /// Per-program timeout in the guest.
     pub timeout: Duration,
+    /// Teardown liveness (unmount/mount, device disable/enable) after one program in N;
+    /// 0 turns it off.
+    pub teardown_every: u64,
     /// Draw the status line (off in tests).
     pub progress: bool,
 }
@@ -85,6 +90,7 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
         },
     };
     stats.sessions += 1;
+    stats.teardown_every = cfg.teardown_every;
     let mut seeds = Vec::new();
     if let Some(dir) = &cfg.seeds {
         seeds.extend(
@@ -152,30 +158,46 @@ fn run_job(
     seeds: Vec<String>,
     campaign: Arc<Mutex<Campaign>>,
 ) -> Result<()> {
-    let side_a = Rc::new(RefCell::new(KernelSide::new(
-        &cfg.kernel_a,
-        prepare(env, &cfg.kernel_a)?,
-        cfg.timeout,
-    )));
-    let side_b = Rc::new(RefCell::new(KernelSide::new(
-        &cfg.kernel_b,
-        prepare(env, &cfg.kernel_b)?,
-        cfg.timeout,
-    )));
+    let side_a = Rc::new(RefCell::new(
+        KernelSide::new(&cfg.kernel_a, prepare(env, &cfg.kernel_a)?, cfg.timeout)
+            .with_teardown_every(cfg.teardown_every),
+    ));
+    let side_b = Rc::new(RefCell::new(
+        KernelSide::new(&cfg.kernel_b, prepare(env, &cfg.kernel_b)?, cfg.timeout)
+            .with_teardown_every(cfg.teardown_every),
+    ));
     // Boot both before the clock matters (the first boot is the slow part of a short run).
     side_a.borrow_mut().ensure_booted()?;
     side_b.borrow_mut().ensure_booted()?;
     let obs_a = OutcomeObserver::new("outcome-a");
     let obs_b = OutcomeObserver::new("outcome-b");
     let (ha, hb) = (obs_a.handle(), obs_b.handle());
-    let exec_a = VmExecutor::new(side_a.clone(), obs_a, campaign.clone(), engine::Role::A);
-    let exec_b = VmExecutor::new(side_b.clone(), obs_b, campaign.clone(), engine::Role::B);
+    let (cov_a, cov_b) = (coverage_observer("kcov-a"), coverage_observer("kcov-b"));
+    // Kernels without KCOV leave their map empty: the map feedback then never fires.
+    let mut feedback = feedback_or!(
+        NewOutcomeFeedback {
+            a: ha.clone(),
+            b: hb.clone(),
+            campaign: campaign.clone(),
+        },
+        MaxMapFeedback::new(&cov_a),
+        MaxMapFeedback::new(&cov_b)
+    );
+    let exec_a = VmExecutor::new(
+        side_a.clone(),
+        obs_a,
+        cov_a,
+        campaign.clone(),
+        engine::Role::A,
+    );
+    let exec_b = VmExecutor::new(
+        side_b.clone(),
+        obs_b,
+        cov_b,
+        campaign.clone(),
+        engine::Role::B,
+    );
     let mut executor = DiffExecutor::new(exec_a, exec_b, ());
-    let mut feedback = NewOutcomeFeedback {
-        a: ha.clone(),
-        b: hb.clone(),
-        campaign: campaign.clone(),
-    };
     let mut objective = FindingObjective {
         a: ha,
         b: hb,

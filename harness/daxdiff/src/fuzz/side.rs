@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use daxdiff_prog::wire::{Response, Status};
+use daxdiff_prog::wire::{Response, Status, PROTOCOL_VERSION};
 
 use crate::diff::{normalize, Outcome};
 use crate::exec::Runner;
@@ -22,6 +22,8 @@ pub struct Run {
     pub outcome: Outcome,
     /// The console lines printed while the program ran.
     pub console: Vec<String>,
+    /// KCOV edges (`None`: the kernel has no KCOV).
+    pub coverage: Option<Vec<u32>>,
 }
 
 pub struct KernelSide {
@@ -32,6 +34,10 @@ pub struct KernelSide {
     /// Guests booted after the first (one per death).
     pub restarts: u64,
     booted: u64,
+    /// Teardown liveness after one program in N (0: never), chosen by the program's hash:
+    /// both kernels, and every stability re-run, tear down after the same programs.
+    teardown_every: u64,
+    probe_warned: bool,
 }
 
 impl KernelSide {
@@ -43,6 +49,31 @@ impl KernelSide {
             timeout,
             restarts: 0,
             booted: 0,
+            teardown_every: 1,
+            probe_warned: false,
+        }
+    }
+
+    /// Teardown liveness after every `n`th program; 0 turns it off.
+    pub fn with_teardown_every(mut self, n: u64) -> KernelSide {
+        self.teardown_every = n;
+        self
+    }
+
+    /// Says on stderr, once, when the guest has no reference-count probe.
+    fn warn_without_probe(&mut self) {
+        if self.probe_warned {
+            return;
+        }
+        let Some((vm, _)) = &self.guest else { return };
+        if let Some(s) = crate::refcounts::probe_status(vm) {
+            if s != "probe-loaded" {
+                self.probe_warned = true;
+                eprintln!(
+                    "{}: no reference-count probe in the guest ({s}): outcomes carry no refcount deltas on this kernel",
+                    self.name
+                );
+            }
         }
     }
 
@@ -85,9 +116,11 @@ impl KernelSide {
     /// guest that cannot boot is an error.
     pub fn run(&mut self, program: &str) -> Result<Run> {
         self.ensure_booted()?;
+        self.warn_without_probe();
+        let teardown = tears_down(program, self.teardown_every);
         let (vm, runner) = self.guest.as_mut().expect("booted above");
         let from = vm.console.len();
-        let result = runner.run_text(vm, program, self.timeout);
+        let result = runner.run_with(vm, program, self.timeout, teardown);
         let console: Vec<String> = vm.console.since(from).into_iter().map(|l| l.text).collect();
         let resp = match result {
             Ok(r) => r,
@@ -108,20 +141,31 @@ impl KernelSide {
                         "{GUEST_STOPPED}: {}",
                         first_line(&format!("{e:#}"))
                     )),
+                    protocol: PROTOCOL_VERSION,
+                    teardown: Vec::new(),
+                    refcounts: None,
+                    integrity: Vec::new(),
+                    coverage: None,
                 };
                 return Ok(Run {
                     outcome: normalize(&resp, &console),
                     console,
+                    coverage: None,
                 });
             }
         };
         let outcome = normalize(&resp, &console);
-        if !outcome.reports.is_empty() {
+        if !outcome.reports.is_empty() || outcome.teardown_blocked() {
             // A kernel that has oopsed or warned is no longer the kernel under test (tainted,
-            // locks or references possibly leaked): the next program gets a fresh guest.
+            // locks or references possibly leaked), nor one with a task stuck in teardown:
+            // the next program gets a fresh guest.
             self.shutdown();
         }
-        Ok(Run { outcome, console })
+        Ok(Run {
+            outcome,
+            console,
+            coverage: resp.coverage,
+        })
     }
 
     pub fn shutdown(&mut self) {
@@ -132,8 +176,30 @@ impl KernelSide {
     }
 }
 
+/// Whether `program` gets the teardown liveness steps when one program in `every` does.
+pub fn tears_down(program: &str, every: u64) -> bool {
+    every > 0 && crate::workdir::fnv1a64(program.as_bytes()).is_multiple_of(every)
+}
+
 fn first_line(s: &str) -> &str {
     // "did not answer in time: Timed out waiting on socket" is the same event as "exited":
     // keep only the controller's words so the outcome compares across runs.
     s.split(':').next().unwrap_or(s).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_choice_depends_on_the_program_only() {
+        assert!(tears_down("getpid()\n", 1));
+        assert!(!tears_down("getpid()\n", 0));
+        let progs: Vec<String> = (0..400)
+            .map(|i| format!("daxdiff_sleep({i:#x})\n"))
+            .collect();
+        let chosen = progs.iter().filter(|p| tears_down(p, 4)).count();
+        assert!((60..140).contains(&chosen), "{chosen} of 400 with every=4");
+        assert!(progs.iter().all(|p| tears_down(p, 4) == tears_down(p, 4)));
+    }
 }

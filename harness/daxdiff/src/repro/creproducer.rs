@@ -127,6 +127,12 @@ pub fn run_in_guest(kernel: &Prepared, binary: &Path, timeout: Duration) -> Resu
         calls: csource::parse_output(&stdout),
         stack: None,
         detail: None,
+        // The C program reports call results only: no teardown, probe or coverage.
+        protocol: daxdiff_prog::wire::PROTOCOL_VERSION,
+        teardown: Vec::new(),
+        refcounts: None,
+        integrity: Vec::new(),
+        coverage: None,
     };
     Ok(GuestRun {
         outcome: normalize(&resp, &console),

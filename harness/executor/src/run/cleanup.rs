@@ -149,8 +149,24 @@ fn restore_devdax(env: &mut RunEnv) -> Result<Option<String>, String> {
 /// After a program: mounts, device-dax, then the program's files. Returns notes on what
 /// had to be repaired or could not be.
 pub fn after(env: &mut RunEnv, dirs: &ProgDirs, prog: &Program, stuck: bool) -> Vec<String> {
+    let mut notes = repair(env, prog, stuck, Suspect::default());
+    notes.extend(remove_dirs(dirs));
+    notes
+}
+
+/// What a failed teardown step may have left changed, beyond what the program itself did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Suspect {
+    pub mounts: bool,
+    pub devdax: bool,
+}
+
+/// Puts back the DAX mounts (when the program or a failed teardown step may have left one
+/// unmounted, or `stuck`) and the device-dax namespace (when the program or a failed
+/// teardown step changed it).
+pub fn repair(env: &mut RunEnv, prog: &Program, stuck: bool, suspect: Suspect) -> Vec<String> {
     let mut notes = Vec::new();
-    if touches(prog, &REMOUNTERS) || stuck {
+    if touches(prog, &REMOUNTERS) || stuck || suspect.mounts {
         for fs in env.fs_targets() {
             match ensure_mounted(fs) {
                 Ok(Some(n)) => notes.push(n),
@@ -159,7 +175,7 @@ pub fn after(env: &mut RunEnv, dirs: &ProgDirs, prog: &Program, stuck: bool) -> 
             }
         }
     }
-    if touches(prog, &DEVDAX_CHANGERS) {
+    if touches(prog, &DEVDAX_CHANGERS) || suspect.devdax {
         if stuck {
             // ndctl would block behind the stuck program.
             notes.push("cleanup: device-dax left as the stuck program left it".to_string());
@@ -171,6 +187,12 @@ pub fn after(env: &mut RunEnv, dirs: &ProgDirs, prog: &Program, stuck: bool) -> 
             }
         }
     }
+    notes
+}
+
+/// Removes the program's directories.
+pub fn remove_dirs(dirs: &ProgDirs) -> Vec<String> {
+    let mut notes = Vec::new();
     for dir in dirs.all() {
         if let Err(e) = remove_tree(dir) {
             notes.push(format!("cleanup: removing {}: {e}", dir.display()));

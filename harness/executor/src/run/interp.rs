@@ -2,7 +2,8 @@
 //! pointers and values, issues each call, keeps the resources calls produce, and runs
 //! calls marked `[t1]` on a second thread.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -14,11 +15,18 @@ use daxdiff_prog::{
 };
 
 use super::env::{resolve_path, ProgDirs, RunEnv};
+use super::integrity::{self, MapTarget, Mapped, MappingSeen};
+use super::kcov::{self, ThreadCover};
 use super::memory::{checksum, copy_user, Scratch};
 use super::uring::Ring;
 
 const PROT_READ: u64 = 0x1;
+const PROT_WRITE: u64 = 0x2;
+const MAP_SHARED: u64 = 0x1;
 const MAP_POPULATE: u64 = 0x8000;
+/// Calls that write a file's data through a descriptor (the integrity check then covers
+/// every shared mapping the program still holds).
+const FD_WRITERS: [&str; 5] = ["write", "pwrite64", "writev", "pwritev", "pwritev2"];
 /// Bytes of a new mapping that are checksummed (only for MAP_POPULATE mappings, which are
 /// already faulted in, so reading them changes nothing).
 const MAP_CHECKSUM_BYTES: usize = 4096;
@@ -30,15 +38,32 @@ pub trait Sink: Sync {
     fn fd(&self) -> Option<i32> {
         None
     }
+    /// The program's KCOV edges (only when the kernel has KCOV).
+    fn coverage(&self, _edges: &BTreeSet<u32>) {}
+    /// The program wrote (or let the kernel write) `len` bytes at `offset` of the device-dax
+    /// device; sent as it happens, so a program killed later still has them zeroed.
+    fn devdax_written(&self, _offset: u64, _len: u64) {}
+    /// A shared mapping as the program left it.
+    fn mapping(&self, _m: &MappingSeen) {}
 }
 
 /// Collects results in memory (tests, in-process runs).
 #[derive(Default)]
-pub struct VecSink(pub Mutex<Vec<CallResult>>);
+pub struct VecSink {
+    pub calls: Mutex<Vec<CallResult>>,
+    pub devdax_written: Mutex<Vec<(u64, u64)>>,
+    pub mappings: Mutex<Vec<MappingSeen>>,
+}
 
 impl Sink for VecSink {
     fn emit(&self, r: &CallResult) {
-        self.0.lock().unwrap().push(r.clone());
+        self.calls.lock().unwrap().push(r.clone());
+    }
+    fn devdax_written(&self, offset: u64, len: u64) {
+        self.devdax_written.lock().unwrap().push((offset, len));
+    }
+    fn mapping(&self, m: &MappingSeen) {
+        self.mappings.lock().unwrap().push(m.clone());
     }
 }
 
@@ -146,6 +171,13 @@ pub struct Interp<'a> {
     keep: Mutex<Vec<Scratch>>,
     /// Forked children that hold their mapping until killed.
     pub(super) holders: Mutex<HashSet<i32>>,
+    /// Shared DAX mappings the program made, for the integrity check and the devdax reset.
+    mapped: Mutex<Vec<Mapped>>,
+    /// A write-family call succeeded on some descriptor.
+    wrote_fd: AtomicBool,
+    /// Mappings (by the call that made them) already checked.
+    checked: Mutex<HashSet<usize>>,
+    edges: Mutex<BTreeSet<u32>>,
 }
 
 impl<'a> Interp<'a> {
@@ -168,21 +200,30 @@ impl<'a> Interp<'a> {
             handed: Mutex::new(Vec::new()),
             keep: Mutex::new(Vec::new()),
             holders: Mutex::new(HashSet::new()),
+            mapped: Mutex::new(Vec::new()),
+            wrote_fd: AtomicBool::new(false),
+            checked: Mutex::new(HashSet::new()),
+            edges: Mutex::new(BTreeSet::new()),
         }
     }
 
-    /// Runs every call; returns when both threads are done.
+    /// Runs every call; returns when both threads are done. Then checks the shared mappings
+    /// the program left and, on a kernel with KCOV, sends the program's edges.
     pub fn run(&self) {
         let second = self.prog.calls.iter().any(|c| c.thread != ThreadId::MAIN);
+        let with_kcov = kcov::available();
         let (tx, rx) = mpsc::channel::<usize>();
         std::thread::scope(|s| {
             if second {
                 s.spawn(move || {
+                    let cover = self.start_cover(with_kcov);
                     for idx in rx {
                         self.exec(idx);
                     }
+                    self.finish_cover(cover);
                 });
             }
+            let cover = self.start_cover(with_kcov);
             for (idx, call) in self.prog.calls.iter().enumerate() {
                 if call.thread == ThreadId::MAIN {
                     self.exec(idx);
@@ -192,7 +233,79 @@ impl<'a> Interp<'a> {
                 }
             }
             drop(tx);
+            self.finish_cover(cover);
         });
+        self.check_mappings(None);
+        if with_kcov {
+            self.sink.coverage(&self.edges.lock().unwrap());
+        }
+    }
+
+    fn start_cover(&self, with_kcov: bool) -> Option<ThreadCover> {
+        with_kcov.then(ThreadCover::start).and_then(Result::ok)
+    }
+
+    fn finish_cover(&self, cover: Option<ThreadCover>) {
+        if let Some(c) = cover {
+            let pcs = c.finish();
+            kcov::add_edges(&pcs, &mut self.edges.lock().unwrap());
+        }
+    }
+
+    /// Each shared mapping that the program wrote through, or that it held while it wrote
+    /// with write(): what it shows against what pread returns. Run for the mappings a
+    /// `munmap` of `range` (address, length) is about to remove, and at the end of the
+    /// program for those left; each mapping is checked once.
+    fn check_mappings(&self, range: Option<(u64, u64)>) {
+        let wrote_fd = self.wrote_fd.load(Ordering::Relaxed);
+        let due: Vec<Mapped> = {
+            let checked = self.checked.lock().unwrap();
+            self.mapped
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.writable || wrote_fd)
+                .filter(|m| !checked.contains(&m.call))
+                .filter(|m| {
+                    range.is_none_or(|(a, l)| m.addr < a.saturating_add(l) && a < m.addr + m.len)
+                })
+                .copied()
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return;
+        };
+        let vmas = integrity::parse_maps(&maps);
+        for m in due {
+            if let Some(seen) = integrity::at_end(&m, &vmas) {
+                self.checked.lock().unwrap().insert(m.call);
+                self.sink.mapping(&seen);
+            }
+        }
+    }
+
+    /// The program may have written `len` bytes at `addr`: the device-dax part of that is
+    /// reported for the reset.
+    pub(super) fn note_write(&self, addr: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        for m in self.mapped.lock().unwrap().iter() {
+            if m.target != MapTarget::Devdax {
+                continue;
+            }
+            let (s, e) = (addr.max(m.addr), (addr + len).min(m.addr + m.len));
+            if s < e {
+                self.sink.devdax_written(m.offset + (s - m.addr), e - s);
+            }
+        }
+    }
+
+    pub(super) fn note_fd_write(&self) {
+        self.wrote_fd.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn wait_done(&self, idxs: &[usize]) {
@@ -215,8 +328,12 @@ impl<'a> Interp<'a> {
         let done = match self.target.call(&call.name) {
             Some(desc) => {
                 let m = self.marshal(idx, desc, &call.args);
+                if desc.base_name() == "munmap" {
+                    // The check needs the mapping: before it goes, not at the end.
+                    self.check_mappings(Some((m.arg(0), m.arg(1))));
+                }
                 match desc.kind {
-                    CallKind::Syscall { nr } => self.syscall(desc, nr, &m),
+                    CallKind::Syscall { nr } => self.syscall(idx, desc, nr, &m),
                     CallKind::Pseudo(p) => self.pseudo(idx, p, &m),
                 }
             }
@@ -349,7 +466,7 @@ impl<'a> Interp<'a> {
         Marshaled { raw, bufs }
     }
 
-    fn syscall(&self, desc: &CallDesc, nr: u64, m: &Marshaled) -> Done {
+    fn syscall(&self, idx: usize, desc: &CallDesc, nr: u64, m: &Marshaled) -> Done {
         let a = |i| m.arg(i) as libc::c_long;
         let start = Instant::now();
         // SAFETY: the descriptions define the call and its argument kinds; pointers point
@@ -361,6 +478,12 @@ impl<'a> Interp<'a> {
             return done;
         }
         done.checksum = seen_checksum(&m.bufs, Dir::Out, rc);
+        for b in m.bufs.iter().filter(|b| b.dir != Dir::In) {
+            self.note_write(b.addr, b.len as u64);
+        }
+        if FD_WRITERS.contains(&desc.base_name()) {
+            self.note_fd_write();
+        }
         done.produced = desc.ret_kind.map(|k| match k {
             ResourceKind::Map => ResVal::Map(rc as u64),
             ResourceKind::RegBufs => ResVal::RegBufs(rc),
@@ -378,6 +501,18 @@ impl<'a> Interp<'a> {
             let populated = param("flags").is_some_and(|f| f & MAP_POPULATE != 0);
             let readable = param("prot").is_some_and(|p| p & PROT_READ != 0);
             let len = param("len").or_else(|| param("new_len")).unwrap_or(0) as usize;
+            let flags = param("flags").unwrap_or(0);
+            let target = param("fd").and_then(|fd| MapTarget::of_fd(self.env, fd as i32));
+            if let (true, Some(target)) = (flags & MAP_SHARED != 0, target) {
+                self.mapped.lock().unwrap().push(Mapped {
+                    call: idx,
+                    addr: rc as u64,
+                    len: len as u64,
+                    target,
+                    offset: param("off").unwrap_or(0),
+                    writable: param("prot").is_some_and(|p| p & PROT_WRITE != 0),
+                });
+            }
             if populated && readable && len > 0 {
                 done.checksum = copy_user(rc as u64, len.min(MAP_CHECKSUM_BYTES))
                     .ok()

@@ -5,20 +5,28 @@
 pub mod bench;
 pub mod cleanup;
 pub mod env;
+pub mod integrity;
 pub mod interp;
+pub mod kcov;
 pub mod memory;
 mod pseudo;
 pub mod stacks;
 pub mod supervise;
+pub mod teardown;
 pub mod uring;
 
 use std::io::{BufRead, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use daxdiff_prog::wire::{Request, Response, Status};
+use daxdiff_prog::wire::{
+    refcount_deltas, RefDelta, RefcountReading, Request, Response, Status, StepResult,
+    TeardownStep, PROTOCOL_VERSION,
+};
 use daxdiff_prog::Target;
 
+use crate::topology::Topology;
 use env::{ProgDirs, RunEnv};
 
 /// Runs requests one after another against one environment.
@@ -26,6 +34,10 @@ pub struct Executor {
     pub env: RunEnv,
     target: &'static Target,
     seq: u64,
+    /// Names reference-count ranges by role; `None` outside a brought-up guest.
+    topology: Option<Topology>,
+    /// The last reference-count reading: the baseline after bring-up, then after each program.
+    refs: Option<RefcountReading>,
 }
 
 fn error(id: u64, detail: String) -> Response {
@@ -35,7 +47,22 @@ fn error(id: u64, detail: String) -> Response {
         calls: Vec::new(),
         stack: None,
         detail: Some(detail),
+        protocol: PROTOCOL_VERSION,
+        teardown: Vec::new(),
+        refcounts: None,
+        integrity: Vec::new(),
+        coverage: None,
     }
+}
+
+/// Lowers the kernel's hung-task timeout so a task blocked in a teardown step is reported
+/// (with its stack, on the console) while the step's deadline runs.
+pub fn lower_hung_task_timeout(secs: u64) -> std::io::Result<()> {
+    let p = Path::new("/proc/sys/kernel/hung_task_timeout_secs");
+    if !p.exists() {
+        return Ok(());
+    }
+    std::fs::write(p, secs.to_string())
 }
 
 impl Executor {
@@ -56,6 +83,43 @@ impl Executor {
             env,
             target: Target::builtin(),
             seq: 0,
+            topology: None,
+            refs: None,
+        }
+    }
+
+    /// An executor in a brought-up guest: reference counts are read (when the probe is
+    /// loaded) and named after the topology's roles.
+    pub fn with_topology(env: RunEnv, topology: Topology) -> Executor {
+        let mut e = Executor::new(env);
+        e.topology = Some(topology);
+        e
+    }
+
+    /// Reads the probe until the counts match the last reading or `settle` has passed; the
+    /// result is what stayed changed. `None` when there is no probe (or no baseline).
+    fn refcount_change(
+        &mut self,
+        settle: Duration,
+        notes: &mut Vec<String>,
+    ) -> Option<Vec<RefDelta>> {
+        let before = self.refs.clone()?;
+        let start = Instant::now();
+        loop {
+            let now = match crate::refcounts::read(self.topology.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    notes.push(format!("refcounts: {e:#}"));
+                    self.refs = None;
+                    return None;
+                }
+            };
+            let d = refcount_deltas(&before, &now);
+            if d.is_empty() || start.elapsed() >= settle {
+                self.refs = Some(now);
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -75,10 +139,27 @@ impl Executor {
     }
 
     fn handle_inner(&mut self, req: &Request) -> Response {
+        if req.protocol != PROTOCOL_VERSION {
+            return error(
+                req.id,
+                format!(
+                    "the controller speaks protocol {}, this executor {PROTOCOL_VERSION}: \
+                     rebuild both with ci/build.sh (the guest image picks up the new executor)",
+                    req.protocol
+                ),
+            );
+        }
         let prog = match daxdiff_prog::parse(self.target, &req.program) {
             Ok(p) => p,
             Err(e) => return error(req.id, format!("program does not parse: {e}")),
         };
+        if self.refs.is_none()
+            && self.topology.is_some()
+            && Path::new(crate::refcounts::DEBUGFS_PATH).exists()
+        {
+            // The baseline: the guest as bring-up (or the last program's teardown) left it.
+            self.refs = crate::refcounts::read(self.topology.as_ref()).ok();
+        }
         self.seq += 1;
         let dirs = ProgDirs::new(&self.env, self.seq);
         let mut notes = match cleanup::prepare(&self.env, &dirs) {
@@ -93,16 +174,7 @@ impl Executor {
             Duration::from_millis(req.timeout_ms),
         );
         let mut resp = match run {
-            Ok(r) => {
-                notes.extend(cleanup::after(&mut self.env, &dirs, &prog, r.unkillable));
-                Response {
-                    id: req.id,
-                    status: r.status,
-                    calls: r.calls,
-                    stack: r.stack,
-                    detail: r.detail,
-                }
-            }
+            Ok(r) => self.after_program(req, &prog, &dirs, r, &mut notes),
             Err(e) => {
                 notes.extend(cleanup::after(&mut self.env, &dirs, &prog, false));
                 error(req.id, format!("could not start the program: {e}"))
@@ -117,6 +189,84 @@ impl Executor {
             });
         }
         resp
+    }
+}
+
+impl Executor {
+    /// Everything after the program's child: teardown, repairs, the integrity check after
+    /// the teardown, the device-dax reset, the program's files, the reference counts.
+    fn after_program(
+        &mut self,
+        req: &Request,
+        prog: &daxdiff_prog::Program,
+        dirs: &ProgDirs,
+        r: supervise::ChildRun,
+        notes: &mut Vec<String>,
+    ) -> Response {
+        let mut steps = vec![TeardownStep {
+            step: "exit".into(),
+            result: if r.unkillable {
+                StepResult::Blocked {
+                    stack: r.stack.clone().unwrap_or_default(),
+                }
+            } else {
+                StepResult::Ok
+            },
+            duration_ms: r.exit_duration.as_millis() as u64,
+        }];
+        if req.teardown && !r.unkillable {
+            steps.extend(teardown::run(
+                &self.env,
+                Duration::from_millis(req.teardown_timeout_ms),
+            ));
+        }
+        let blocked = steps
+            .iter()
+            .any(|s| matches!(s.result, StepResult::Blocked { .. }));
+        let not_ok = |prefix: &[&str]| {
+            steps
+                .iter()
+                .any(|s| prefix.iter().any(|p| s.step.starts_with(p)) && s.result != StepResult::Ok)
+        };
+        let suspect = cleanup::Suspect {
+            mounts: not_ok(&["umount", "mount"]),
+            devdax: not_ok(&["disable", "enable"]),
+        };
+        // A blocked task holds locks the repairs, reads and the reset would wait behind.
+        let wedged = r.unkillable || blocked;
+        notes.extend(cleanup::repair(&mut self.env, prog, wedged, suspect));
+        let integrity = if wedged {
+            Vec::new()
+        } else {
+            r.mappings
+                .iter()
+                .map(|m| integrity::after_teardown(&self.env, m))
+                .collect()
+        };
+        notes.extend(cleanup::remove_dirs(dirs));
+        if !wedged {
+            if let Err(e) = integrity::zero_devdax(&self.env, &r.devdax_written) {
+                notes.push(format!("device-dax reset: {e}"));
+            }
+        }
+        let refcounts = if wedged {
+            self.refs = None;
+            None
+        } else {
+            self.refcount_change(Duration::from_millis(req.settle_ms), notes)
+        };
+        Response {
+            id: req.id,
+            status: r.status,
+            calls: r.calls,
+            stack: r.stack,
+            detail: r.detail,
+            protocol: PROTOCOL_VERSION,
+            teardown: steps,
+            refcounts,
+            integrity,
+            coverage: kcov::available().then(|| r.coverage.unwrap_or_default()),
+        }
     }
 }
 
@@ -141,6 +291,9 @@ pub fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) use crate::FORK_LOCK;
 
 #[cfg(test)]
 mod tests;

@@ -24,8 +24,11 @@ const TOUCH_WRITE: u64 = 2;
 const TOUCH_WRITE_HOLD: u64 = 3;
 
 const IORING_OP_READV: u8 = 1;
+const IORING_OP_WRITEV: u8 = 2;
 const IORING_OP_READ_FIXED: u8 = 4;
+const IORING_OP_WRITE_FIXED: u8 = 5;
 const IORING_OP_READ: u8 = 22;
+const IORING_OP_WRITE: u8 = 23;
 
 /// Device teardown may legitimately block for as long as a pin is held; the program's own
 /// timeout (enforced by the supervisor) is what ends a hang, not this.
@@ -33,6 +36,13 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn is_read_op(op: u8) -> bool {
     matches!(op, IORING_OP_READ | IORING_OP_READV | IORING_OP_READ_FIXED)
+}
+
+fn is_write_op(op: u8) -> bool {
+    matches!(
+        op,
+        IORING_OP_WRITE | IORING_OP_WRITEV | IORING_OP_WRITE_FIXED
+    )
 }
 
 /// An administration command as a call result: its exit status, -1 when it did not exit.
@@ -188,6 +198,12 @@ impl Interp<'_> {
                 if is_read_op(op) {
                     // The buffers are in/out in the descriptions: a read op filled them.
                     d.checksum = seen_checksum(&m.bufs, Dir::InOut, d.ret);
+                    for b in &m.bufs {
+                        self.note_write(b.addr, b.len as u64);
+                    }
+                }
+                if is_write_op(op) && d.ret > 0 {
+                    self.note_fd_write();
                 }
                 d
             }
@@ -231,6 +247,12 @@ impl Interp<'_> {
                     ..Default::default()
                 };
                 let mut d = submit(&ring, sqe, start);
+                if is_read_op(op) {
+                    self.note_write(sqe.addr, u64::from(sqe.len));
+                }
+                if is_write_op(op) && d.ret > 0 {
+                    self.note_fd_write();
+                }
                 if is_read_op(op) && d.ret > 0 {
                     let seen = [BufSeen {
                         dir: Dir::Out,
@@ -275,6 +297,9 @@ impl Interp<'_> {
     fn fork_touch(&self, addr: u64, len: u64, mode: u64, start: Instant) -> Done {
         if !matches!(mode, TOUCH_READ | TOUCH_WRITE | TOUCH_WRITE_HOLD) {
             return Done::errno(libc::EINVAL);
+        }
+        if mode != TOUCH_READ {
+            self.note_write(addr, len);
         }
         let sink_fd = self.sink.fd();
         // SAFETY: the child only touches memory and makes async-signal-safe calls.

@@ -81,6 +81,9 @@ mod tests {
 
     #[test]
     fn dumps_a_sleeping_group() {
+        let _turn = super::super::FORK_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .process_group(0)

@@ -2,6 +2,7 @@
 //! back over a pipe, enforce the timeout, dump the kernel stacks of a hung program, and
 //! kill whatever it left behind.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::os::unix::io::FromRawFd;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use daxdiff_prog::{Program, Target};
 use serde::{Deserialize, Serialize};
 
 use super::env::{ProgDirs, RunEnv};
+use super::integrity::MappingSeen;
 use super::interp::{Interp, Sink};
 use super::stacks;
 
@@ -25,6 +27,9 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 #[serde(rename_all = "snake_case")]
 enum ChildMsg {
     Call(CallResult),
+    Coverage(Vec<u32>),
+    DevdaxWritten { offset: u64, len: u64 },
+    Mapping(MappingSeen),
 }
 
 struct PipeSink {
@@ -33,7 +38,29 @@ struct PipeSink {
 
 impl Sink for PipeSink {
     fn emit(&self, r: &CallResult) {
-        let mut line = serde_json::to_string(&ChildMsg::Call(r.clone())).unwrap_or_default();
+        self.send(&ChildMsg::Call(r.clone()));
+    }
+
+    fn fd(&self) -> Option<i32> {
+        Some(self.fd)
+    }
+
+    fn coverage(&self, edges: &BTreeSet<u32>) {
+        self.send(&ChildMsg::Coverage(edges.iter().copied().collect()));
+    }
+
+    fn devdax_written(&self, offset: u64, len: u64) {
+        self.send(&ChildMsg::DevdaxWritten { offset, len });
+    }
+
+    fn mapping(&self, m: &MappingSeen) {
+        self.send(&ChildMsg::Mapping(m.clone()));
+    }
+}
+
+impl PipeSink {
+    fn send(&self, msg: &ChildMsg) {
+        let mut line = serde_json::to_string(msg).unwrap_or_default();
         line.push('\n');
         let b = line.as_bytes();
         let mut off = 0;
@@ -46,10 +73,6 @@ impl Sink for PipeSink {
             off += n as usize;
         }
     }
-
-    fn fd(&self) -> Option<i32> {
-        Some(self.fd)
-    }
 }
 
 /// How the child run went, before cleanup.
@@ -60,6 +83,13 @@ pub struct ChildRun {
     pub detail: Option<String>,
     /// The child (or a helper in its group) could not be killed: it is stuck in the kernel.
     pub unkillable: bool,
+    /// KCOV edges, when the child got to send them.
+    pub coverage: Option<Vec<u32>>,
+    /// Device-dax ranges (offset, length) the program wrote.
+    pub devdax_written: Vec<(u64, u64)>,
+    pub mappings: Vec<MappingSeen>,
+    /// How long the program's processes took to go after its last call (or the kill).
+    pub exit_duration: Duration,
 }
 
 fn describe_wait(status: i32) -> (Status, Option<String>) {
@@ -90,7 +120,7 @@ fn describe_wait(status: i32) -> (Status, Option<String>) {
 }
 
 /// Waits for `pid` until `deadline`; `None` when it is still there.
-fn wait_until(pid: i32, deadline: Instant) -> Option<i32> {
+pub(super) fn wait_until(pid: i32, deadline: Instant) -> Option<i32> {
     loop {
         let mut status = 0;
         // SAFETY: non-blocking waitpid with a valid status pointer.
@@ -106,7 +136,7 @@ fn wait_until(pid: i32, deadline: Instant) -> Option<i32> {
 }
 
 /// Kills the whole process group and reaps what can be reaped.
-fn kill_group(pgid: i32) {
+pub(super) fn kill_group(pgid: i32) {
     // SAFETY: signalling a process group we created.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
@@ -217,6 +247,7 @@ pub fn run_child(
     // A child past its last result may still be tearing down (unmapping, io_uring exit):
     // it gets what is left of its time, and at least a grace period.
     let now = Instant::now();
+    let exit_started = now;
     let wait_deadline = if timed_out {
         now
     } else {
@@ -249,6 +280,7 @@ pub fn run_child(
             }
         }
     }
+    let exit_duration = exit_started.elapsed();
     // Leftovers: forked holders, helpers still running.
     kill_group(pid);
     if !eof {
@@ -263,20 +295,27 @@ pub fn run_child(
             buf.extend_from_slice(&chunk[..k]);
         }
     }
-    let calls = String::from_utf8_lossy(&buf)
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<ChildMsg>(l) {
-            Ok(ChildMsg::Call(c)) => Some(c),
-            Err(_) => None,
-        })
-        .collect();
-    Ok(ChildRun {
+    let mut run = ChildRun {
         status,
-        calls,
+        calls: Vec::new(),
         stack,
         detail,
         unkillable,
-    })
+        coverage: None,
+        devdax_written: Vec::new(),
+        mappings: Vec::new(),
+        exit_duration,
+    };
+    for line in String::from_utf8_lossy(&buf).lines() {
+        match serde_json::from_str::<ChildMsg>(line) {
+            Ok(ChildMsg::Call(c)) => run.calls.push(c),
+            Ok(ChildMsg::Coverage(e)) => run.coverage = Some(e),
+            Ok(ChildMsg::DevdaxWritten { offset, len }) => run.devdax_written.push((offset, len)),
+            Ok(ChildMsg::Mapping(m)) => run.mappings.push(m),
+            Err(_) => {}
+        }
+    }
+    Ok(run)
 }
 
 /// Reaps any finished process re-parented to the executor (it is a child subreaper).

@@ -40,6 +40,7 @@ impl Drop for Dirs {
 
 /// Runs `text` in this process (no fork) and returns results by call index.
 fn run_inline(tag: &str, text: &str) -> Vec<CallResult> {
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let d = Dirs::new(tag);
     let prog = parse(Target::builtin(), text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let dirs = ProgDirs::new(&d.env, 1);
@@ -48,7 +49,7 @@ fn run_inline(tag: &str, text: &str) -> Vec<CallResult> {
     }
     let sink = VecSink::default();
     Interp::new(Target::builtin(), &prog, &d.env, &dirs, &sink).run();
-    let mut r = sink.0.into_inner().unwrap();
+    let mut r = sink.calls.into_inner().unwrap();
     assert_eq!(r.len(), prog.calls.len(), "every call reports once");
     r.sort_by_key(|c| c.index);
     r
@@ -262,16 +263,13 @@ fn io_uring_registers_and_uses_fixed_buffers() {
 }
 
 fn request(id: u64, program: &str, timeout_ms: u64) -> Request {
-    Request {
-        id,
-        program: program.to_string(),
-        timeout_ms,
-    }
+    Request::new(id, program.to_string(), timeout_ms)
 }
 
 #[test]
 fn executor_runs_programs_in_children_and_cleans_up() {
     let d = Dirs::new("exec");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut exec = Executor::new(d.env.clone());
     let resp = exec.handle(&request(
         5,
@@ -299,6 +297,7 @@ fn executor_runs_programs_in_children_and_cleans_up() {
 #[test]
 fn a_hung_program_times_out_with_its_kernel_stack() {
     let d = Dirs::new("hang");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut exec = Executor::new(d.env.clone());
     // Reading an empty pipe whose write end is open blocks forever.
     let start = std::time::Instant::now();
@@ -328,6 +327,7 @@ fn a_hung_program_times_out_with_its_kernel_stack() {
 #[test]
 fn serve_answers_every_line_in_order() {
     let d = Dirs::new("serve");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut exec = Executor::new(d.env.clone());
     let input = format!(
         "{}\n\nnot json\n{}\n",
@@ -346,4 +346,78 @@ fn serve_answers_every_line_in_order() {
     assert_eq!(lines[1].status, Status::Error);
     assert_eq!((lines[2].id, lines[2].status), (2, Status::Completed));
     assert!(lines[2].calls[0].ret > 1);
+}
+
+#[test]
+fn written_shared_mappings_are_checked_against_the_file_and_the_exit_is_a_step() {
+    use daxdiff_prog::wire::{DataCheck, StepResult};
+    let d = Dirs::new("integrity");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exec = Executor::new(d.env.clone());
+    let resp = exec.handle(&request(
+        1,
+        "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         ftruncate(r0, 0x2000)\n\
+         r1 = mmap(0x0, 0x2000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)\n\
+         pwrite64(r0, &buf[0x1000], 0x1000, 0x1000)\n\
+         r2 = mmap(0x0, 0x1000, PROT_READ|PROT_WRITE, MAP_PRIVATE, r0, 0x0)\n",
+        5000,
+    ));
+    assert_eq!(resp.status, Status::Completed, "{:?}", resp.detail);
+    // Only the shared mapping: a private one is a copy, not the file.
+    assert_eq!(resp.integrity.len(), 1, "{:?}", resp.integrity);
+    let c = &resp.integrity[0];
+    assert_eq!((c.call, c.target.as_str(), c.bytes), (2, "ext4", 0x2000));
+    assert_eq!(c.at_end, Some(DataCheck::Same));
+    assert_eq!(c.after_teardown, Some(DataCheck::Same));
+    assert_eq!(resp.teardown.len(), 1);
+    assert_eq!(resp.teardown[0].step, "exit");
+    assert_eq!(resp.teardown[0].result, StepResult::Ok);
+    // No probe, no KCOV on the host: absent, not zero.
+    assert_eq!(resp.refcounts, None);
+    // A read-only program on a mapping checks nothing.
+    let ro = exec.handle(&request(
+        2,
+        "r0 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         ftruncate(r0, 0x1000)\n\
+         r1 = mmap(0x0, 0x1000, PROT_READ, MAP_SHARED, r0, 0x0)\n",
+        5000,
+    ));
+    assert!(ro.integrity.is_empty(), "{:?}", ro.integrity);
+}
+
+#[test]
+fn a_request_from_another_protocol_is_refused_with_the_fix() {
+    let d = Dirs::new("proto");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exec = Executor::new(d.env.clone());
+    let mut req = request(1, "daxdiff_sleep(0x1)\n", 1000);
+    req.protocol = 1;
+    let resp = exec.handle(&req);
+    assert_eq!(resp.status, Status::Error);
+    assert!(resp.detail.unwrap().contains("ci/build.sh"));
+}
+
+#[test]
+fn a_mapping_is_checked_before_the_program_unmaps_it() {
+    use daxdiff_prog::wire::DataCheck;
+    let d = Dirs::new("unmap");
+    let _turn = super::FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exec = Executor::new(d.env.clone());
+    let resp = exec.handle(&request(
+        1,
+        "r0 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         ftruncate(r0, 0x2000)\n\
+         r1 = mmap(0x0, 0x2000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)\n\
+         r2 = daxdiff_fork_touch(&r1+0x0, 0x2000, DAXDIFF_TOUCH_WRITE)\n\
+         daxdiff_wait(r2)\n\
+         munmap(&r1+0x0, 0x2000)\n\
+         close(r0)\n",
+        5000,
+    ));
+    assert_eq!(resp.status, Status::Completed, "{:?}", resp.detail);
+    assert_eq!(resp.integrity.len(), 1, "{:?}", resp.integrity);
+    assert_eq!(resp.integrity[0].call, 2);
+    assert_eq!(resp.integrity[0].at_end, Some(DataCheck::Same));
+    assert_eq!(resp.integrity[0].after_teardown, Some(DataCheck::Same));
 }
