@@ -400,6 +400,9 @@ mod tests {
                 reports: vec![],
                 hung_stack: vec![],
                 detail: None,
+                teardown: vec![],
+                refcounts: None,
+                integrity: vec![],
             };
             let mut tally = Tally::default();
             let mut outcomes = vec![];

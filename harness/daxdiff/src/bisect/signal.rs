@@ -344,6 +344,9 @@ mod tests {
             reports: vec![],
             hung_stack: vec![],
             detail: None,
+            teardown: vec![],
+            refcounts: None,
+            integrity: vec![],
         }
     }
 

@@ -373,6 +373,9 @@ mod tests {
                     reports: vec![],
                     hung_stack: vec![],
                     detail: None,
+                    teardown: vec![],
+                    refcounts: None,
+                    integrity: vec![],
                 };
                 tally.add(classify(&o));
                 outcomes.push(o);
