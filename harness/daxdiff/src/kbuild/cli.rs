@@ -46,7 +46,7 @@ pub struct BuildArgs {
     /// Base config: lean (allnoconfig + kvm_guest.config), defconfig, or a .config file
     #[arg(long, default_value = "lean")]
     pub config: String,
-    /// Config fragments merged in order: a shipped one by name (base, dax, debug, lockdep;
+    /// Config fragments merged in order: a shipped one by name (base, dax, debug, debug-6.1, lockdep;
     /// see vm-images/configs/) or a file [default: base, dax, debug]
     #[arg(long = "fragment")]
     pub fragments: Vec<String>,
@@ -139,7 +139,23 @@ pub fn run(env: &Env, cmd: KernelCmd) -> Result<()> {
             let built = build(&env.cache, &req, &env.base_catalogue()?)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&built)?);
-            } else if !a.config_only {
+            } else if a.config_only {
+                // Standard output is the .config's path alone, for scripts; the series report
+                // goes to standard error (a cached application prints nothing while applying).
+                if !built.patches.is_empty() {
+                    eprintln!("series:");
+                    for p in &built.patches {
+                        eprintln!("  {p}");
+                    }
+                }
+                if let Some(t) = &built.tree {
+                    eprintln!("patched tree: {}", t.display());
+                }
+                if let Some(r) = &built.apply_report {
+                    eprintln!("apply report: {}", r.display());
+                }
+                println!("{}", built.dir.join(".config").display());
+            } else {
                 if !built.patches.is_empty() {
                     println!("series:");
                     for p in &built.patches {

@@ -66,6 +66,12 @@ pub struct Built {
     pub unmet: Vec<String>,
     /// sha256 of the bzImage (bisection compares a culprit's with its parent's).
     pub bzimage_sha256: String,
+    /// The patched source tree, when a series was applied (for rebuilding single objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<PathBuf>,
+    /// Where the per-patch report of the series is saved (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_report: Option<PathBuf>,
 }
 
 impl Built {
@@ -195,10 +201,15 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
             }
         }
     };
-    let reports: Vec<PatchReport> = if patches.is_empty() {
-        Vec::new()
+    let (reports, tree_used, apply_report): (Vec<PatchReport>, _, _) = if patches.is_empty() {
+        (Vec::new(), None, None)
     } else {
-        serde_json::from_str(&fs::read_to_string(work.join("apply-report.json"))?)?
+        let report = work.join("apply-report.json");
+        (
+            serde_json::from_str(&fs::read_to_string(&report)?)?,
+            Some(tree.clone()),
+            Some(report),
+        )
     };
     // Git sources share one output directory per repository and configuration, so the next
     // revision rebuilds only what changed.
@@ -243,7 +254,6 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         );
     }
     if req.config_only {
-        println!("{}", out.join(".config").display());
         return Ok(Built {
             name: req.name.0.clone(),
             release: String::new(),
@@ -255,6 +265,8 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
             patches: reports,
             unmet: unmet.iter().map(ToString::to_string).collect(),
             bzimage_sha256: String::new(),
+            tree: tree_used,
+            apply_report,
         });
     }
     let config_text = fs::read_to_string(out.join(".config"))?;
@@ -323,6 +335,8 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         patches: reports,
         unmet: unmet.iter().map(ToString::to_string).collect(),
         bzimage_sha256: cache::sha256_file(&out.join("arch/x86/boot/bzImage"))?,
+        tree: tree_used,
+        apply_report,
     };
     entry.build(|dir| install(&tree, &out, &release, &record, dir))?;
     if req.register {
@@ -363,13 +377,20 @@ fn apply_once(
             b
         }
     };
-    let st = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["reset", "-q", "--hard", &base])
-        .status()?;
-    if !st.success() {
-        bail!("cannot reset {} to the series base {base}", repo.display());
+    // Files an interrupted run's patches created are untracked (or ignored): clean them too,
+    // or the same patch finds its new file already there.
+    for args in [
+        &["reset", "-q", "--hard", &base][..],
+        &["clean", "-q", "-fdx"],
+    ] {
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .status()?;
+        if !st.success() {
+            bail!("cannot reset {} to the series base {base}", repo.display());
+        }
     }
     eprintln!("series: applying {} patch(es)", patches.len());
     let reports = series::apply(repo, patches, fixups)?;
@@ -484,6 +505,8 @@ mod tests {
             patches: vec![],
             unmet: vec![],
             bzimage_sha256: String::new(),
+            tree: None,
+            apply_report: None,
         };
         register(d.path(), &built).unwrap();
         let again = Built {

@@ -401,7 +401,10 @@ fn patch_fuzzy(
         }
     }
     let info = mailinfo(file, scratch)?;
-    let add = git(repo).args(["add", "-A"]).status()?;
+    // Forced: Debian's source tarballs ship a .gitignore that ignores everything at the top
+    // level, which would leave a file the patch creates out of the commit (and out of the
+    // index the next patch's `git am` applies to).
+    let add = git(repo).args(["add", "-A", "-f"]).status()?;
     if !add.success() {
         bail!("git add failed after applying patch {:02}", p.index);
     }
@@ -646,5 +649,41 @@ mod tests {
             fs::read_to_string(repo.path().join("a")).unwrap(),
             "1\n2\n3\n"
         );
+    }
+
+    #[test]
+    fn a_file_created_with_fuzz_is_committed_despite_an_ignore_everything_gitignore() {
+        // Debian's linux-source trees ignore everything at the top level.
+        let repo = repo_with("a", "1\n2\n3\n4\n5\n");
+        let r = repo.path();
+        fs::write(r.join(".gitignore"), "/*\n!/debian/\n").unwrap();
+        git(r).args(["add", "-f", ".gitignore"]).status().unwrap();
+        let st = git(r)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(["commit", "-qm", "ignore"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // Context line "X" is not in a: git am refuses, patch -F3 applies and creates b.
+        let creates = msg(
+            "[PATCH 1/2] b: new file",
+            "New.\n---\ndiff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,5 +1,6 @@\n X\n 2\n 3\n+3.5\n 4\n 5\n\
+             diff --git a/b b/b\nnew file mode 100644\n--- /dev/null\n+++ b/b\n@@ -0,0 +1 @@\n+one\n",
+        );
+        let edits = msg(
+            "[PATCH 2/2] b: second line",
+            "Edit.\n---\ndiff --git a/b b/b\n--- a/b\n+++ b/b\n@@ -1 +1,2 @@\n one\n+two\n",
+        );
+        let patches = from_mbox(&[creates, edits].join("\n")).unwrap();
+        let rep = apply(r, &patches, &[]).unwrap();
+        assert!(
+            matches!(rep[0].applied, Applied::Fuzz { .. }),
+            "{:?}",
+            rep[0]
+        );
+        assert_eq!(rep[1].applied, Applied::Clean, "{:?}", rep[1]);
+        let tracked = git(r).args(["ls-files", "b"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&tracked.stdout).trim(), "b");
+        assert_eq!(fs::read_to_string(r.join("b")).unwrap(), "one\ntwo\n");
     }
 }
