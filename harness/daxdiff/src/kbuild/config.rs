@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Fragments shipped in `vm-images/configs/`, by name.
-pub const SHIPPED: [(&str, &str); 5] = [
+pub const SHIPPED: [(&str, &str); 4] = [
     (
         "base",
         include_str!("../../../../vm-images/configs/base.config"),
@@ -22,10 +22,6 @@ pub const SHIPPED: [(&str, &str); 5] = [
     (
         "debug",
         include_str!("../../../../vm-images/configs/debug.config"),
-    ),
-    (
-        "debug-6.1",
-        include_str!("../../../../vm-images/configs/debug-6.1.config"),
     ),
     (
         "lockdep",
@@ -340,27 +336,5 @@ mod tests {
         ] {
             assert!(dbg.iter().any(|w| w.option == o && w.value == "y"), "{o}");
         }
-    }
-
-    #[test]
-    fn the_6_1_debug_fragment_differs_from_debug_only_in_debug_info_compression() {
-        let pairs = |name: &str| -> Vec<(String, String)> {
-            parse_fragment(shipped_fragment(name).unwrap(), name)
-                .into_iter()
-                .map(|w| (w.option, w.value))
-                .collect()
-        };
-        let (dbg, dbg61) = (pairs("debug"), pairs("debug-6.1"));
-        let only_in = |a: &[(String, String)], b: &[(String, String)]| -> Vec<String> {
-            a.iter()
-                .filter(|w| !b.contains(w))
-                .map(|w| format!("{}={}", w.0, w.1))
-                .collect()
-        };
-        assert_eq!(
-            only_in(&dbg, &dbg61),
-            ["CONFIG_DEBUG_INFO_COMPRESSED_NONE=y"]
-        );
-        assert_eq!(only_in(&dbg61, &dbg), ["CONFIG_DEBUG_INFO_COMPRESSED=n"]);
     }
 }
