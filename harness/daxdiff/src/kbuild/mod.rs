@@ -129,10 +129,6 @@ fn compiler() -> Result<String> {
         .to_string())
 }
 
-fn file_part(k: KeyBuilder, label: &str, path: &Path) -> Result<KeyBuilder> {
-    Ok(k.part(label, cache::sha256_file(path)?))
-}
-
 /// Builds (or finds in the cache) the kernel `req` describes and registers it.
 /// `taken` holds the names of the catalogue a built kernel must not shadow.
 pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result<Built> {
@@ -162,19 +158,12 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
     }
     let src = source::materialize(cache_root, &req.source)?;
     let cc = compiler()?;
-    let mut config_key = KeyBuilder::default()
-        .part("base", req.base.identity()?)
-        .part("compiler", &cc);
-    for f in &req.fragments {
-        config_key = file_part(config_key, "fragment", f)?;
-    }
-    let config_key = config_key.finish();
-    // The work directory (tree copy, output) belongs to the request; the built kernel is
-    // keyed below by what it is made of, so equivalent fragments share one build.
+    // The work directory (tree copy, output) belongs to the source and the series: a change
+    // of config or fragments rebuilds incrementally in it (kbuild tracks options per file),
+    // and the built kernel is keyed below by what it is made of.
     let mut request = KeyBuilder::default()
         .part("layout", LAYOUT)
-        .part("source", &src.identity)
-        .part("config", &config_key);
+        .part("source", &src.identity);
     for p in &patches {
         request = request.part("patch", &p.text);
     }
@@ -185,6 +174,7 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
 
     let work = cache_root.join("kbuild/work").join(&request);
     fs::create_dir_all(&work)?;
+    let _lock = WorkLock::take(&work)?;
     let tree = if patches.is_empty() {
         src.tree.clone()
     } else {
@@ -214,10 +204,9 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
     // Git sources share one output directory per repository and configuration, so the next
     // revision rebuilds only what changed.
     let out = match &src.git_commit {
-        Some(_) => cache_root.join("kbuild/out").join(format!(
-            "{}-{config_key}",
-            tree.file_name().unwrap().to_string_lossy()
-        )),
+        Some(_) => cache_root
+            .join("kbuild/out")
+            .join(tree.file_name().unwrap().to_string_lossy().as_ref()),
         None => work.join("out"),
     };
     eprintln!(
@@ -343,6 +332,29 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
         register(cache_root, &record)?;
     }
     Ok(record)
+}
+
+/// One build at a time per work directory (two would share its tree and output); the lock
+/// goes with the process, so a killed build leaves none behind.
+struct WorkLock(#[allow(dead_code)] fs::File);
+
+impl WorkLock {
+    fn take(work: &Path) -> Result<WorkLock> {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::create(work.join(".lock"))?;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!(
+                "kernel build: {} is in use by another build; waiting for it",
+                work.display()
+            );
+            // SAFETY: as above, blocking this time.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                bail!("cannot lock {}", work.display());
+            }
+        }
+        Ok(WorkLock(f))
+    }
 }
 
 /// Applies the series once per work directory; an interrupted application starts over from
