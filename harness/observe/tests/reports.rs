@@ -140,6 +140,15 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    warning_dax_disassociate_entry_debian_6_12: "warning-dax-disassociate-entry-debian-6.12.log"
+        => Warning, "WARNING in dax_disassociate_entry", at Some("fs/dax.c:390"),
+        truncated false, first Some("dax_disassociate_entry");
+    page_fault_io_release_ubuf_debian_7_3: "page-fault-io-release-ubuf-debian-7.3.log"
+        => PageFault, "BUG: unable to handle page fault in io_release_ubuf", at None,
+        truncated false, first Some("io_release_ubuf");
+    refcount_bug_release_nodes_debian_6_12: "refcount-bug-release-nodes-debian-6.12.log"
+        => Refcount, "refcount bug in release_nodes", at Some("lib/refcount.c:28"),
+        truncated false, first Some("refcount_warn_saturate");
     warning_dax_insert_entry_erofs: "warning-dax-insert-entry-erofs-6.17.log"
         => Warning, "WARNING in dax_insert_entry", at Some("fs/dax.c:460"),
         truncated true, first Some("dax_insert_entry");
