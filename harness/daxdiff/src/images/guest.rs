@@ -271,6 +271,7 @@ impl GuestBuilder {
             .then(|| super::probe::for_guest(&self.cache, kernel))
             .flatten();
         let mut key = KeyBuilder::default()
+            .part("layout", "builtin-index")
             .part(
                 "kernel",
                 format!(
@@ -575,6 +576,17 @@ fn write_initramfs(
     if let Some(dir) = kernel.modules_dir() {
         let base = format!("lib/modules/{}", kernel.release);
         w.dir(&base, 0o755)?;
+        // daxctl asks libkmod for device_dax and friends: on kernels that build them in, the
+        // builtin index is what tells libkmod there is nothing to load.
+        for index in [
+            "modules.builtin",
+            "modules.builtin.bin",
+            "modules.builtin.modinfo",
+        ] {
+            if let Ok(data) = fs::read(dir.join(index)) {
+                w.file(&format!("{base}/{index}"), 0o644, &data)?;
+            }
+        }
         let mut dirs = BTreeSet::new();
         for (group, rel) in modules
             .iter()
