@@ -397,6 +397,40 @@ impl Apt {
     }
 }
 
+/// Unpacks a downloaded package into `dir` (`dpkg-deb -x`), or only the archive `member`
+/// (a path like `./usr/lib/debug`) when one is given.
+pub fn unpack(deb: &Path, dir: &Path, member: Option<&str>) -> Result<()> {
+    let st = match member {
+        None => Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(dir)
+            .status(),
+        Some(m) => Command::new("sh")
+            .arg("-c")
+            .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" \"$3\"")
+            .arg("sh")
+            .arg(deb)
+            .arg(dir)
+            .arg(m)
+            .status(),
+    }
+    .context("run dpkg-deb")?;
+    if !st.success() {
+        match member {
+            None => bail!(
+                "dpkg-deb -x {} failed: the download may be damaged; remove it and retry",
+                deb.display()
+            ),
+            Some(m) => bail!(
+                "{} holds no {m} (or the download is damaged)",
+                deb.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// apt names downloaded files `name_version_arch.deb` with ':' in versions escaped as `%3a`.
 fn find_deb(dir: &Path, p: &Package) -> Result<Option<PathBuf>> {
     let ver = p.version.replace(':', "%3a");

@@ -237,10 +237,7 @@ impl GuestBuilder {
             e.build(|dir| {
                 let root = dir.join("root");
                 for d in &debs {
-                    let st = Command::new("dpkg-deb").arg("-x").arg(d).arg(&root).status()?;
-                    if !st.success() {
-                        bail!("dpkg-deb -x {} failed: the download may be damaged; remove it and retry", d.display());
-                    }
+                    super::apt::unpack(d, &root, None)?;
                 }
                 for s in &self.recipe.strip {
                     let _ = fs::remove_dir_all(root.join(s));

@@ -264,18 +264,7 @@ fn unpack_debian(
 ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let raw = dir.join("raw");
     for d in debs {
-        let st = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(d)
-            .arg(&raw)
-            .status()
-            .context("run dpkg-deb")?;
-        if !st.success() {
-            bail!(
-                "dpkg-deb -x {} failed: the download may be damaged; remove it and retry",
-                d.display()
-            );
-        }
+        super::apt::unpack(d, &raw, None)?;
     }
     let r = &deb.release;
     let first = |cands: &[String]| cands.iter().map(|c| raw.join(c)).find(|p| p.exists());

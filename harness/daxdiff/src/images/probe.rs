@@ -300,18 +300,7 @@ impl ProbeBuilder {
             let work = toolchain.scratch(&self.cache)?;
             let root = work.path().join("root");
             for d in &debs {
-                let st = Command::new("dpkg-deb")
-                    .arg("-x")
-                    .arg(d)
-                    .arg(&root)
-                    .status()
-                    .context("run dpkg-deb")?;
-                if !st.success() {
-                    bail!(
-                        "dpkg-deb -x {} failed: the download may be damaged; remove it and retry",
-                        d.display()
-                    );
-                }
+                super::apt::unpack(d, &root, None)?;
             }
             let flavour = root
                 .join("usr/src")

@@ -139,18 +139,7 @@ fn unpack_source_deb(
     dir: &Path,
 ) -> Result<(Vec<String>, std::collections::BTreeMap<String, String>)> {
     let tarball = format!("./usr/src/{package}.tar.xz");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" \"$3\"")
-        .args(["sh"])
-        .arg(deb)
-        .arg(dir)
-        .arg(&tarball)
-        .status()
-        .context("run dpkg-deb | tar")?;
-    if !st.success() {
-        bail!("{} holds no {tarball}", deb.display());
-    }
+    apt::unpack(deb, dir, Some(&tarball))?;
     let tb = dir.join(&tarball);
     let st = Command::new("tar")
         .arg("-xf")
