@@ -370,9 +370,11 @@ mod tests {
         );
     }
 
-    fn shared_file(len: u64) -> (PathBuf, File, u64) {
+    /// A shared mapping of a fresh tmpfs file; `tag` keeps concurrent tests off each other's
+    /// file (one test truncating another's file would SIGBUS the other).
+    fn shared_file(tag: &str, len: u64) -> (PathBuf, File, u64) {
         let path = PathBuf::from(format!(
-            "/dev/shm/daxdiff-integrity-{}-{len}",
+            "/dev/shm/daxdiff-integrity-{tag}-{}",
             std::process::id()
         ));
         let f = std::fs::OpenOptions::new()
@@ -400,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_mapping_agrees_with_pread_and_a_changed_file_is_caught_after_teardown() {
-        let (path, f, addr) = shared_file(8192);
+        let (path, f, addr) = shared_file("agrees", 8192);
         // SAFETY: writing into our own shared mapping.
         unsafe { std::ptr::write_bytes((addr + 100) as *mut u8, 0xab, 10) };
         let m = Mapped {
@@ -447,7 +449,7 @@ mod tests {
 
     #[test]
     fn a_truncated_file_makes_the_mapping_unreadable() {
-        let (path, f, addr) = shared_file(8192);
+        let (path, f, addr) = shared_file("truncated", 8192);
         f.set_len(0).unwrap();
         let m = Mapped {
             call: 0,
