@@ -209,12 +209,18 @@ static int read_pgmap_refs(void *arg)
 	return 0;
 }
 
+/*
+ * The first pfn of a range whose struct page is valid: the altmap's reserved and free pfns
+ * come first (the memmap lives there). This is vmem_altmap_offset(), which is an inline in
+ * 6.12 and later but an unexported function in 6.1 (mm/memremap.c); the formula is the same.
+ */
 static unsigned long range_first_pfn(struct dev_pagemap *pgmap, int index)
 {
 	unsigned long pfn = PHYS_PFN(pgmap->ranges[index].start);
+	struct vmem_altmap *altmap = pgmap_altmap(pgmap);
 
-	if (index == 0)
-		pfn += vmem_altmap_offset(pgmap_altmap(pgmap));
+	if (index == 0 && altmap)
+		pfn += altmap->reserve + altmap->free;
 	return pfn;
 }
 
