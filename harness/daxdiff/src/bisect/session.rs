@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::search::{Decision, Judge, Rates, RunVerdict, StepVerdict, Tally};
+use super::search::{Decision, Judge, Kind, Rates, RunVerdict, StepVerdict, Tally};
 use super::signal::Signal;
 use super::state::{Role, State, StepRecord};
 use super::trial::Tester;
@@ -39,6 +39,8 @@ impl Default for Settings {
 pub struct Session<'a> {
     pub signal: &'a Signal,
     pub settings: Settings,
+    /// Regression (old end good, new end bad) or fix (old end bad, new end good).
+    pub kind: Kind,
     pub state: State,
     judge: Option<Judge>,
     started: Instant,
@@ -51,6 +53,7 @@ impl<'a> Session<'a> {
         Session {
             signal,
             settings,
+            kind: Kind::Regression,
             state,
             judge: None,
             started: Instant::now(),
@@ -116,7 +119,9 @@ impl<'a> Session<'a> {
             role,
             kernel: trial.kernel,
             tally,
-            verdict: if tally.bad * 2 > tally.informative() {
+            // What the end is by the user's word; calibration refuses ends that do not fit
+            // (a bad end of a flaky reproducer may show the behaviour in a minority of runs).
+            verdict: if role == Role::BadEnd {
                 StepVerdict::Bad
             } else {
                 StepVerdict::Good
@@ -126,6 +131,7 @@ impl<'a> Session<'a> {
             seconds: trial.seconds,
             note: trial.note,
             bzimage_sha256: None,
+            build_secs: None,
         };
         self.record(rec.clone())?;
         Ok(rec)
@@ -133,7 +139,7 @@ impl<'a> Session<'a> {
 
     /// Measures the reproducer on the two ends; every later step is judged with this.
     pub fn calibrate(&mut self, good: &StepRecord, bad: &StepRecord) -> Result<Judge> {
-        let rates = Rates::from_ends(&good.label, good.tally, &bad.label, bad.tally)?;
+        let rates = Rates::from_ends(self.kind, &good.label, good.tally, &bad.label, bad.tally)?;
         let judge = Judge {
             rates,
             confidence: self.settings.confidence,
@@ -178,6 +184,7 @@ impl<'a> Session<'a> {
             seconds: trial.seconds,
             note: trial.note,
             bzimage_sha256: None,
+            build_secs: None,
         };
         self.record(rec.clone())?;
         Ok(rec)
@@ -201,6 +208,8 @@ impl<'a> Session<'a> {
             .map(|s| match (s.role, s.verdict) {
                 (Role::GoodEnd, _) => 1.0 - judge.posterior_bad(s.tally),
                 (Role::BadEnd, _) => judge.posterior_bad(s.tally),
+                // Built only to compare images: no verdict of its own.
+                (Role::Parent, _) => 1.0,
                 (_, StepVerdict::Good | StepVerdict::Bad) => s.confidence,
                 _ => 1.0,
             })
