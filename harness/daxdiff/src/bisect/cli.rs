@@ -82,7 +82,8 @@ pub struct BisectArgs {
     #[arg(long = "bad-if")]
     pub bad_if: Vec<Predicate>,
     /// A finding directory of a fuzzing workdir (divergences/<sig> or crashes/<title>): its
-    /// program, bad when a run shows B's side of the recorded divergence
+    /// program, bad when a run shows B's side of the recorded divergence (A's side with --fix)
+    /// or the crash's report
     #[arg(long)]
     pub finding: Option<PathBuf>,
     /// Runs on each end (they measure how reliably the program shows the behaviour)
@@ -265,6 +266,7 @@ fn reproducer(args: &BisectArgs) -> Result<Reproducer> {
                 bail!("--bad-if goes with --prog; a finding brings its own signal");
             }
             let (program, signal) = load_finding(dir)?;
+            let signal = if args.fix { signal.for_fix() } else { signal };
             let finding = crate::repro::load_finding(dir)?;
             Ok(Reproducer {
                 program,
@@ -319,7 +321,8 @@ fn start<'a>(
     }
     let mut session = Session::new(signal, settings, state);
     session.kind = kind(args);
-    session.on_record = Box::new(move |r| say(format_record(r)));
+    let kind = kind(args);
+    session.on_record = Box::new(move |r| say(format_record(r, kind)));
     Ok((bar, session))
 }
 
@@ -386,7 +389,7 @@ fn bisection_key(
 }
 
 /// One line per judged kernel.
-pub fn format_record(r: &StepRecord) -> String {
+pub fn format_record(r: &StepRecord, kind: Kind) -> String {
     let role = match r.role {
         Role::GoodEnd => "good end",
         Role::BadEnd => "bad end ",
@@ -395,7 +398,9 @@ pub fn format_record(r: &StepRecord) -> String {
     };
     let verdict = match (r.role, r.verdict) {
         (Role::GoodEnd | Role::BadEnd, _) => String::new(),
-        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => format!("{v} ({:.3})", r.confidence),
+        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => {
+            format!("{} ({:.3})", kind.verdict_word(v), r.confidence)
+        }
         (_, v) => v.to_string(),
     };
     let mut line = format!(

@@ -117,6 +117,16 @@ impl Kind {
         }
     }
 
+    /// A good or bad verdict in the words of this kind: a fix bisection's kernels are
+    /// `broken` or `fixed`.
+    pub fn verdict_word(self, v: StepVerdict) -> String {
+        match (self, v) {
+            (Kind::Fix, StepVerdict::Bad) => "broken".into(),
+            (Kind::Fix, StepVerdict::Good) => "fixed".into(),
+            (_, v) => v.to_string(),
+        }
+    }
+
     /// `(good, bad)` ordered as `(old, new)`.
     pub fn old_new<T>(self, good: T, bad: T) -> (T, T) {
         match self {

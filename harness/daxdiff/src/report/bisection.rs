@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::bisect::result::{short_label, Bisection, Mode};
-use crate::bisect::search::{Kind, StepVerdict};
+use crate::bisect::search::Kind;
 use crate::bisect::state::Role;
 
 /// The report's line width.
@@ -71,10 +71,7 @@ pub fn render(b: &Bisection) -> String {
         Kind::Fix => "where the behaviour stops",
     };
     s.push_str(&wrap(
-        &format!(
-            "Bisection ({}, {what}) over {over}, a run counted as bad when: {}.",
-            b.kind, b.signal
-        ),
+        &format!("Bisection ({}, {what}) over {over}; {}.", b.kind, b.signal),
         WIDTH,
         0,
     ));
@@ -157,17 +154,9 @@ pub fn render(b: &Bisection) -> String {
             Role::Step => "step",
             Role::Parent => "parent",
         };
-        let verdict = match (r.role, r.verdict) {
-            (Role::Parent, _) => "-".to_string(),
-            (_, v @ (StepVerdict::Good | StepVerdict::Bad)) if b.kind == Kind::Fix => {
-                if v == StepVerdict::Bad {
-                    "broken"
-                } else {
-                    "fixed"
-                }
-                .to_string()
-            }
-            (_, v) => v.to_string(),
+        let verdict = match r.role {
+            Role::Parent => "-".to_string(),
+            _ => b.kind.verdict_word(r.verdict),
         };
         let mut line = format!(
             "  {role:<8} {:<label_width$} {verdict:<6} {}/{}/{} {} boot(s) {}",
