@@ -170,6 +170,7 @@ fn about(args: &BisectArgs, repro: &Reproducer, session: &Session) -> About {
     About {
         kind: kind(args),
         signal: repro.signal.describe(),
+        program: repro.name.clone(),
         finding: repro.finding.as_ref().map(|(_, sig)| sig.clone()),
         seconds: session.state.elapsed_secs,
     }
@@ -245,6 +246,8 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
 /// What runs in each guest and what makes a run bad.
 struct Reproducer {
     program: String,
+    /// Where the program came from, for the result.
+    name: String,
     signal: Signal,
     /// With `--finding`: its directory and signature (the result is written there).
     finding: Option<(PathBuf, String)>,
@@ -257,6 +260,10 @@ fn reproducer(args: &BisectArgs) -> Result<Reproducer> {
             let prog = crate::exec::load_program(p)?;
             Ok(Reproducer {
                 program: prog.to_text(),
+                name: p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |n| n.to_string_lossy().to_string(),
+                ),
                 signal: Signal::BadIf(args.bad_if.clone()),
                 finding: None,
             })
@@ -270,6 +277,7 @@ fn reproducer(args: &BisectArgs) -> Result<Reproducer> {
             let finding = crate::repro::load_finding(dir)?;
             Ok(Reproducer {
                 program,
+                name: "prog.txt of the finding".into(),
                 signal,
                 finding: Some((dir.clone(), finding.signature)),
             })

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::result::Point;
 use super::search::{Kind, StepVerdict, Tally};
-use super::session::Session;
+use super::session::{Provenance, Session};
 use super::state::{Role, StepRecord};
 use super::trial::Tester;
 
@@ -150,11 +150,11 @@ impl GitBisect {
             );
         }
         let g = self.build_end(kernels, &good, "good end")?;
+        session.provenance = Some(self.provenance(&g));
         let good_rec = session.end(tester, &g, &good, Role::GoodEnd)?;
-        self.annotate(session, &good, &g)?;
         let b = self.build_end(kernels, &bad, "bad end")?;
+        session.provenance = Some(self.provenance(&b));
         let bad_rec = session.end(tester, &b, &bad, Role::BadEnd)?;
-        self.annotate(session, &bad, &b)?;
         session.calibrate(&good_rec, &bad_rec)?;
 
         let (old_term, new_term) = git_terms(kind);
@@ -197,22 +197,13 @@ impl GitBisect {
             .with_context(|| format!("the {what} must build"))
     }
 
-    fn annotate(&self, session: &mut Session, rev: &str, k: &StepKernel) -> Result<()> {
-        if let Some(r) = session
-            .state
-            .steps
-            .iter_mut()
-            .rev()
-            .find(|s| s.label == rev)
-        {
-            if r.bzimage_sha256.is_none() {
-                r.bzimage_sha256 = Some(k.bzimage_sha256.clone());
-                r.build_secs = k.build_secs;
-                r.kernel = self.subject(rev);
-                session.state.save()?;
-            }
+    fn provenance(&self, k: &StepKernel) -> Provenance {
+        Provenance {
+            label: k.rev.clone(),
+            subject: self.subject(&k.rev),
+            bzimage_sha256: k.bzimage_sha256.clone(),
+            build_secs: k.build_secs,
         }
-        Ok(())
     }
 
     /// Steps until git names the first bad commit, or the skipped ones that may be it.
@@ -228,9 +219,8 @@ impl GitBisect {
                 Some(r) => r.verdict,
                 None => match kernels.kernel_at(&rev) {
                     Ok(k) => {
-                        let r = session.step(tester, &k, &rev, Role::Step)?;
-                        self.annotate(session, &rev, &k)?;
-                        r.verdict
+                        session.provenance = Some(self.provenance(&k));
+                        session.step(tester, &k, &rev, Role::Step)?.verdict
                     }
                     Err(e) => {
                         session.record(StepRecord {
@@ -485,7 +475,7 @@ mod tests {
             out: tempfile::tempdir().unwrap(),
             built: vec![],
         };
-        let res = bisect_with(r, &mut b, Kind::Regression, &r.commits[0], "main");
+        let (res, _) = bisect_with(r, &mut b, Kind::Regression, &r.commits[0], "main");
         (res, b.built)
     }
 
@@ -495,18 +485,23 @@ mod tests {
         kind: Kind,
         good: &str,
         bad: &str,
-    ) -> GitBisected {
+    ) -> (GitBisected, Vec<StepRecord>) {
         let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
         let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
         let mut session = Session::new(&signal, Settings::default(), state);
         session.kind = kind;
+        // What progress printed, record by record.
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let sink = seen.clone();
+        session.on_record = Box::new(move |r| sink.borrow_mut().push(r.clone()));
         let res = GitBisect::new(r.dir.path())
             .run(&mut session, kernels, &mut Simulated, good, bad)
             .unwrap();
         // The bisection leaves no bisect state and the checkout where it was.
         assert!(!r.dir.path().join(".git/BISECT_START").exists());
         assert_eq!(git(r.dir.path(), &["rev-parse", "HEAD"]), r.commits[15]);
-        res
+        let seen = seen.borrow().clone();
+        (res, seen)
     }
 
     #[test]
@@ -576,7 +571,7 @@ mod tests {
             status: Box::new(|_| {}),
         };
         // --fix --bad <old, still broken> --good <new, fixed>
-        let res = bisect_with(&r, &mut kernels, Kind::Fix, "main", &r.commits[1]);
+        let (res, printed) = bisect_with(&r, &mut kernels, Kind::Fix, "main", &r.commits[1]);
         let fix = res.first_new.as_ref().unwrap();
         assert_eq!(fix.label, r.commits[11]);
         assert_eq!(fix.title, "commit 11");
@@ -601,6 +596,17 @@ mod tests {
                 .unwrap()
                 .label,
             r.commits[1]
+        );
+        // Progress shows each revision's subject and build time as it is judged.
+        assert_eq!(printed, res.steps);
+        let line = crate::bisect::cli::format_record(&printed[2], Kind::Fix);
+        assert!(
+            line.contains("commit ") && line.contains(", built in ") && line.contains("(0."),
+            "{line}"
+        );
+        assert!(
+            line.contains("broken (") || line.contains("fixed ("),
+            "{line}"
         );
     }
 

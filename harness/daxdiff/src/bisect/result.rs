@@ -70,6 +70,9 @@ pub struct Bisection {
     pub mode: Mode,
     /// What makes a run bad, in words.
     pub signal: String,
+    /// The program run: the `--prog` file, or the finding's `prog.txt`.
+    #[serde(default)]
+    pub program: String,
     /// The finding's signature, when the reproducer came from `--finding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finding: Option<String>,
@@ -110,6 +113,7 @@ pub struct Bisection {
 pub struct About {
     pub kind: Kind,
     pub signal: String,
+    pub program: String,
     pub finding: Option<String>,
     pub seconds: f64,
 }
@@ -134,6 +138,7 @@ impl Bisection {
             kind: about.kind,
             mode,
             signal: about.signal,
+            program: about.program,
             finding: about.finding,
             repo: None,
             good: end(&records, Role::GoodEnd),
@@ -147,7 +152,11 @@ impl Bisection {
             runs: records.iter().map(|s| s.tally.total()).sum(),
             boots: records.iter().map(|s| s.boots).sum(),
             builds: records.iter().filter(|s| s.build_secs.is_some()).count() as u32,
-            build_secs: records.iter().filter_map(|s| s.build_secs).sum(),
+            // A fold, not sum(): the empty f64 sum is -0.0, which JSON would show.
+            build_secs: records
+                .iter()
+                .filter_map(|s| s.build_secs)
+                .fold(0.0, |a, b| a + b),
             seconds: about.seconds,
             records,
             candidates: vec![],
@@ -406,7 +415,8 @@ pub(crate) mod tests {
         };
         let about = About {
             kind: Kind::Fix,
-            signal: "call 5 returns 0".into(),
+            signal: "bad if call 5 fails".into(),
+            program: "uring_fixed_devdax.prog".into(),
             finding: Some("report only on A: WARNING in dax_disassociate_entry".into()),
             seconds: 852.0,
         };
@@ -447,7 +457,8 @@ pub(crate) mod tests {
         };
         let about = About {
             kind: Kind::Regression,
-            signal: "hang dax_break_layout_final".into(),
+            signal: "bad if hang dax_break_layout_final".into(),
+            program: "prog.txt of the finding".into(),
             finding: None,
             seconds: 2400.0,
         };
@@ -460,7 +471,7 @@ pub(crate) mod tests {
         let text = b.text();
         assert!(
             text.starts_with(
-                "fix bisection over 4 Debian kernels, 6.1.170-3 .. 7.3.4-1~bpo13+1; call 5 returns 0\n"
+                "fix bisection over 4 Debian kernels, 6.1.170-3 .. 7.3.4-1~bpo13+1; bad if call 5 fails\n"
             ),
             "{text}"
         );
@@ -484,6 +495,7 @@ pub(crate) mod tests {
         assert_eq!(json["mode"], "versions");
         assert_eq!(json["first_new"]["label"], "7.2.6-1~bpo13+1");
         assert_eq!(json["bad"]["label"], "6.1.170-3");
+        assert_eq!(json["build_secs"].to_string(), "0.0");
     }
 
     #[test]

@@ -36,6 +36,16 @@ impl Default for Settings {
     }
 }
 
+/// What a git revision's kernel is: put on the record of that revision when it is made, so
+/// that progress and state show the subject, image hash and build time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Provenance {
+    pub label: String,
+    pub subject: String,
+    pub bzimage_sha256: String,
+    pub build_secs: Option<f64>,
+}
+
 pub struct Session<'a> {
     pub signal: &'a Signal,
     pub settings: Settings,
@@ -43,6 +53,8 @@ pub struct Session<'a> {
     pub kind: Kind,
     pub state: State,
     judge: Option<Judge>,
+    /// Applied to the next record with its label.
+    pub provenance: Option<Provenance>,
     started: Instant,
     /// Called with each finished record (progress).
     pub on_record: Box<dyn FnMut(&StepRecord) + 'a>,
@@ -56,6 +68,7 @@ impl<'a> Session<'a> {
             kind: Kind::Regression,
             state,
             judge: None,
+            provenance: None,
             started: Instant::now(),
             on_record: Box::new(|_| {}),
         }
@@ -190,7 +203,12 @@ impl<'a> Session<'a> {
         Ok(rec)
     }
 
-    pub fn record(&mut self, rec: StepRecord) -> Result<()> {
+    pub fn record(&mut self, mut rec: StepRecord) -> Result<()> {
+        if let Some(p) = self.provenance.take_if(|p| p.label == rec.label) {
+            rec.kernel = p.subject;
+            rec.bzimage_sha256 = Some(p.bzimage_sha256);
+            rec.build_secs = p.build_secs;
+        }
         (self.on_record)(&rec);
         self.state.elapsed_secs += self.started.elapsed().as_secs_f64();
         self.started = Instant::now();

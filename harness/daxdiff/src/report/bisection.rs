@@ -71,7 +71,10 @@ pub fn render(b: &Bisection) -> String {
         Kind::Fix => "where the behaviour stops",
     };
     s.push_str(&wrap(
-        &format!("Bisection ({}, {what}) over {over}; {}.", b.kind, b.signal),
+        &format!(
+            "Bisection ({}, {what}) over {over}, running {}; {}.",
+            b.kind, b.program, b.signal
+        ),
         WIDTH,
         0,
     ));
@@ -196,7 +199,7 @@ mod tests {
         assert_wrapped(&text);
         assert!(
             text.starts_with(
-                "Bisection (fix, where the behaviour stops) over 4 Debian kernel\npackages"
+                "Bisection (fix, where the behaviour stops) over 4 Debian kernel\npackages, running uring_fixed_devdax.prog; bad if call 5 fails.\n"
             ),
             "{text}"
         );
