@@ -57,11 +57,11 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
     let mut session = Session::new(&signal, settings, State::open(&state_path, "t").unwrap());
     let r = versions::bisect(&mut session, &mut tester, &cands).unwrap();
     assert_eq!(
-        r.first_bad.as_deref(),
+        r.first_new.as_deref(),
         Some(cands[1].version.as_str()),
         "{r:#?}"
     );
-    assert_eq!(r.last_good, cands[0].version);
+    assert_eq!(r.last_old, cands[0].version);
     let step = r.steps.iter().find(|s| s.role == Role::Step).unwrap();
     assert_eq!(step.verdict, StepVerdict::Bad);
     assert!(step.tally.bad >= 2 && step.tally.good == 0, "{step:?}");
@@ -71,6 +71,6 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
     let mut again = Session::new(&signal, settings, State::open(&state_path, "t").unwrap());
     let started = std::time::Instant::now();
     let r2 = versions::bisect(&mut again, &mut tester, &cands).unwrap();
-    assert_eq!(r2.first_bad, r.first_bad);
+    assert_eq!(r2.first_new, r.first_new);
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use super::git::{BuildFailed, StepKernel, StepKernels};
 
@@ -50,10 +51,13 @@ impl CommandKernels {
         Ok(src)
     }
 
+    /// The kernel of `rev` and the seconds spent building it now (`None`: built before).
     fn build(&self, rev: &str) -> Result<StepKernel, String> {
         let out = self.dir.join("builds").join(rev);
         let done = out.join(".done");
+        let mut build_secs = None;
         if !done.exists() {
+            let started = Instant::now();
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
             let src = self.checkout(rev)?;
@@ -85,6 +89,7 @@ impl CommandKernels {
                 return Err("the build command left no $DAXDIFF_OUT/bzImage".into());
             }
             std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+            build_secs = Some(started.elapsed().as_secs_f64());
         }
         let bzimage = out.join("bzImage");
         let modules = std::fs::read_dir(out.join("lib/modules"))
@@ -97,15 +102,18 @@ impl CommandKernels {
             bzimage,
             modules,
             config,
+            build_secs,
         })
     }
 }
 
 impl StepKernels for CommandKernels {
     fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
+        let started = Instant::now();
         self.build(rev).map_err(|reason| BuildFailed {
             rev: rev.to_string(),
             reason,
+            secs: started.elapsed().as_secs_f64(),
         })
     }
 }
@@ -120,8 +128,6 @@ pub struct KbuildKernels {
     pub base: crate::kbuild::BaseConfig,
     pub fragments: Vec<PathBuf>,
     pub jobs: usize,
-    /// Seconds each step's build took (0 when it came from the cache), by commit.
-    pub build_secs: Vec<(String, f64)>,
 }
 
 impl StepKernels for KbuildKernels {
@@ -142,14 +148,14 @@ impl StepKernels for KbuildKernels {
             config_only: false,
             register: false,
         };
+        let started = Instant::now();
         let built =
             crate::kbuild::build(&self.cache, &req, &crate::catalogue::Catalogue::default())
                 .map_err(|e| BuildFailed {
                     rev: rev.to_string(),
                     reason: format!("{e:#}"),
+                    secs: started.elapsed().as_secs_f64(),
                 })?;
-        self.build_secs
-            .push((rev.to_string(), built.build_secs.unwrap_or(0.0)));
         Ok(StepKernel {
             rev: rev.to_string(),
             bzimage: built.bzimage(),
@@ -157,6 +163,8 @@ impl StepKernels for KbuildKernels {
             modules: Some(built.dir.join("modules/lib/modules").join(&built.release))
                 .filter(|m| m.join("modules.dep").exists()),
             config: Some(built.dir.join("config")),
+            // Checkout, configuration and make: what the step cost beyond its boots.
+            build_secs: built.build_secs.map(|_| started.elapsed().as_secs_f64()),
         })
     }
 }
@@ -207,8 +215,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a.bzimage).unwrap(), "one\n");
         assert!(a.config.is_some() && a.modules.is_none());
         assert_eq!(a.bzimage_sha256.len(), 64);
+        assert!(a.build_secs.is_some());
         let again = k.kernel_at(&one).unwrap();
-        assert_eq!(again, a);
+        assert_eq!(
+            again.build_secs, None,
+            "a built revision counted as a build"
+        );
+        assert_eq!(
+            StepKernel {
+                build_secs: a.build_secs,
+                ..again
+            },
+            a
+        );
         assert_eq!(
             std::fs::read_to_string(work.path().join("builds.txt")).unwrap(),
             "built\n",

@@ -9,12 +9,13 @@ use clap::Args;
 
 use super::build::CommandKernels;
 use super::git::GitBisect;
-use super::search::StepVerdict;
+use super::result::{duration, short_label, About, Bisection, RESULT_FILE};
+use super::search::{Kind, StepVerdict};
 use super::session::{Session, Settings};
 use super::signal::{load_finding, Predicate, Signal};
 use super::state::{Role, State, StepRecord};
 use super::trial::VmTester;
-use super::versions::{self, Bisected, Candidate, VersionRange};
+use super::versions::{self, VersionRange};
 use crate::cache::{write_atomic, KeyBuilder};
 use crate::setup::Env;
 
@@ -24,8 +25,12 @@ use crate::setup::Env;
 call N returns ERRNO|VALUE|ok|error|fd|addr   call N fails|succeeds|missing\n  \
 report [TEXT]   status completed|timeout|crashed|error   hang [FUNCTION]\n  \
 differs (the outcome differs from the good end's)   not PREDICATE\n\n\
-Exit status: 0 the first bad version was found; 1 skipped versions hide it (the candidates are listed); 2 error.\n\
-A killed bisection resumes from --out: run the same command again."
+--fix bisects the other way: the first kernel where the behaviour STOPS. The older end is then the bad one \
+(it shows the behaviour) and the newer end the good one; the result names the first fixed and the last broken kernel \
+(git mode: --bad is the older revision, --good the newer, and git is driven with the terms broken/fixed).\n\n\
+Exit status: 0 the first bad (or first fixed) kernel was found; 1 skipped kernels hide it (the candidates are listed); 2 error.\n\
+A killed bisection resumes from --out: run the same command again. With --finding the result is also written into the \
+finding's directory (bisect.json, bisect.txt), where `daxdiff report` takes it."
 )]
 pub struct BisectArgs {
     /// Served Debian kernels between two upstream versions, one per point release: debian:6.1..7.3
@@ -41,12 +46,16 @@ pub struct BisectArgs {
     /// Git mode: the kernel tree to bisect (its own checkout is not touched)
     #[arg(long, requires_all = ["good", "bad"])]
     pub git: Option<PathBuf>,
-    /// Git mode: the good revision
+    /// Git mode: the good revision (without the behaviour; the newer end with --fix)
     #[arg(long, requires = "git")]
     pub good: Option<String>,
-    /// Git mode: the bad revision
+    /// Git mode: the bad revision (with the behaviour; the older end with --fix)
     #[arg(long, requires = "git")]
     pub bad: Option<String>,
+    /// Find where the behaviour stops (a fix) instead of where it starts (a regression): the
+    /// older end must show it and the newer end not
+    #[arg(long)]
+    pub fix: bool,
     /// Git mode: builds the checked-out revision (sh -c, in a worktree under --out, with
     /// DAXDIFF_REV and DAXDIFF_OUT set); must leave $DAXDIFF_OUT/bzImage, optionally
     /// $DAXDIFF_OUT/config and $DAXDIFF_OUT/lib/modules/<release>/; failing = skip the revision
@@ -73,7 +82,8 @@ pub struct BisectArgs {
     #[arg(long = "bad-if")]
     pub bad_if: Vec<Predicate>,
     /// A finding directory of a fuzzing workdir (divergences/<sig> or crashes/<title>): its
-    /// program, bad when a run shows B's side of the recorded divergence
+    /// program, bad when a run shows B's side of the recorded divergence (A's side with --fix)
+    /// or the crash's report
     #[arg(long)]
     pub finding: Option<PathBuf>,
     /// Runs on each end (they measure how reliably the program shows the behaviour)
@@ -132,31 +142,46 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (program, signal) = reproducer(&args)?;
+    let repro = reproducer(&args)?;
+    let signal = &repro.signal;
     let settings = settings(&args)?;
-    let mut key = bisection_key(&program, &signal, &settings)?;
+    let mut key = bisection_key(&args, &repro.program, signal, &settings)?;
     for c in &cands {
         key = key.part("candidate", &c.version);
     }
     let header = format!(
-        "bisect: {} versions, {} .. {}; {}",
+        "bisect{}: {} versions, {} .. {}; {}",
+        if args.fix { " --fix" } else { "" },
         cands.len(),
         cands[0].version,
         cands[cands.len() - 1].version,
         signal.describe()
     );
-    let (bar, mut session) = start(&args, &header, key.finish(), &signal, settings)?;
-    let mut tester = vm_tester(env, &args, program, &bar);
+    let (bar, mut session) = start(&args, &header, key.finish(), signal, settings)?;
+    let mut tester = vm_tester(env, &args, repro.program.clone(), &bar);
     let result = versions::bisect(&mut session, &mut tester, &cands);
     bar.finish_and_clear();
     let result = result?;
-    let summary = Summary::of(&result, &cands, session.state.elapsed_secs);
-    finish(&args, &summary, &summary.text())?;
-    Ok(if result.first_bad.is_some() {
-        ExitCode::SUCCESS
+    let bisection = Bisection::of_versions(about(&args, &repro, &session), &result, &cands);
+    finish(&args, &repro, &bisection)
+}
+
+fn about(args: &BisectArgs, repro: &Reproducer, session: &Session) -> About {
+    About {
+        kind: kind(args),
+        signal: repro.signal.describe(),
+        program: repro.name.clone(),
+        finding: repro.finding.as_ref().map(|(_, sig)| sig.clone()),
+        seconds: session.state.elapsed_secs,
+    }
+}
+
+fn kind(args: &BisectArgs) -> Kind {
+    if args.fix {
+        Kind::Fix
     } else {
-        ExitCode::from(1)
-    })
+        Kind::Regression
+    }
 }
 
 fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
@@ -177,20 +202,23 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
     };
     let git = GitBisect::new(repo);
     let (good, bad) = (git.commit(good)?, git.commit(bad)?);
-    let (program, signal) = reproducer(args)?;
+    let repro = reproducer(args)?;
+    let signal = &repro.signal;
     let settings = settings(args)?;
-    let key = bisection_key(&program, &signal, &settings)?
+    let key = bisection_key(args, &repro.program, signal, &settings)?
         .part("good", &good)
         .part("bad", &bad)
         .part("build", &build_identity);
+    let (old, new) = kind(args).old_new(&good, &bad);
     let header = format!(
-        "bisect: {} .. {} in {}; {}",
-        &good[..12],
-        &bad[..12],
+        "bisect{}: {} .. {} in {}; {}",
+        if args.fix { " --fix" } else { "" },
+        &old[..12],
+        &new[..12],
         repo.display(),
         signal.describe()
     );
-    let (bar, mut session) = start(args, &header, key.finish(), &signal, settings)?;
+    let (bar, mut session) = start(args, &header, key.finish(), signal, settings)?;
     let status_bar = bar.clone();
     let mut kernels: Box<dyn super::git::StepKernels> = match &args.build_cmd {
         Some(cmd) => Box::new(CommandKernels {
@@ -205,52 +233,54 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
             base,
             fragments,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            build_secs: Vec::new(),
         }),
     };
-    let mut tester = vm_tester(env, args, program, &bar);
+    let mut tester = vm_tester(env, args, repro.program.clone(), &bar);
     let result = git.run(&mut session, kernels.as_mut(), &mut tester, &good, &bad);
     bar.finish_and_clear();
     let result = result?;
-    let mut text = match (&result.first_bad, &result.subject) {
-        (Some(c), s) => format!("first bad commit: {c} {}\n", s.as_deref().unwrap_or("")),
-        (None, _) => format!(
-            "skipped revisions hide the first bad commit; it is one of: {}\n",
-            result.could_be.join(" ")
-        ),
-    };
-    if result.identical_to_parent == Some(true) {
-        text.push_str(
-            "WARNING: its kernel image is byte-identical to its parent's: the verdict cannot come from \
-             its own change (a flaky reproducer, or a cause outside the image); rerun with more --runs\n",
-        );
-    }
-    let steps = result.steps.iter().filter(|s| s.role == Role::Step).count();
-    let boots: u32 = result.steps.iter().map(|s| s.boots).sum();
-    text.push_str(&format!(
-        "{steps} step(s) and 2 ends, {boots} boot(s), {:.0}s in all; confidence {:.3}\n",
-        session.state.elapsed_secs, result.confidence
-    ));
-    finish(args, &result, &text)?;
-    Ok(if result.first_bad.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let bisection = Bisection::of_git(about(args, &repro, &session), repo, &result);
+    finish(args, &repro, &bisection)
 }
 
-fn reproducer(args: &BisectArgs) -> Result<(String, Signal)> {
+/// What runs in each guest and what makes a run bad.
+struct Reproducer {
+    program: String,
+    /// Where the program came from, for the result.
+    name: String,
+    signal: Signal,
+    /// With `--finding`: its directory and signature (the result is written there).
+    finding: Option<(PathBuf, String)>,
+}
+
+fn reproducer(args: &BisectArgs) -> Result<Reproducer> {
     match (&args.prog, &args.finding) {
         (Some(p), None) => {
             // Parse it now: a typo should not cost a kernel download.
             let prog = crate::exec::load_program(p)?;
-            Ok((prog.to_text(), Signal::BadIf(args.bad_if.clone())))
+            Ok(Reproducer {
+                program: prog.to_text(),
+                name: p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |n| n.to_string_lossy().to_string(),
+                ),
+                signal: Signal::BadIf(args.bad_if.clone()),
+                finding: None,
+            })
         }
         (None, Some(dir)) => {
             if !args.bad_if.is_empty() {
                 bail!("--bad-if goes with --prog; a finding brings its own signal");
             }
-            load_finding(dir)
+            let (program, signal) = load_finding(dir)?;
+            let signal = if args.fix { signal.for_fix() } else { signal };
+            let finding = crate::repro::load_finding(dir)?;
+            Ok(Reproducer {
+                program,
+                name: "prog.txt of the finding".into(),
+                signal,
+                finding: Some((dir.clone(), finding.signature)),
+            })
         }
         _ => bail!("say what to run: --prog FILE --bad-if PREDICATE, or --finding DIR"),
     }
@@ -298,7 +328,9 @@ fn start<'a>(
         ));
     }
     let mut session = Session::new(signal, settings, state);
-    session.on_record = Box::new(move |r| say(format_record(r)));
+    session.kind = kind(args);
+    let kind = kind(args);
+    session.on_record = Box::new(move |r| say(format_record(r, kind)));
     Ok((bar, session))
 }
 
@@ -317,28 +349,55 @@ fn vm_tester(
     }
 }
 
-/// Writes `result.json` and prints the result.
-fn finish(args: &BisectArgs, result: &impl serde::Serialize, text: &str) -> Result<()> {
-    let json = serde_json::to_string_pretty(result)?;
-    write_atomic(&args.out.join("result.json"), json.as_bytes())?;
+/// Writes `result.json` (and with `--finding` the finding's `bisect.json`), prints the
+/// result and says how the command exits.
+fn finish(args: &BisectArgs, repro: &Reproducer, b: &Bisection) -> Result<ExitCode> {
+    let json = serde_json::to_string_pretty(b)?;
+    write_atomic(&args.out.join(RESULT_FILE), json.as_bytes())?;
+    if let Some((dir, signature)) = &repro.finding {
+        b.record_in_finding(dir, signature)?;
+    }
     if args.json {
         println!("{json}");
     } else {
-        print!("{text}");
+        print!("{}", b.text());
         println!("state and result: {}", args.out.display());
+        if let Some((dir, _)) = &repro.finding {
+            println!(
+                "recorded in {}; `daxdiff report {}` includes it",
+                dir.join(super::result::FINDING_JSON).display(),
+                dir.display()
+            );
+        }
     }
-    Ok(())
+    Ok(if b.first_new.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn bisection_key(program: &str, signal: &Signal, settings: &Settings) -> Result<KeyBuilder> {
-    Ok(KeyBuilder::default()
+fn bisection_key(
+    args: &BisectArgs,
+    program: &str,
+    signal: &Signal,
+    settings: &Settings,
+) -> Result<KeyBuilder> {
+    let key = KeyBuilder::default()
         .part("program", program)
         .part("signal", serde_json::to_string(signal)?)
-        .part("settings", serde_json::to_string(settings)?))
+        .part("settings", serde_json::to_string(settings)?);
+    // Only a fix adds to the key, so that regression states written before --fix existed
+    // still resume.
+    Ok(if args.fix {
+        key.part("kind", "fix")
+    } else {
+        key
+    })
 }
 
 /// One line per judged kernel.
-pub fn format_record(r: &StepRecord) -> String {
+pub fn format_record(r: &StepRecord, kind: Kind) -> String {
     let role = match r.role {
         Role::GoodEnd => "good end",
         Role::BadEnd => "bad end ",
@@ -347,78 +406,25 @@ pub fn format_record(r: &StepRecord) -> String {
     };
     let verdict = match (r.role, r.verdict) {
         (Role::GoodEnd | Role::BadEnd, _) => String::new(),
-        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => format!("{v} ({:.3})", r.confidence),
+        (_, v @ (StepVerdict::Good | StepVerdict::Bad)) => {
+            format!("{} ({:.3})", kind.verdict_word(v), r.confidence)
+        }
         (_, v) => v.to_string(),
     };
-    // Commit ids read well at 12 digits, as git abbreviates them.
-    let is_commit = r.label.len() == 40 && r.label.chars().all(|c| c.is_ascii_hexdigit());
-    let label = if is_commit { &r.label[..12] } else { &r.label };
     let mut line = format!(
-        "  {role} {:<22} {:<24} {:<14} {:<24} {} boot(s), {:.0}s",
-        label,
+        "  {role} {:<22} {:<24} {:<14} {:<24} {} boot(s), {}",
+        short_label(&r.label),
         r.kernel,
         verdict,
         r.tally.to_string(),
         r.boots,
-        r.seconds
+        duration(r.seconds)
     );
+    if let Some(b) = r.build_secs {
+        line.push_str(&format!(", built in {}", duration(b)));
+    }
     if let Some(n) = &r.note {
         line.push_str(&format!("  [{}]", n.lines().next().unwrap_or("")));
     }
     line
-}
-
-/// What `result.json` holds and the command prints.
-#[derive(Debug, serde::Serialize)]
-pub struct Summary {
-    pub first_bad: Option<Candidate>,
-    pub last_good: Option<Candidate>,
-    pub could_be: Vec<Candidate>,
-    pub confidence: f64,
-    /// Kernels judged between the ends.
-    pub steps: usize,
-    pub boots: u32,
-    pub seconds: f64,
-    pub candidates: Vec<Candidate>,
-    pub records: Vec<StepRecord>,
-}
-
-impl Summary {
-    pub fn of(r: &Bisected, cands: &[Candidate], seconds: f64) -> Summary {
-        let find = |v: &str| cands.iter().find(|c| c.version == v).cloned();
-        Summary {
-            first_bad: r.first_bad.as_deref().and_then(find),
-            last_good: find(&r.last_good),
-            could_be: r.could_be.iter().filter_map(|v| find(v)).collect(),
-            confidence: r.confidence,
-            steps: r.steps.iter().filter(|s| s.role == Role::Step).count(),
-            boots: r.steps.iter().map(|s| s.boots).sum(),
-            seconds,
-            candidates: cands.to_vec(),
-            records: r.steps.clone(),
-        }
-    }
-
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        match (&self.first_bad, &self.last_good) {
-            (Some(b), Some(g)) => s.push_str(&format!(
-                "first bad: {} ({}); last good: {} ({})\n",
-                b.version, b.release, g.version, g.release
-            )),
-            _ => s.push_str(&format!(
-                "skipped versions hide the first bad one; it is one of: {}\n",
-                self.could_be
-                    .iter()
-                    .map(|c| c.version.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
-        s.push_str(&format!(
-            "{} step(s) and 2 ends, {} boot(s), {:.0}s in all; confidence {:.3}\n",
-            self.steps, self.boots, self.seconds, self.confidence
-        ));
-        s
-    }
 }

@@ -7,13 +7,14 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::search::{StepVerdict, Tally};
-use super::session::Session;
+use super::result::Point;
+use super::search::{Kind, StepVerdict, Tally};
+use super::session::{Provenance, Session};
 use super::state::{Role, StepRecord};
 use super::trial::Tester;
 
 /// A kernel built from one revision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepKernel {
     /// The full commit id.
     pub rev: String,
@@ -23,14 +24,19 @@ pub struct StepKernel {
     /// `lib/modules/<release>` with `modules.dep`, when the kernel has modules.
     pub modules: Option<PathBuf>,
     pub config: Option<PathBuf>,
+    /// Seconds this call spent building it; `None` when it was built before (cached).
+    #[serde(default)]
+    pub build_secs: Option<f64>,
 }
 
 /// A revision whose kernel could not be built: the step is skipped.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{rev}: the kernel did not build: {reason}")]
 pub struct BuildFailed {
     pub rev: String,
     pub reason: String,
+    /// Seconds spent before the build failed.
+    pub secs: f64,
 }
 
 /// Builds (or finds) the kernel of a revision.
@@ -38,13 +44,16 @@ pub trait StepKernels {
     fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed>;
 }
 
-/// How a git bisection ended.
+/// How a git bisection ended. Commits are named with their subject lines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GitBisected {
-    pub first_bad: Option<String>,
-    pub subject: Option<String>,
+    /// The first commit like the new end: the first bad one of a regression, the fix of a
+    /// fix bisection.
+    pub first_new: Option<Point>,
+    /// Its first parent (like the old end).
+    pub last_old: Option<Point>,
     /// When skipped revisions hide the culprit: every revision it may be.
-    pub could_be: Vec<String>,
+    pub could_be: Vec<Point>,
     /// The culprit's kernel image is byte-identical to its first parent's: its verdict
     /// cannot come from its own change (flaky reproducer, or a cause outside the image).
     pub identical_to_parent: Option<bool>,
@@ -96,8 +105,16 @@ impl GitBisect {
             .unwrap_or_default()
     }
 
-    /// Bisects between `good` and `bad`. The repository's checkout is not touched
-    /// (`--no-checkout`); its bisect state is reset when this returns.
+    fn point(&self, rev: &str) -> Point {
+        Point {
+            label: rev.to_string(),
+            title: self.subject(rev),
+        }
+    }
+
+    /// Bisects between `good` and `bad` (for a fix the bad revision is the older one). The
+    /// repository's checkout is not touched (`--no-checkout`); its bisect state is reset when
+    /// this returns.
     pub fn run(
         &self,
         session: &mut Session,
@@ -106,13 +123,24 @@ impl GitBisect {
         good: &str,
         bad: &str,
     ) -> Result<GitBisected> {
+        let kind = session.kind;
         let good = self.commit(good)?;
         let bad = self.commit(bad)?;
+        let (old, new) = kind.old_new(&good, &bad);
         if self
-            .git(&["merge-base", "--is-ancestor", &good, &bad])
+            .git(&["merge-base", "--is-ancestor", old, new])
             .is_err()
         {
-            bail!("the good revision {good} is not an ancestor of the bad revision {bad}");
+            match kind {
+                Kind::Regression => bail!(
+                    "the good revision {good} is not an ancestor of the bad revision {bad} \
+                     (bisecting where a bug stopped? add --fix)"
+                ),
+                Kind::Fix => bail!(
+                    "a fix bisection needs the bad revision {bad} (still broken) to be an ancestor \
+                     of the good revision {good} (fixed); for a regression drop --fix"
+                ),
+            }
         }
         if self.git_output(&["bisect", "log"])?.status.success() {
             bail!(
@@ -122,25 +150,36 @@ impl GitBisect {
             );
         }
         let g = self.build_end(kernels, &good, "good end")?;
+        session.provenance = Some(self.provenance(&g));
         let good_rec = session.end(tester, &g, &good, Role::GoodEnd)?;
-        self.annotate(session, &good, &g)?;
         let b = self.build_end(kernels, &bad, "bad end")?;
+        session.provenance = Some(self.provenance(&b));
         let bad_rec = session.end(tester, &b, &bad, Role::BadEnd)?;
-        self.annotate(session, &bad, &b)?;
         session.calibrate(&good_rec, &bad_rec)?;
 
-        self.git(&["bisect", "start", "--no-checkout", &bad, &good])?;
+        let (old_term, new_term) = git_terms(kind);
+        let mut start = vec!["bisect".to_string(), "start".into()];
+        if kind == Kind::Fix {
+            start.push(format!("--term-old={old_term}"));
+            start.push(format!("--term-new={new_term}"));
+        }
+        start.extend(["--no-checkout".into(), new.clone(), old.clone()]);
+        self.git(&start.iter().map(String::as_str).collect::<Vec<_>>())?;
         let result = self.drive(session, kernels, tester);
         let _ = self.git(&["bisect", "reset"]);
-        let (first_bad, could_be) = result?;
-        let identical_to_parent = match &first_bad {
+        let (first_new, could_be) = result?;
+        let identical_to_parent = match &first_new {
             Some(c) => self.identical_to_parent(session, kernels, c)?,
             None => None,
         };
+        let last_old = match &first_new {
+            Some(c) => Some(self.point(&self.git(&["rev-parse", &format!("{c}^")])?)),
+            None => None,
+        };
         Ok(GitBisected {
-            subject: first_bad.as_deref().map(|c| self.subject(c)),
-            first_bad,
-            could_be,
+            first_new: first_new.as_deref().map(|c| self.point(c)),
+            last_old,
+            could_be: could_be.iter().map(|c| self.point(c)).collect(),
             identical_to_parent,
             confidence: session.confidence(),
             steps: session.state.steps.clone(),
@@ -158,21 +197,13 @@ impl GitBisect {
             .with_context(|| format!("the {what} must build"))
     }
 
-    fn annotate(&self, session: &mut Session, rev: &str, k: &StepKernel) -> Result<()> {
-        if let Some(r) = session
-            .state
-            .steps
-            .iter_mut()
-            .rev()
-            .find(|s| s.label == rev)
-        {
-            if r.bzimage_sha256.is_none() {
-                r.bzimage_sha256 = Some(k.bzimage_sha256.clone());
-                r.kernel = self.subject(rev);
-                session.state.save()?;
-            }
+    fn provenance(&self, k: &StepKernel) -> Provenance {
+        Provenance {
+            label: k.rev.clone(),
+            subject: self.subject(&k.rev),
+            bzimage_sha256: k.bzimage_sha256.clone(),
+            build_secs: k.build_secs,
         }
-        Ok(())
     }
 
     /// Steps until git names the first bad commit, or the skipped ones that may be it.
@@ -188,9 +219,8 @@ impl GitBisect {
                 Some(r) => r.verdict,
                 None => match kernels.kernel_at(&rev) {
                     Ok(k) => {
-                        let r = session.step(tester, &k, &rev, Role::Step)?;
-                        self.annotate(session, &rev, &k)?;
-                        r.verdict
+                        session.provenance = Some(self.provenance(&k));
+                        session.step(tester, &k, &rev, Role::Step)?.verdict
                     }
                     Err(e) => {
                         session.record(StepRecord {
@@ -204,19 +234,21 @@ impl GitBisect {
                             seconds: 0.0,
                             note: Some(e.to_string()),
                             bzimage_sha256: None,
+                            build_secs: Some(e.secs),
                         })?;
                         StepVerdict::Skip
                     }
                 },
             };
+            let (old_term, new_term) = git_terms(session.kind);
             let word = match verdict {
-                StepVerdict::Good => "good",
-                StepVerdict::Bad => "bad",
                 StepVerdict::Skip | StepVerdict::Retest => "skip",
+                v if v == session.kind.old_verdict() => old_term,
+                _ => new_term,
             };
             let out = self.git_output(&["bisect", word, &rev])?;
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            if let Some(done) = parse_bisect_step(&text) {
+            if let Some(done) = parse_bisect_step(&text, new_term) {
                 return Ok(done);
             }
             if !out.status.success() {
@@ -256,12 +288,13 @@ impl GitBisect {
                         role: Role::Parent,
                         kernel: self.subject(&parent),
                         tally: Tally::default(),
-                        verdict: StepVerdict::Good,
+                        verdict: session.kind.old_verdict(),
                         confidence: 0.0,
                         boots: 0,
                         seconds: 0.0,
                         note: Some("built only to compare kernel images".into()),
                         bzimage_sha256: Some(k.bzimage_sha256.clone()),
+                        build_secs: k.build_secs,
                     })?;
                     k.bzimage_sha256
                 }
@@ -272,13 +305,20 @@ impl GitBisect {
     }
 }
 
-/// What `git bisect good|bad|skip` printed: `Some((first bad, []))` when it named the
+/// The words `git bisect` is driven with: (old, new). A fix bisection marks revisions
+/// `broken` or `fixed`, so that git names the first fixed commit.
+pub fn git_terms(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Regression => ("good", "bad"),
+        Kind::Fix => ("broken", "fixed"),
+    }
+}
+
+/// What `git bisect <term>|skip` printed: `Some((first new, []))` when it named the
 /// culprit, `Some((None, candidates))` when only skipped commits are left, `None` to go on.
-pub fn parse_bisect_step(text: &str) -> Option<(Option<String>, Vec<String>)> {
-    if let Some(line) = text
-        .lines()
-        .find(|l| l.ends_with(" is the first bad commit"))
-    {
+pub fn parse_bisect_step(text: &str, new_term: &str) -> Option<(Option<String>, Vec<String>)> {
+    let done = format!(" is the first {new_term} commit");
+    if let Some(line) = text.lines().find(|l| l.ends_with(&done)) {
         let sha = line.split_whitespace().next()?.to_string();
         return Some((Some(sha), vec![]));
     }
@@ -364,6 +404,7 @@ mod tests {
                 return Err(BuildFailed {
                     rev: rev.into(),
                     reason: "src.c:1: error: expected ';'".into(),
+                    secs: 2.0,
                 });
             }
             let dir = self.out.path().join(rev);
@@ -377,18 +418,21 @@ mod tests {
                 bzimage_sha256: crate::cache::sha256_file(&dir.join("bzImage")).unwrap(),
                 modules: None,
                 config: Some(dir.join("config")),
+                build_secs: Some(1.0),
             })
         }
     }
 
-    /// The program's call 0 returns 1 on a kernel whose image or config says "regression".
+    /// The program's call 0 returns 1 on a kernel whose image or config says "regression"
+    /// and whose image does not say "fixed".
     struct Simulated;
 
     impl Tester<StepKernel> for Simulated {
         fn trial(&mut self, k: &StepKernel, classify: Classify, stop: Stop) -> Result<Trial> {
             let image = std::fs::read_to_string(&k.bzimage)?;
             let config = std::fs::read_to_string(k.config.as_ref().unwrap())?;
-            let bad = image.contains("regression") || config.contains("regression");
+            let bad = (image.contains("regression") || config.contains("regression"))
+                && !image.contains("fixed");
             let o = Outcome {
                 status: Status::Completed,
                 calls: vec![CallOutcome {
@@ -426,21 +470,38 @@ mod tests {
     }
 
     fn bisect(r: &Repo) -> (GitBisected, Vec<String>) {
-        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
-        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
-        let mut session = Session::new(&signal, Settings::default(), state);
         let mut b = Builder {
             repo: r.dir.path().to_path_buf(),
             out: tempfile::tempdir().unwrap(),
             built: vec![],
         };
+        let (res, _) = bisect_with(r, &mut b, Kind::Regression, &r.commits[0], "main");
+        (res, b.built)
+    }
+
+    fn bisect_with(
+        r: &Repo,
+        kernels: &mut dyn StepKernels,
+        kind: Kind,
+        good: &str,
+        bad: &str,
+    ) -> (GitBisected, Vec<StepRecord>) {
+        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
+        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
+        let mut session = Session::new(&signal, Settings::default(), state);
+        session.kind = kind;
+        // What progress printed, record by record.
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let sink = seen.clone();
+        session.on_record = Box::new(move |r| sink.borrow_mut().push(r.clone()));
         let res = GitBisect::new(r.dir.path())
-            .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
+            .run(&mut session, kernels, &mut Simulated, good, bad)
             .unwrap();
         // The bisection leaves no bisect state and the checkout where it was.
         assert!(!r.dir.path().join(".git/BISECT_START").exists());
         assert_eq!(git(r.dir.path(), &["rev-parse", "HEAD"]), r.commits[15]);
-        (res, b.built)
+        let seen = seen.borrow().clone();
+        (res, seen)
     }
 
     #[test]
@@ -451,8 +512,10 @@ mod tests {
             _ => ("src.c", format!("v{i}\n")),
         });
         let (res, built) = bisect(&r);
-        assert_eq!(res.first_bad.as_deref(), Some(r.commits[9].as_str()));
-        assert_eq!(res.subject.as_deref(), Some("commit 9"));
+        let first = res.first_new.as_ref().unwrap();
+        assert_eq!(first.label, r.commits[9]);
+        assert_eq!(first.title, "commit 9");
+        assert_eq!(res.last_old.as_ref().unwrap().label, r.commits[8]);
         assert_eq!(res.identical_to_parent, Some(false));
         assert!(built.len() <= 2 + 4 + 1, "{} builds", built.len());
         assert!(res.confidence > 0.9);
@@ -466,7 +529,7 @@ mod tests {
             _ => ("src.c", format!("v{i}\n")),
         });
         let (res, _) = bisect(&r);
-        assert_eq!(res.first_bad.as_deref(), Some(r.commits[9].as_str()));
+        assert_eq!(res.first_new.unwrap().label, r.commits[9]);
         assert_eq!(res.identical_to_parent, Some(true));
     }
 
@@ -478,8 +541,8 @@ mod tests {
             _ => ("src.c", format!("v{i}\n")),
         });
         let (res, _) = bisect(&r);
-        assert_eq!(res.first_bad, None);
-        let mut could_be = res.could_be.clone();
+        assert_eq!(res.first_new, None);
+        let mut could_be: Vec<String> = res.could_be.iter().map(|p| p.label.clone()).collect();
         could_be.sort();
         let mut expected = vec![r.commits[9].clone(), r.commits[10].clone()];
         expected.sort();
@@ -487,6 +550,84 @@ mod tests {
         let skipped = res.steps.iter().find(|s| s.label == r.commits[9]).unwrap();
         assert_eq!(skipped.verdict, StepVerdict::Skip);
         assert!(skipped.note.as_deref().unwrap().contains("did not build"));
+        assert_eq!(skipped.build_secs, Some(2.0));
+    }
+
+    #[test]
+    fn a_fix_bisection_names_the_fixing_commit() {
+        // The bug comes with commit 1 and goes with commit 11; each revision is built by a
+        // real build command through CommandKernels: its image is src.c.
+        let r = repo(|i| match i {
+            1 => ("src.c", "regression\n".into()),
+            11 => ("src.c", "fixed\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        let work = tempfile::tempdir().unwrap();
+        let mut kernels = crate::bisect::build::CommandKernels {
+            repo: r.dir.path().to_path_buf(),
+            command: "cp src.c \"$DAXDIFF_OUT/bzImage\" && cp Kconfig \"$DAXDIFF_OUT/config\""
+                .into(),
+            dir: work.path().to_path_buf(),
+            status: Box::new(|_| {}),
+        };
+        // --fix --bad <old, still broken> --good <new, fixed>
+        let (res, printed) = bisect_with(&r, &mut kernels, Kind::Fix, "main", &r.commits[1]);
+        let fix = res.first_new.as_ref().unwrap();
+        assert_eq!(fix.label, r.commits[11]);
+        assert_eq!(fix.title, "commit 11");
+        assert_eq!(res.last_old.as_ref().unwrap().label, r.commits[10]);
+        assert_eq!(res.identical_to_parent, Some(false));
+        assert!(res.confidence > 0.9, "{}", res.confidence);
+        // Every verdict speaks of the bug: bad before the fix, good from it on.
+        let index = |label: &str| r.commits.iter().position(|c| c == label).unwrap();
+        for s in &res.steps {
+            let want = if index(&s.label) < 11 {
+                StepVerdict::Bad
+            } else {
+                StepVerdict::Good
+            };
+            assert_eq!(s.verdict, want, "{} ({:?})", index(&s.label), s.role);
+            assert!(s.build_secs.is_some(), "{s:?}");
+        }
+        assert_eq!(
+            res.steps
+                .iter()
+                .find(|s| s.role == Role::BadEnd)
+                .unwrap()
+                .label,
+            r.commits[1]
+        );
+        // Progress shows each revision's subject and build time as it is judged.
+        assert_eq!(printed, res.steps);
+        let line = crate::bisect::cli::format_record(&printed[2], Kind::Fix);
+        assert!(
+            line.contains("commit ") && line.contains(", built in ") && line.contains("(0."),
+            "{line}"
+        );
+        assert!(
+            line.contains("broken (") || line.contains("fixed ("),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_fix_bisection_refuses_ends_the_wrong_way_round() {
+        let r = repo(|i| ("src.c", format!("v{i}\n")));
+        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
+        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
+        let mut session = Session::new(&signal, Settings::default(), state);
+        session.kind = Kind::Fix;
+        let mut b = Builder {
+            repo: r.dir.path().to_path_buf(),
+            out: tempfile::tempdir().unwrap(),
+            built: vec![],
+        };
+        let e = GitBisect::new(r.dir.path())
+            .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fix bisection needs the bad revision"), "{e}");
+        assert!(b.built.is_empty(), "built before checking the ends");
     }
 
     #[test]
@@ -494,7 +635,7 @@ mod tests {
         let done =
             "3f2a0c1e5b7d9f11223344556677889900aabbcc is the first bad commit\ncommit 3f2a…\n";
         assert_eq!(
-            parse_bisect_step(done),
+            parse_bisect_step(done, "bad"),
             Some((
                 Some("3f2a0c1e5b7d9f11223344556677889900aabbcc".into()),
                 vec![]
@@ -502,14 +643,23 @@ mod tests {
         );
         let skipped = "There are only 'skip'ped commits left to test.\nThe first bad commit could be any of:\n\
             1111111111111111111111111111111111111111\n2222222222222222222222222222222222222222\nWe cannot bisect more!\n";
-        let (first, could) = parse_bisect_step(skipped).unwrap();
+        let (first, could) = parse_bisect_step(skipped, "bad").unwrap();
         assert_eq!(first, None);
         assert_eq!(could.len(), 2);
         assert_eq!(
             parse_bisect_step(
-                "Bisecting: 3 revisions left to test after this (roughly 2 steps)\n[abc] x\n"
+                "Bisecting: 3 revisions left to test after this (roughly 2 steps)\n[abc] x\n",
+                "bad"
             ),
             None
         );
+        // As git 2.47 prints it with --term-old=broken --term-new=fixed.
+        let fixed =
+            "9ddccba447f2a0e7b68a5f068277077ffd53a326 is the first fixed commit\ncommit 9ddc…\n";
+        assert_eq!(
+            parse_bisect_step(fixed, "fixed").unwrap().0.as_deref(),
+            Some("9ddccba447f2a0e7b68a5f068277077ffd53a326")
+        );
+        assert_eq!(parse_bisect_step(fixed, "bad"), None);
     }
 }

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod cli;
 pub mod git;
+pub mod result;
 pub mod search;
 pub mod session;
 pub mod signal;
@@ -12,7 +13,8 @@ pub mod trial;
 pub mod versions;
 
 pub use git::{BuildFailed, GitBisect, GitBisected, StepKernel, StepKernels};
-pub use search::{Judge, ListSearch, Next, Rates, RunVerdict, StepVerdict, Tally};
+pub use result::{Bisection, Mode, Point};
+pub use search::{Judge, Kind, ListSearch, Next, Rates, RunVerdict, StepVerdict, Tally};
 pub use session::{Session, Settings};
 pub use signal::{Predicate, Signal};
 pub use state::{Role, State, StepRecord};

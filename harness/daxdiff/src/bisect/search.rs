@@ -75,6 +75,90 @@ impl std::fmt::Display for StepVerdict {
     }
 }
 
+/// Which way the behaviour goes between the ends: a regression appears (the old end is good,
+/// the new end bad), a fix makes it stop (the old end is bad, the new end good). Verdicts keep
+/// their meaning either way: bad = the run shows the behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Regression,
+    Fix,
+}
+
+impl Kind {
+    /// The verdict of the old end (and of every kernel before the change).
+    pub fn old_verdict(self) -> StepVerdict {
+        match self {
+            Kind::Regression => StepVerdict::Good,
+            Kind::Fix => StepVerdict::Bad,
+        }
+    }
+
+    pub fn new_verdict(self) -> StepVerdict {
+        match self {
+            Kind::Regression => StepVerdict::Bad,
+            Kind::Fix => StepVerdict::Good,
+        }
+    }
+
+    /// How the result names the first kernel like the new end and the last like the old one.
+    pub fn first_new_term(self) -> &'static str {
+        match self {
+            Kind::Regression => "first bad",
+            Kind::Fix => "first fixed",
+        }
+    }
+
+    pub fn last_old_term(self) -> &'static str {
+        match self {
+            Kind::Regression => "last good",
+            Kind::Fix => "last broken",
+        }
+    }
+
+    /// A good or bad verdict in the words of this kind: a fix bisection's kernels are
+    /// `broken` or `fixed`.
+    pub fn verdict_word(self, v: StepVerdict) -> String {
+        match (self, v) {
+            (Kind::Fix, StepVerdict::Bad) => "broken".into(),
+            (Kind::Fix, StepVerdict::Good) => "fixed".into(),
+            (_, v) => v.to_string(),
+        }
+    }
+
+    /// `(good, bad)` ordered as `(old, new)`.
+    pub fn old_new<T>(self, good: T, bad: T) -> (T, T) {
+        match self {
+            Kind::Regression => (good, bad),
+            Kind::Fix => (bad, good),
+        }
+    }
+
+    fn good_end_is_bad_hint(self) -> &'static str {
+        match self {
+            Kind::Regression => "the regression is already there; pick an older good end",
+            Kind::Fix => "the fix is not there yet; pick a newer good (fixed) end",
+        }
+    }
+
+    fn bad_end_is_good_hint(self) -> &'static str {
+        match self {
+            Kind::Regression => "pick another bad end",
+            Kind::Fix => "pick an older bad end (one that still shows it)",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Regression => "regression",
+            Kind::Fix => "fix",
+        })
+    }
+}
+
 /// A verdict with how sure the judge is of it (posterior probability, 0.5 = a coin flip).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -93,10 +177,18 @@ pub struct Rates {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CalibrationError {
-    #[error("the good end {label} looks bad ({tally}): the regression is already there; pick an older good end or check the predicate")]
-    GoodEndIsBad { label: String, tally: Tally },
-    #[error("the bad end {label} never showed the bad behaviour ({tally}): check the predicate, raise --runs, or pick another bad end")]
-    BadEndIsGood { label: String, tally: Tally },
+    #[error("the good end {label} looks bad ({tally}): {}, or check the predicate", .kind.good_end_is_bad_hint())]
+    GoodEndIsBad {
+        label: String,
+        tally: Tally,
+        kind: Kind,
+    },
+    #[error("the bad end {label} never showed the bad behaviour ({tally}): check the predicate, raise --runs, or {}", .kind.bad_end_is_good_hint())]
+    BadEndIsGood {
+        label: String,
+        tally: Tally,
+        kind: Kind,
+    },
     #[error("the reproducer does not tell the ends apart (good end {good_label}: {good}; bad end {bad_label}: {bad}): \
 its result flips from run to run on both, so it cannot be bisected; raise --runs, or make the program deterministic \
 (a finding from only a few fuzzing runs may be unstable)")]
@@ -110,8 +202,10 @@ its result flips from run to run on both, so it cannot be bisected; raise --runs
 
 impl Rates {
     /// Rates estimated from runs on the ends, smoothed (Jeffreys: (k + ½)/(n + 1)) so that a
-    /// handful of clean runs never claims certainty.
+    /// handful of clean runs never claims certainty. The rates do not depend on which end is
+    /// the older one; `kind` only shapes the advice when the ends do not fit.
     pub fn from_ends(
+        kind: Kind,
         good_label: &str,
         good: Tally,
         bad_label: &str,
@@ -122,12 +216,14 @@ impl Rates {
             return Err(CalibrationError::BadEndIsGood {
                 label: bad_label.into(),
                 tally: bad,
+                kind,
             });
         }
         if good.good == 0 {
             return Err(CalibrationError::GoodEndIsBad {
                 label: good_label.into(),
                 tally: good,
+                kind,
             });
         }
         let r = Rates {
@@ -147,6 +243,7 @@ impl Rates {
             return Err(CalibrationError::GoodEndIsBad {
                 label: good_label.into(),
                 tally: good,
+                kind,
             });
         }
         Ok(r)
@@ -231,50 +328,68 @@ impl Judge {
 pub enum Next {
     /// Test the candidate at this index.
     Test { index: usize },
-    /// The first bad candidate.
-    Found { first_bad: usize },
-    /// Skipped candidates hide where it changed: the first bad is one of `first..=last`.
+    /// The first candidate like the new end (the first bad one of a regression, the first
+    /// fixed one of a fix).
+    Found { first_new: usize },
+    /// Skipped candidates hide where it changed: the first new is one of `first..=last`.
     Range { first: usize, last: usize },
 }
 
-/// Bisection over candidates `0..len` ordered oldest first, where 0 is known good and
-/// `len - 1` known bad. Only the candidates strictly between the current bounds are ever
-/// proposed, so every verdict narrows the range.
+/// Which end a kernel behaves like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Old,
+    New,
+    Skip,
+}
+
+/// Bisection over candidates `0..len` ordered oldest first, where 0 behaves like the old end
+/// and `len - 1` like the new one (good then bad for a regression, bad then good for a fix).
+/// Only the candidates strictly between the current bounds are ever proposed, so every
+/// verdict narrows the range.
 #[derive(Clone, Debug, Default)]
 pub struct ListSearch {
     len: usize,
-    verdicts: BTreeMap<usize, StepVerdict>,
+    kind: Kind,
+    sides: BTreeMap<usize, Side>,
 }
 
 impl ListSearch {
-    pub fn new(len: usize) -> ListSearch {
+    pub fn new(len: usize, kind: Kind) -> ListSearch {
         assert!(len >= 2, "a bisection needs a good and a bad end");
         ListSearch {
             len,
-            verdicts: BTreeMap::new(),
+            kind,
+            sides: BTreeMap::new(),
         }
     }
 
     /// Records a step's final verdict (`Retest` is not final and is ignored).
     pub fn record(&mut self, index: usize, verdict: StepVerdict) {
-        if index > 0 && index + 1 < self.len && verdict != StepVerdict::Retest {
-            self.verdicts.insert(index, verdict);
+        let side = match verdict {
+            StepVerdict::Retest => return,
+            StepVerdict::Skip => Side::Skip,
+            v if v == self.kind.old_verdict() => Side::Old,
+            _ => Side::New,
+        };
+        if index > 0 && index + 1 < self.len {
+            self.sides.insert(index, side);
         }
     }
 
-    /// The last known good and first known bad index.
+    /// The last index known to be like the old end and the first known to be like the new.
     pub fn bounds(&self) -> (usize, usize) {
         let hi = self
-            .verdicts
+            .sides
             .iter()
-            .find(|(_, v)| **v == StepVerdict::Bad)
+            .find(|(_, v)| **v == Side::New)
             .map(|(i, _)| *i)
             .unwrap_or(self.len - 1);
         let lo = self
-            .verdicts
+            .sides
             .range(..hi)
             .rev()
-            .find(|(_, v)| **v == StepVerdict::Good)
+            .find(|(_, v)| **v == Side::Old)
             .map(|(i, _)| *i)
             .unwrap_or(0);
         (lo, hi)
@@ -283,11 +398,11 @@ impl ListSearch {
     pub fn next(&self) -> Next {
         let (lo, hi) = self.bounds();
         if lo + 1 == hi {
-            return Next::Found { first_bad: hi };
+            return Next::Found { first_new: hi };
         }
         let mid = (lo + hi) / 2;
         let candidate = (lo + 1..hi)
-            .filter(|i| !self.verdicts.contains_key(i))
+            .filter(|i| !self.sides.contains_key(i))
             .min_by_key(|i| (i.abs_diff(mid), *i));
         match candidate {
             Some(index) => Next::Test { index },
@@ -320,7 +435,7 @@ mod tests {
 
     fn judge(good_end: Tally, bad_end: Tally) -> Judge {
         Judge {
-            rates: Rates::from_ends("g", good_end, "b", bad_end).unwrap(),
+            rates: Rates::from_ends(Kind::Regression, "g", good_end, "b", bad_end).unwrap(),
             confidence: 0.95,
             max_runs: 12,
         }
@@ -375,35 +490,46 @@ mod tests {
     #[test]
     fn calibration_rejects_ends_that_do_not_fit() {
         assert!(matches!(
-            Rates::from_ends("6.1", t(0, 5), "7.3", t(0, 5)),
+            Rates::from_ends(Kind::Regression, "6.1", t(0, 5), "7.3", t(0, 5)),
             Err(CalibrationError::BadEndIsGood { .. })
         ));
         assert!(matches!(
-            Rates::from_ends("6.1", t(4, 1), "7.3", t(5, 0)),
+            Rates::from_ends(Kind::Regression, "6.1", t(4, 1), "7.3", t(5, 0)),
             Err(CalibrationError::GoodEndIsBad { .. })
         ));
         assert!(matches!(
-            Rates::from_ends("6.1", t(2, 4), "7.3", t(3, 3)),
+            Rates::from_ends(Kind::Regression, "6.1", t(2, 4), "7.3", t(3, 3)),
             Err(CalibrationError::Indistinct { .. })
         ));
         // Seen with a fuzzing finding whose checksum depends on a race: 2 of 3 runs
         // "like B" on both ends.
-        let e = Rates::from_ends("6.12.95-1~bpo12+1", t(2, 1), "7.3.4-1~bpo13+1", t(2, 1))
-            .unwrap_err()
-            .to_string();
+        let e = Rates::from_ends(
+            Kind::Regression,
+            "6.12.95-1~bpo12+1",
+            t(2, 1),
+            "7.3.4-1~bpo13+1",
+            t(2, 1),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("flips") && e.contains("6.12.95-1~bpo12+1: 2 bad / 1 good"),
             "{e}"
         );
-        let err = Rates::from_ends("6.1.170-3", t(0, 5), "7.3.4-1", t(0, 5))
+        let err = Rates::from_ends(Kind::Regression, "6.1.170-3", t(0, 5), "7.3.4-1", t(0, 5))
             .unwrap_err()
             .to_string();
         assert!(err.contains("7.3.4-1") && err.contains("--runs"), "{err}");
     }
 
-    /// Bisects a list whose first bad index is `culprit`, skipping `skipped`.
-    fn bisect(len: usize, culprit: usize, skipped: &[usize]) -> (Next, Vec<usize>) {
-        let mut s = ListSearch::new(len);
+    /// Bisects a list whose first index like the new end is `culprit`, skipping `skipped`.
+    fn bisect_kind(
+        kind: Kind,
+        len: usize,
+        culprit: usize,
+        skipped: &[usize],
+    ) -> (Next, Vec<usize>) {
+        let mut s = ListSearch::new(len, kind);
         let mut tested = Vec::new();
         loop {
             match s.next() {
@@ -412,9 +538,9 @@ mod tests {
                     let v = if skipped.contains(&index) {
                         StepVerdict::Skip
                     } else if index >= culprit {
-                        StepVerdict::Bad
+                        kind.new_verdict()
                     } else {
-                        StepVerdict::Good
+                        kind.old_verdict()
                     };
                     s.record(index, v);
                 }
@@ -423,12 +549,16 @@ mod tests {
         }
     }
 
+    fn bisect(len: usize, culprit: usize, skipped: &[usize]) -> (Next, Vec<usize>) {
+        bisect_kind(Kind::Regression, len, culprit, skipped)
+    }
+
     #[test]
     fn finds_every_culprit_in_log2_steps() {
         for len in [2, 3, 5, 18, 100] {
             for culprit in 1..len {
                 let (r, tested) = bisect(len, culprit, &[]);
-                assert_eq!(r, Next::Found { first_bad: culprit }, "len {len}");
+                assert_eq!(r, Next::Found { first_new: culprit }, "len {len}");
                 let bound = (len as f64 - 1.0).log2().ceil() as usize;
                 assert!(tested.len() <= bound, "len {len}: {tested:?}");
             }
@@ -439,7 +569,7 @@ mod tests {
     fn skips_are_gone_around_or_reported_as_a_range() {
         // 12 skipped: its neighbours decide, the culprit 11 is still found.
         let (r, tested) = bisect(18, 11, &[12]);
-        assert_eq!(r, Next::Found { first_bad: 11 });
+        assert_eq!(r, Next::Found { first_new: 11 });
         assert!(tested.contains(&12));
         // The culprit itself cannot be tested: it is one of 10 (skipped) and 11.
         let (r, _) = bisect(18, 10, &[10]);
@@ -454,12 +584,73 @@ mod tests {
 
     #[test]
     fn steps_left_counts_halvings() {
-        let mut s = ListSearch::new(18);
+        let mut s = ListSearch::new(18, Kind::Regression);
         assert_eq!(s.steps_left(), 5);
         s.record(8, StepVerdict::Good);
         assert_eq!(s.bounds(), (8, 17));
         assert_eq!(s.steps_left(), 4);
         s.record(12, StepVerdict::Retest);
         assert_eq!(s.bounds(), (8, 17));
+    }
+
+    #[test]
+    fn a_fix_is_the_first_good_candidate_after_bad_ones() {
+        for len in [2, 3, 18, 100] {
+            for fixed in 1..len {
+                let (r, tested) = bisect_kind(Kind::Fix, len, fixed, &[]);
+                assert_eq!(r, Next::Found { first_new: fixed }, "len {len}");
+                let bound = (len as f64 - 1.0).log2().ceil() as usize;
+                assert!(tested.len() <= bound, "len {len}: {tested:?}");
+            }
+        }
+        // A good verdict moves the upper bound down, a bad one the lower bound up.
+        let mut s = ListSearch::new(18, Kind::Fix);
+        s.record(8, StepVerdict::Good);
+        assert_eq!(s.bounds(), (0, 8));
+        s.record(4, StepVerdict::Bad);
+        assert_eq!(s.bounds(), (4, 8));
+        // Skips hide the fix the same way they hide a regression.
+        let (r, _) = bisect_kind(Kind::Fix, 18, 10, &[10]);
+        assert_eq!(
+            r,
+            Next::Range {
+                first: 10,
+                last: 11
+            }
+        );
+    }
+
+    #[test]
+    fn a_flaky_bug_is_called_fixed_only_after_many_clean_runs() {
+        // The old end shows the bug in 2 of 6 runs, the fixed new end never: the same judge
+        // as for a regression whose bad end reproduces 2 in 6.
+        let j = Judge {
+            rates: Rates::from_ends(Kind::Fix, "7.3.4-1", t(0, 6), "6.12.95-1", t(2, 4)).unwrap(),
+            confidence: 0.95,
+            max_runs: 30,
+        };
+        assert_eq!(j.decide(t(0, 3), 30), None, "fixed after 3 clean runs");
+        assert_eq!(j.decide(t(2, 0), 30).unwrap().verdict, StepVerdict::Bad);
+        let clean = (1..=30).find(|&n| j.decide(t(0, n), 30).is_some()).unwrap();
+        assert!(clean >= 6, "fixed after only {clean} clean runs");
+    }
+
+    #[test]
+    fn calibration_advice_follows_the_kind() {
+        let e = Rates::from_ends(Kind::Fix, "7.3.4-1", t(5, 0), "6.1.170-3", t(5, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("good end 7.3.4-1 looks bad") && e.contains("fix is not there yet"),
+            "{e}"
+        );
+        let e = Rates::from_ends(Kind::Fix, "7.3.4-1", t(0, 5), "6.1.170-3", t(0, 5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pick an older bad end"), "{e}");
+        let e = Rates::from_ends(Kind::Regression, "6.1", t(4, 1), "7.3", t(5, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pick an older good end"), "{e}");
     }
 }

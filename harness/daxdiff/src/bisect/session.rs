@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::search::{Decision, Judge, Rates, RunVerdict, StepVerdict, Tally};
+use super::search::{Decision, Judge, Kind, Rates, RunVerdict, StepVerdict, Tally};
 use super::signal::Signal;
 use super::state::{Role, State, StepRecord};
 use super::trial::Tester;
@@ -36,11 +36,25 @@ impl Default for Settings {
     }
 }
 
+/// What a git revision's kernel is: put on the record of that revision when it is made, so
+/// that progress and state show the subject, image hash and build time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Provenance {
+    pub label: String,
+    pub subject: String,
+    pub bzimage_sha256: String,
+    pub build_secs: Option<f64>,
+}
+
 pub struct Session<'a> {
     pub signal: &'a Signal,
     pub settings: Settings,
+    /// Regression (old end good, new end bad) or fix (old end bad, new end good).
+    pub kind: Kind,
     pub state: State,
     judge: Option<Judge>,
+    /// Applied to the next record with its label.
+    pub provenance: Option<Provenance>,
     started: Instant,
     /// Called with each finished record (progress).
     pub on_record: Box<dyn FnMut(&StepRecord) + 'a>,
@@ -51,8 +65,10 @@ impl<'a> Session<'a> {
         Session {
             signal,
             settings,
+            kind: Kind::Regression,
             state,
             judge: None,
+            provenance: None,
             started: Instant::now(),
             on_record: Box::new(|_| {}),
         }
@@ -116,7 +132,9 @@ impl<'a> Session<'a> {
             role,
             kernel: trial.kernel,
             tally,
-            verdict: if tally.bad * 2 > tally.informative() {
+            // What the end is by the user's word; calibration refuses ends that do not fit
+            // (a bad end of a flaky reproducer may show the behaviour in a minority of runs).
+            verdict: if role == Role::BadEnd {
                 StepVerdict::Bad
             } else {
                 StepVerdict::Good
@@ -126,6 +144,7 @@ impl<'a> Session<'a> {
             seconds: trial.seconds,
             note: trial.note,
             bzimage_sha256: None,
+            build_secs: None,
         };
         self.record(rec.clone())?;
         Ok(rec)
@@ -133,7 +152,7 @@ impl<'a> Session<'a> {
 
     /// Measures the reproducer on the two ends; every later step is judged with this.
     pub fn calibrate(&mut self, good: &StepRecord, bad: &StepRecord) -> Result<Judge> {
-        let rates = Rates::from_ends(&good.label, good.tally, &bad.label, bad.tally)?;
+        let rates = Rates::from_ends(self.kind, &good.label, good.tally, &bad.label, bad.tally)?;
         let judge = Judge {
             rates,
             confidence: self.settings.confidence,
@@ -178,12 +197,18 @@ impl<'a> Session<'a> {
             seconds: trial.seconds,
             note: trial.note,
             bzimage_sha256: None,
+            build_secs: None,
         };
         self.record(rec.clone())?;
         Ok(rec)
     }
 
-    pub fn record(&mut self, rec: StepRecord) -> Result<()> {
+    pub fn record(&mut self, mut rec: StepRecord) -> Result<()> {
+        if let Some(p) = self.provenance.take_if(|p| p.label == rec.label) {
+            rec.kernel = p.subject;
+            rec.bzimage_sha256 = Some(p.bzimage_sha256);
+            rec.build_secs = p.build_secs;
+        }
         (self.on_record)(&rec);
         self.state.elapsed_secs += self.started.elapsed().as_secs_f64();
         self.started = Instant::now();
@@ -201,6 +226,8 @@ impl<'a> Session<'a> {
             .map(|s| match (s.role, s.verdict) {
                 (Role::GoodEnd, _) => 1.0 - judge.posterior_bad(s.tally),
                 (Role::BadEnd, _) => judge.posterior_bad(s.tally),
+                // Built only to compare images: no verdict of its own.
+                (Role::Parent, _) => 1.0,
                 (_, StepVerdict::Good | StepVerdict::Bad) => s.confidence,
                 _ => 1.0,
             })

@@ -164,6 +164,8 @@ impl Predicate {
 
 /// The recorded divergence of a fuzzing finding: a run is bad when it shows B's side of the
 /// difference the finding is named after, good when it shows A's, and says nothing otherwise.
+/// For a fix bisection A's side is the bad one: the older kernel has the bug and the finding
+/// stops where kernels start to behave like B.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FindingSignal {
     pub a: Outcome,
@@ -171,6 +173,10 @@ pub struct FindingSignal {
     pub difference: Difference,
     pub kernel_a: String,
     pub kernel_b: String,
+    /// A's side is bad (fix bisection). Left out of the JSON when false, so that the keys of
+    /// bisections started before it existed stay the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub a_is_bad: bool,
 }
 
 impl FindingSignal {
@@ -180,9 +186,9 @@ impl FindingSignal {
                 .iter()
                 .any(|d| same_subject(d, &self.difference))
         };
-        match (like(&self.a), like(&self.b)) {
-            (false, true) => RunVerdict::Bad,
-            (true, false) => RunVerdict::Good,
+        match (like(&self.a), like(&self.b), self.a_is_bad) {
+            (false, true, false) | (true, false, true) => RunVerdict::Bad,
+            (true, false, false) | (false, true, true) => RunVerdict::Good,
             _ => RunVerdict::Skip,
         }
     }
@@ -227,6 +233,18 @@ impl Signal {
         }
     }
 
+    /// The signal of a fix bisection: a finding's bad side becomes A's (predicates and
+    /// kernel reports keep their meaning: the bug is what they describe).
+    pub fn for_fix(self) -> Signal {
+        match self {
+            Signal::Finding(mut f) => {
+                f.a_is_bad = true;
+                Signal::Finding(f)
+            }
+            s => s,
+        }
+    }
+
     /// Whether runs are judged against the good end's outcome.
     pub fn needs_reference(&self) -> bool {
         matches!(self, Signal::BadIf(ps) if ps.iter().any(Predicate::needs_reference))
@@ -238,12 +256,17 @@ impl Signal {
                 "bad if {}",
                 ps.iter().map(describe).collect::<Vec<_>>().join(" or ")
             ),
-            Signal::Finding(f) => format!(
-                "bad if it looks like {} ({}), good if like {}",
-                f.kernel_b,
-                f.difference.describe(),
-                f.kernel_a
-            ),
+            Signal::Finding(f) => {
+                let (bad, good) = if f.a_is_bad {
+                    (&f.kernel_a, &f.kernel_b)
+                } else {
+                    (&f.kernel_b, &f.kernel_a)
+                };
+                format!(
+                    "bad if it looks like {bad} ({}), good if like {good}",
+                    f.difference.describe(),
+                )
+            }
         }
     }
 }
@@ -308,6 +331,7 @@ pub fn load_finding(dir: &Path) -> Result<(String, Signal)> {
                     difference,
                     kernel_a: finding.kernel_a,
                     kernel_b: finding.kernel_b,
+                    a_is_bad: false,
                 })),
             ))
         }
@@ -424,6 +448,7 @@ mod tests {
             difference,
             kernel_a: "debian-6.12".into(),
             kernel_b: "debian-7.3".into(),
+            a_is_bad: false,
         };
         assert_eq!(f.classify(&a), RunVerdict::Good);
         assert_eq!(f.classify(&b), RunVerdict::Bad);
@@ -432,6 +457,19 @@ mod tests {
         assert_eq!(f.classify(&mixed), RunVerdict::Bad);
         let neither = outcome(&[Ret::Fd, Ret::Errno("ENOMEM".into()), Ret::Value(5)]);
         assert_eq!(f.classify(&neither), RunVerdict::Skip);
+        // Bisecting where it stops: A (the older kernel) has the bug.
+        let fix = Signal::Finding(Box::new(f)).for_fix();
+        assert_eq!(fix.classify(&a, None), RunVerdict::Bad);
+        assert_eq!(fix.classify(&b, None), RunVerdict::Good);
+        assert_eq!(fix.classify(&neither, None), RunVerdict::Skip);
+        assert!(
+            fix.describe()
+                .starts_with("bad if it looks like debian-6.12 ("),
+            "{}",
+            fix.describe()
+        );
+        let crash = Signal::BadIf(vec!["report WARNING".parse().unwrap()]);
+        assert_eq!(crash.clone().for_fix(), crash);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct StepRecord {
     /// sha256 of the kernel image (git mode: identical builds are flagged).
     #[serde(default)]
     pub bzimage_sha256: Option<String>,
+    /// Git mode: seconds building this revision's kernel (`None`: it came from the cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ mod tests {
             seconds: 30.0,
             note: None,
             bzimage_sha256: None,
+            build_secs: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::search::{ListSearch, Next};
+use super::search::{Kind, ListSearch, Next};
 use super::session::Session;
 use super::state::{Role, StepRecord};
 use super::trial::Tester;
@@ -137,7 +137,7 @@ pub fn from_file(text: &str, origin: &str, all: &[Candidate]) -> Result<Vec<Cand
             ([c, ..], _) => *c,
             ([], [c]) => *c,
             ([], []) => bail!(
-                "{origin}:{}: no served kernel has version {line}; `daxdiff bisect --list-versions debian:6.1..7.3` shows what the mirror serves",
+                "{origin}:{}: no served kernel has version {line}; `daxdiff bisect --versions debian:6.1..7.3 --list` shows what the mirror serves",
                 n + 1
             ),
             ([], many) => bail!(
@@ -157,16 +157,18 @@ pub fn from_file(text: &str, origin: &str, all: &[Candidate]) -> Result<Vec<Cand
 /// How a bisection ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bisected {
-    /// Labels of the last good and the first bad kernel; `first_bad` is `None` when skipped
-    /// kernels hide it, and `could_be` lists where it may be.
-    pub last_good: String,
-    pub first_bad: Option<String>,
+    /// Labels of the last kernel like the old end and the first like the new one (last good
+    /// and first bad of a regression, last broken and first fixed of a fix); `first_new` is
+    /// `None` when skipped kernels hide it, and `could_be` lists where it may be.
+    pub last_old: String,
+    pub first_new: Option<String>,
     pub could_be: Vec<String>,
     pub confidence: f64,
     pub steps: Vec<StepRecord>,
 }
 
-/// Bisects `cands` (oldest first; the first must be good and the last bad).
+/// Bisects `cands`, oldest first: for a regression the first must be good and the last bad,
+/// for a fix ([`Session::kind`]) the other way round.
 pub fn bisect(
     session: &mut Session,
     tester: &mut dyn Tester<Candidate>,
@@ -175,11 +177,16 @@ pub fn bisect(
     if cands.len() < 2 {
         bail!("a bisection needs at least two versions");
     }
-    let (g, b) = (&cands[0], &cands[cands.len() - 1]);
+    let (old, new) = (&cands[0], &cands[cands.len() - 1]);
+    let (g, b) = match session.kind {
+        Kind::Regression => (old, new),
+        Kind::Fix => (new, old),
+    };
+    // The good end first: `--bad-if differs` compares with its outcome.
     let good = session.end(tester, g, &g.version, Role::GoodEnd)?;
     let bad = session.end(tester, b, &b.version, Role::BadEnd)?;
     session.calibrate(&good, &bad)?;
-    let mut search = ListSearch::new(cands.len());
+    let mut search = ListSearch::new(cands.len(), session.kind);
     loop {
         match search.next() {
             Next::Test { index } => {
@@ -187,10 +194,10 @@ pub fn bisect(
                 let rec = session.step(tester, c, &c.version, Role::Step)?;
                 search.record(index, rec.verdict);
             }
-            Next::Found { first_bad } => {
+            Next::Found { first_new } => {
                 return Ok(Bisected {
-                    last_good: cands[first_bad - 1].version.clone(),
-                    first_bad: Some(cands[first_bad].version.clone()),
+                    last_old: cands[first_new - 1].version.clone(),
+                    first_new: Some(cands[first_new].version.clone()),
                     could_be: vec![],
                     confidence: session.confidence(),
                     steps: session.state.steps.clone(),
@@ -198,8 +205,8 @@ pub fn bisect(
             }
             Next::Range { first, last } => {
                 return Ok(Bisected {
-                    last_good: cands[first - 1].version.clone(),
-                    first_bad: None,
+                    last_old: cands[first - 1].version.clone(),
+                    first_new: None,
                     could_be: cands[first..=last]
                         .iter()
                         .map(|c| c.version.clone())
@@ -325,20 +332,34 @@ mod tests {
         let e = from_file("6.1.170-3\n9.9.9-1\n", "v.txt", &all)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("v.txt:2") && e.contains("--list-versions"),
-            "{e}"
-        );
+        assert!(e.contains("v.txt:2") && e.contains("--list"), "{e}");
     }
 
-    /// Kernels from `first_bad` on return 0 from call 0, older ones EFAULT; `flaky` kernels
-    /// alternate; `unbootable` ones never boot.
+    /// Kernels from `first_bad` on return 0 from call 0, older ones EFAULT (with `fixed`, the
+    /// kernels before `first_bad` return 0 and later ones EFAULT); a kernel that returns 0
+    /// does so in one run of `every`; `flaky` kernels alternate; `unbootable` ones never boot.
     struct Simulated {
         cands: Vec<Candidate>,
         first_bad: usize,
+        fixed: bool,
+        every: usize,
         unbootable: Vec<usize>,
         flaky: Vec<usize>,
         trials: Vec<String>,
+    }
+
+    impl Simulated {
+        fn new(cands: &[Candidate], first_bad: usize) -> Simulated {
+            Simulated {
+                cands: cands.to_vec(),
+                first_bad,
+                fixed: false,
+                every: 1,
+                unbootable: vec![],
+                flaky: vec![],
+                trials: vec![],
+            }
+        }
     }
 
     impl Tester<Candidate> for Simulated {
@@ -356,7 +377,7 @@ mod tests {
                 let bad = if self.flaky.contains(&i) {
                     outcomes.len() % 2 == 0
                 } else {
-                    i >= self.first_bad
+                    (i >= self.first_bad) != self.fixed && outcomes.len() % self.every == 0
                 };
                 let o = crate::diff::Outcome {
                     status: Status::Completed,
@@ -403,22 +424,25 @@ mod tests {
         flaky: &[usize],
         signal: &str,
     ) -> (Bisected, Vec<String>) {
-        let t = tempfile::tempdir().unwrap();
         let cands = select(&served_here(), &"6.1..7.3".parse().unwrap(), None);
+        let mut sim = Simulated::new(&cands, first_bad);
+        sim.unbootable = unbootable.to_vec();
+        sim.flaky = flaky.to_vec();
+        run_sim(sim, Kind::Regression, signal)
+    }
+
+    fn run_sim(mut sim: Simulated, kind: Kind, signal: &str) -> (Bisected, Vec<String>) {
+        let t = tempfile::tempdir().unwrap();
+        let cands = sim.cands.clone();
         let signal = Signal::BadIf(vec![signal.parse().unwrap()]);
         let state = State::open(&t.path().join("state.json"), "k").unwrap();
         let mut session = Session::new(&signal, Settings::default(), state);
-        let mut sim = Simulated {
-            cands: cands.clone(),
-            first_bad,
-            unbootable: unbootable.to_vec(),
-            flaky: flaky.to_vec(),
-            trials: vec![],
-        };
+        session.kind = kind;
         let out = bisect(&mut session, &mut sim, &cands).unwrap();
         // A second session on the same state file tests nothing again.
         let state = State::open(&t.path().join("state.json"), "k").unwrap();
         let mut again = Session::new(&signal, Settings::default(), state);
+        again.kind = kind;
         let before = sim.trials.len();
         assert_eq!(bisect(&mut again, &mut sim, &cands).unwrap(), out);
         assert_eq!(
@@ -432,20 +456,58 @@ mod tests {
     #[test]
     fn finds_the_first_version_that_changed_and_resumes_without_rerunning() {
         let (out, trials) = run(5, &[], &[], "call 0 returns 0");
-        assert_eq!(out.first_bad.as_deref(), Some("7.2.6-1~bpo13+1"));
-        assert_eq!(out.last_good, "6.12.116-1");
+        assert_eq!(out.first_new.as_deref(), Some("7.2.6-1~bpo13+1"));
+        assert_eq!(out.last_old, "6.12.116-1");
         assert_eq!(trials.len(), 2 + 3, "{trials:?}");
         assert!(out.confidence > 0.9, "{}", out.confidence);
         // The same bisection judged by "differs from the good end".
         let (out, _) = run(5, &[], &[], "differs");
-        assert_eq!(out.first_bad.as_deref(), Some("7.2.6-1~bpo13+1"));
+        assert_eq!(out.first_new.as_deref(), Some("7.2.6-1~bpo13+1"));
+    }
+
+    #[test]
+    fn a_fix_bisection_finds_the_first_version_without_the_bug() {
+        let cands = select(&served_here(), &"6.1..7.3".parse().unwrap(), None);
+        let mut sim = Simulated::new(&cands, 5);
+        sim.fixed = true;
+        let (out, trials) = run_sim(sim, Kind::Fix, "call 0 returns 0");
+        assert_eq!(out.first_new.as_deref(), Some("7.2.6-1~bpo13+1"));
+        assert_eq!(out.last_old, "6.12.116-1");
+        assert_eq!(trials.len(), 2 + 3, "{trials:?}");
+        // The old end is the bad one, the new end the good one.
+        let end = |role| out.steps.iter().find(|s| s.role == role).unwrap();
+        assert_eq!(end(Role::BadEnd).label, "6.1.170-3");
+        assert_eq!(end(Role::GoodEnd).label, "7.3.4-1~bpo13+1");
+        // "differs" compares with the good end, which is the new one here.
+        let mut sim = Simulated::new(&cands, 5);
+        sim.fixed = true;
+        let (out, _) = run_sim(sim, Kind::Fix, "differs");
+        assert_eq!(out.first_new.as_deref(), Some("7.2.6-1~bpo13+1"));
+    }
+
+    #[test]
+    fn a_flaky_bug_is_called_fixed_only_after_enough_clean_runs() {
+        // The bug shows in one run of three where it is present.
+        let cands = select(&served_here(), &"6.1..7.3".parse().unwrap(), None);
+        let mut sim = Simulated::new(&cands, 5);
+        sim.fixed = true;
+        sim.every = 3;
+        let (out, _) = run_sim(sim, Kind::Fix, "call 0 returns 0");
+        assert_eq!(out.first_new.as_deref(), Some("7.2.6-1~bpo13+1"));
+        for s in out.steps.iter().filter(|s| s.role == Role::Step) {
+            match s.verdict {
+                StepVerdict::Good => assert!(s.tally.good >= 6, "{s:?}"),
+                StepVerdict::Bad => assert!(s.tally.bad >= 2, "{s:?}"),
+                v => panic!("{v} for {s:?}"),
+            }
+        }
     }
 
     #[test]
     fn unbootable_and_flaky_kernels_are_skipped_around() {
         // 7.2.6 (index 5) never boots: the first bad is 7.2.6 or 7.2.12.
         let (out, _) = run(5, &[5], &[], "call 0 returns 0");
-        assert_eq!(out.first_bad, None);
+        assert_eq!(out.first_new, None);
         assert_eq!(out.could_be, ["7.2.6-1~bpo13+1", "7.2.12-1~bpo13+1"]);
         // A kernel whose runs alternate is retested on a fresh guest, then skipped.
         let (out, _) = run(3, &[], &[3], "call 0 returns 0");
@@ -463,13 +525,7 @@ mod tests {
         let signal = Signal::BadIf(vec!["call 0 returns 0".parse().unwrap()]);
         let state = State::open(&t.path().join("state.json"), "k").unwrap();
         let mut session = Session::new(&signal, Settings::default(), state);
-        let mut sim = Simulated {
-            cands: cands.clone(),
-            first_bad: 0,
-            unbootable: vec![],
-            flaky: vec![],
-            trials: vec![],
-        };
+        let mut sim = Simulated::new(&cands, 0);
         let e = bisect(&mut session, &mut sim, &cands)
             .unwrap_err()
             .to_string();

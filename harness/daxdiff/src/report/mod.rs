@@ -2,7 +2,12 @@
 //! kernels, what differs, how reliably, the kernel report as the finding recorded it, the
 //! program, and the C reproducer sent along as attachments.
 
+pub mod bisection;
+
 use std::fmt::Write;
+
+use crate::bisect::result::Bisection;
+use crate::bisect::search::Kind;
 
 use crate::images::Kernel;
 use crate::repro::state::{CRun, Triage};
@@ -22,6 +27,8 @@ pub struct ReportInput<'a> {
     pub console_b: &'a str,
     /// Whether `repro.c`/`repro.sh` exist to attach.
     pub has_c: bool,
+    /// Where the finding starts (or stops), when it was bisected.
+    pub bisection: Option<&'a Bisection>,
 }
 
 /// The kernel reports of a console log, as printed (one block per report); the caller passes
@@ -106,7 +113,12 @@ fn subject(i: &ReportInput) -> String {
 pub fn render(i: &ReportInput) -> String {
     let (f, t) = (i.finding, i.triage);
     let mut s = String::new();
-    let _ = writeln!(s, "Subject: [REPORT] fs/dax: {}\n", subject(i));
+    // A bisection that named where it started makes it a regression.
+    let tag = match i.bisection {
+        Some(b) if b.kind == Kind::Regression && b.first_new.is_some() => "REGRESSION",
+        _ => "REPORT",
+    };
+    let _ = writeln!(s, "Subject: [{tag}] fs/dax: {}\n", subject(i));
     s.push_str("Hello,\n\n");
     s.push_str(
         "daxdiff, a differential fuzzer for DAX page reference counting, ran the same\n\
@@ -147,6 +159,9 @@ pub fn render(i: &ReportInput) -> String {
         let _ = writeln!(s, "{}", c_line("B", &t.c_b));
     }
     s.push('\n');
+    if let Some(b) = i.bisection {
+        s.push_str(&bisection::render(b));
+    }
     for (tag, console, k) in [
         ("A", i.console_a, i.kernel_a),
         ("B", i.console_b, i.kernel_b),
@@ -261,6 +276,7 @@ mod tests {
                 unfinished: Some("#8 unlink$ext4".into()),
             }),
             differences: vec!["call 8 unlink$ext4: 0 vs did not run".into()],
+            bisection: None,
         };
         let (a, b) = (
             kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
@@ -275,6 +291,7 @@ mod tests {
             console_a: CONSOLE_A,
             console_b: "",
             has_c: true,
+            bisection: None,
         });
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12.117+deb12-amd64, not on 7.3.1+deb13-amd64\n"), "{text}");
         assert!(
@@ -331,9 +348,56 @@ mod tests {
             console_a: "",
             console_b: "",
             has_c: false,
+            bisection: None,
         });
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"), "{text}");
         assert!(!text.contains("Attached"), "{text}");
+        assert!(!text.contains("Bisection"), "{text}");
+    }
+
+    #[test]
+    fn a_bisected_finding_carries_its_bisection() {
+        let finding = Finding {
+            kind: FindingKind::Crash,
+            signature: "INFO: task hung in dax_break_layout_final".into(),
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            differences: vec!["only on B (debian-7.3)".into()],
+            runs: 1,
+            found_at_exec: 1,
+        };
+        let (a, b) = (
+            kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
+            kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
+        );
+        let regression = crate::bisect::result::tests::git_regression();
+        let triage = Triage::default();
+        let input = |bisection| ReportInput {
+            finding: &finding,
+            triage: &triage,
+            kernel_a: &a,
+            kernel_b: &b,
+            program: "",
+            console_a: "",
+            console_b: "",
+            has_c: false,
+            bisection,
+        };
+        let text = render(&input(Some(&regression)));
+        assert!(text.starts_with("Subject: [REGRESSION] fs/dax: "), "{text}");
+        assert!(
+            text.contains("\nBisection (regression, where the behaviour starts)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("  first bad commit: {}", "3".repeat(40))),
+            "{text}"
+        );
+        // A fix is reported, not called a regression.
+        let fix = crate::bisect::result::tests::versions_fix();
+        let text = render(&input(Some(&fix)));
+        assert!(text.starts_with("Subject: [REPORT] fs/dax: "), "{text}");
+        assert!(text.contains("  first fixed: 7.2.6-1~bpo13+1"), "{text}");
     }
 
     #[test]

@@ -41,9 +41,17 @@ pub struct ReproArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "A bisection of the finding (`daxdiff bisect --finding DIR`, or --bisect) goes into the report: \
+kind, first bad or first fixed kernel, confidence, each kernel tested, boots, builds and time."
+)]
 pub struct ReportArgs {
     /// A finding's directory (after `daxdiff repro`, or straight from the fuzzer)
     pub finding: PathBuf,
+    /// A bisection to include: the --out directory of `daxdiff bisect` (or its result.json);
+    /// it is copied into the finding's directory as bisect.json
+    #[arg(long)]
+    pub bisect: Option<PathBuf>,
 }
 
 pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
@@ -97,6 +105,11 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
 
 pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     let finding = load_finding(&args.finding)?;
+    // Recorded first: it notes itself in triage.json, which is read next.
+    if let Some(b) = &args.bisect {
+        crate::bisect::result::Bisection::load(b)?
+            .record_in_finding(&args.finding, &finding.signature)?;
+    }
     let mut t = Triage::load(&args.finding)?;
     if t.stage == Stage::Found && t.signal.is_empty() {
         t.signal = super::signal::Signal::of_finding(&args.finding, &finding)?.describe();

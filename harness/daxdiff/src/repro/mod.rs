@@ -300,6 +300,7 @@ pub fn write_report(
         console_a: &console_a,
         console_b: &console_b,
         has_c: dir.join(creproducer::SOURCE).is_file(),
+        bisection: crate::bisect::result::Bisection::of_finding(dir)?.as_ref(),
     });
     let path = dir.join(report::REPORT_FILE);
     write_atomic(&path, text.as_bytes())?;

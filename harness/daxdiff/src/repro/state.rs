@@ -62,7 +62,17 @@ pub struct CRun {
     pub unfinished: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A bisection recorded for the finding (`bisect.json` beside it holds all of it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BisectNote {
+    /// Where the finding starts (`regression`) or stops (`fix`).
+    pub kind: crate::bisect::search::Kind,
+    /// The first bad (or first fixed) version or commit; `None` when skipped kernels hide it.
+    pub first_new: Option<String>,
+    pub confidence: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Triage {
     pub stage: Stage,
     /// The signal every step checks for (the finding's signature).
@@ -77,6 +87,9 @@ pub struct Triage {
     pub differences: Vec<String>,
     pub c_a: Option<CRun>,
     pub c_b: Option<CRun>,
+    /// Bisected (any time after it was found: bisection does not need the other stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bisection: Option<BisectNote>,
 }
 
 impl Triage {
