@@ -126,6 +126,16 @@ pub fn render(i: &ReportInput) -> String {
             "The program below is minimized from {before} to {after} calls ({} candidates run).",
             t.candidates.unwrap_or(0)
         );
+        if !t.args_simplified.is_empty() {
+            let _ = writeln!(
+                s,
+                "Arguments simplified ({}), each still showing the difference:",
+                t.args_simplified.len()
+            );
+            for a in &t.args_simplified {
+                let _ = writeln!(s, "  {a}");
+            }
+        }
     }
     if !t.differences.is_empty() {
         s.push_str("Differences with the minimized program (each kernel's usual outcome):\n");
@@ -241,6 +251,8 @@ mod tests {
             calls_before: Some(13),
             calls_after: Some(7),
             candidates: Some(12),
+            args_simplified: vec!["#1 ftruncate len: 0x200000 -> 0x1000".into()],
+            minimize_budget_spent: false,
             reliability: Some(Reliability {
                 a: Rate { k: 3, n: 3 },
                 b: Rate { k: 3, n: 3 },
@@ -282,6 +294,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("minimized from 13 to 7 calls"), "{text}");
+        assert!(
+            text.contains("Arguments simplified (1), each still showing the difference:\n  #1 ftruncate len: 0x200000 -> 0x1000\n"),
+            "{text}"
+        );
         assert!(text.contains("A shows its side in 3/3, B in 3/3"), "{text}");
         assert!(
             text.contains(
