@@ -13,7 +13,7 @@ use crate::setup::{prepare, Env};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Writes into the finding's directory: prog.min.txt, repro.c, repro.sh, repro (static binary), \
+    after_help = "Writes into the finding's directory: prog.min.txt, repro.c, repro.sh, setup.sh, repro (static binary), qemu.txt, \
 report.txt and triage.json (the stage reached and the figures).\n\
 Exit status: 0 the C reproducer showed the signal on both kernels; 1 it did not (or was not run); 2 error."
 )]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod creproducer;
 pub mod minimize;
 pub mod pair;
+pub mod qemu;
 pub mod reliability;
 pub mod signal;
 pub mod simplify;
@@ -322,6 +323,13 @@ pub fn write_report(
         &kb.kernel,
         read(dir, "console-b.log").unwrap_or_default(),
     );
+    // The machine both kernels ran on, as the reproducers and the fuzzer boot it.
+    let qemu_text = qemu::render(
+        [("A", &ka.kernel), ("B", &kb.kernel)],
+        &crate::vm::MachineProfile::default(),
+        ka.accel,
+    );
+    write_atomic(&dir.join(qemu::QEMU_FILE), qemu_text.as_bytes())?;
     let text = report::render(&ReportInput {
         finding,
         triage: t,
@@ -331,6 +339,7 @@ pub fn write_report(
         console_a: &console_a,
         console_b: &console_b,
         has_c: dir.join(creproducer::SOURCE).is_file(),
+        qemu: &qemu_text,
     });
     let path = dir.join(report::REPORT_FILE);
     write_atomic(&path, text.as_bytes())?;
