@@ -63,7 +63,7 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
         &ReproConfig {
             dir: dir.clone(),
             min_runs: 1,
-            min_budget: Some(Duration::from_secs(600)),
+            min_budget: Some(Duration::from_secs(480)),
             min_args: true,
             runs: 2,
             timeout: Duration::from_secs(5),

@@ -18,9 +18,7 @@ const T: Duration = Duration::from_secs(300);
 
 /// Runs `cmd` in the guest; returns (exit status, stdout + stderr).
 fn sh(vm: &mut Vm, cmd: &str) -> (i32, String) {
-    let o = vm
-        .run(cmd, T)
-        .unwrap_or_else(|e| panic!("{cmd}: {e:#}"));
+    let o = vm.run(cmd, T).unwrap_or_else(|e| panic!("{cmd}: {e:#}"));
     let text = format!("{}{}", o.stdout_str(), o.stderr_str());
     eprintln!("$ {cmd}\n{text}");
     (o.status, text)
@@ -60,7 +58,11 @@ fn setup_sh_recreates_what_bring_up_made_and_the_reproducer_agrees() {
         ("/tmp/setup.sh", setup.into_bytes()),
     ] {
         let o = vm
-            .run_with_input(&format!("cat > {path} && chmod 755 {path}"), Some(&bytes), T)
+            .run_with_input(
+                &format!("cat > {path} && chmod 755 {path}"),
+                Some(&bytes),
+                T,
+            )
             .unwrap();
         assert_eq!(o.status, 0, "copy {path}");
     }
@@ -73,7 +75,10 @@ fn setup_sh_recreates_what_bring_up_made_and_the_reproducer_agrees() {
     for role in ["ext4: reusing", "xfs: reusing", "devdax: reusing"] {
         assert!(out.contains(role), "{out}");
     }
-    assert!(!out.contains("+ "), "ran commands on a machine already set up:\n{out}");
+    assert!(
+        !out.contains("+ "),
+        "ran commands on a machine already set up:\n{out}"
+    );
     let (rc, before) = sh(&mut vm, run_repro);
     assert_eq!(rc, 0, "{before}");
     assert!(before.contains("ext4 /mnt/ext4/daxdiff-repro"), "{before}");
@@ -103,13 +108,19 @@ fn setup_sh_recreates_what_bring_up_made_and_the_reproducer_agrees() {
     assert!(out.contains("+ mkfs.xfs -f -q -m reflink=0"), "{out}");
     assert!(out.contains("+ mount -t ext4 -o dax "), "{out}");
     assert!(out.contains("+ mount -t xfs -o dax=always "), "{out}");
-    assert!(out.contains("ext4: /dev/pmem") && out.contains("on /mnt/daxdiff-ext4 (DAX)"), "{out}");
+    assert!(
+        out.contains("ext4: /dev/pmem") && out.contains("on /mnt/daxdiff-ext4 (DAX)"),
+        "{out}"
+    );
     assert!(out.contains("devdax: /dev/dax"), "{out}");
 
     // 4. The reproducer against setup.sh's set-up: the same results.
     let (rc, after) = sh(&mut vm, run_repro);
     assert_eq!(rc, 0, "{after}");
-    assert!(after.contains("ext4 /mnt/daxdiff-ext4/daxdiff-repro"), "{after}");
+    assert!(
+        after.contains("ext4 /mnt/daxdiff-ext4/daxdiff-repro"),
+        "{after}"
+    );
     assert_eq!(results(&after), want, "before:\n{before}\nafter:\n{after}");
     let _ = vm.shutdown();
 }

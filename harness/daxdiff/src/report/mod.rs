@@ -310,7 +310,10 @@ mod tests {
             text.contains("The QEMU command lines (attached as qemu.txt):\n\n  # A: debian-6.12\n  qemu-system-x86_64 -machine pc,nvdimm=on\n"),
             "{text}"
         );
-        assert!(text.contains("sh setup.sh && sh repro.sh ./repro"), "{text}");
+        assert!(
+            text.contains("sh setup.sh && sh repro.sh ./repro"),
+            "{text}"
+        );
         assert!(
             text.contains("Arguments simplified (1), each still showing the difference:\n  #1 ftruncate len: 0x200000 -> 0x1000\n"),
             "{text}"

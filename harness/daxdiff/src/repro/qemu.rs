@@ -68,11 +68,7 @@ pub fn render(kernels: [(&str, &Kernel); 2], profile: &MachineProfile, accel: Ac
     }
     for (tag, k) in kernels {
         let _ = writeln!(s, "\n# {tag}: {} (Linux {})", k.name, k.release);
-        let _ = writeln!(
-            s,
-            "{}",
-            profile.shell_command(&files(k, profile, accel))
-        );
+        let _ = writeln!(s, "{}", profile.shell_command(&files(k, profile, accel)));
     }
     s
 }
@@ -106,17 +102,29 @@ mod tests {
         let s = render([("A", &a), ("B", &b)], &profile, Accel::Tcg);
         let lines: Vec<&str> = s.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(lines.iter().filter(|l| !l.is_empty()).count(), 2, "{s}");
-        let cmd_a = lines.iter().find(|l| l.contains("vmlinuz-6.12.117+deb12-amd64")).unwrap();
+        let cmd_a = lines
+            .iter()
+            .find(|l| l.contains("vmlinuz-6.12.117+deb12-amd64"))
+            .unwrap();
         assert!(cmd_a.starts_with("qemu-system-x86_64 "), "{s}");
         assert!(cmd_a.contains("-machine pc,nvdimm=on"), "{s}");
         assert!(
             cmd_a.contains("-object memory-backend-file,id=nvmem0,share=on,mem-path=nvdimm0.img,"),
             "{s}"
         );
-        assert!(cmd_a.contains("-device nvdimm,id=nvdimm2,memdev=nvmem2,label-size="), "{s}");
-        assert!(s.contains("#   -device nvdimm,id=nvdimm0,memdev=nvmem0,label-size="), "{s}");
+        assert!(
+            cmd_a.contains("-device nvdimm,id=nvdimm2,memdev=nvmem2,label-size="),
+            "{s}"
+        );
+        assert!(
+            s.contains("#   -device nvdimm,id=nvdimm0,memdev=nvmem0,label-size="),
+            "{s}"
+        );
         assert!(s.contains("truncate -s "), "{s}");
-        assert!(s.contains("\n# B: debian-7.3 (Linux 7.3.1+deb13-amd64)\n"), "{s}");
+        assert!(
+            s.contains("\n# B: debian-7.3 (Linux 7.3.1+deb13-amd64)\n"),
+            "{s}"
+        );
         assert!(!s.contains(".cache") && !s.contains("/tmp"), "{s}");
     }
 }

@@ -41,9 +41,9 @@ pub fn roles(target: &Target, prog: &Program) -> Vec<&'static str> {
             None => {}
         }
         match desc.kind {
-            CallKind::Pseudo(Pseudo::DevdaxDisable | Pseudo::DevdaxEnable | Pseudo::NsReconfigure) => {
-                devdax = true
-            }
+            CallKind::Pseudo(
+                Pseudo::DevdaxDisable | Pseudo::DevdaxEnable | Pseudo::NsReconfigure,
+            ) => devdax = true,
             CallKind::Pseudo(Pseudo::Evict) => {
                 let mode = call.args.first().and_then(|a| target.scalar_value(a));
                 let is = |name: &str| target.consts.get(name).copied() == mode;

@@ -31,6 +31,12 @@ run() {
 	echo "+ $*" >&2
 	"$@"
 }
+run_err_to() { # file command...: run, with the command's stderr in file
+	f=$1
+	shift
+	echo "+ $*" >&2
+	"$@" 2>"$f"
+}
 
 [ "$(id -u)" = 0 ] || die "run me as root (namespaces, mkfs and mount need it)"
 command -v ndctl >/dev/null || die "ndctl not found: apt-get install ndctl (or dnf install ndctl)"
@@ -145,7 +151,7 @@ new_namespace() { # mode role
 		[ "$a" -gt "$want" ] && size="-s $DAXDIFF_NS_SIZE"
 		err=$(mktemp)
 		# shellcheck disable=SC2086
-		if run ndctl create-namespace -r "$3" -m "$1" $size $extra 2>"$err"; then
+		if run_err_to "$err" ndctl create-namespace -r "$3" -m "$1" $size $extra; then
 			rm -f "$err"
 			return
 		fi
