@@ -274,9 +274,9 @@ fn write(prog: &mut Program, call: usize, slot: Slot, v: u64) {
 /// while they stay at least 2 MiB when `v` is 2 MiB-aligned, and on page boundaries when
 /// `v` is page-aligned (a PMD-sized or page-sized value stays one).
 pub fn ladder(v: u64) -> Vec<u64> {
-    let align = if v > 0 && v % HUGE == 0 {
+    let align = if v > 0 && v.is_multiple_of(HUGE) {
         HUGE
-    } else if v > 0 && v % PAGE == 0 {
+    } else if v > 0 && v.is_multiple_of(PAGE) {
         PAGE
     } else {
         1
