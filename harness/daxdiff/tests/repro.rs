@@ -63,6 +63,8 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
         &ReproConfig {
             dir: dir.clone(),
             min_runs: 1,
+            min_budget: Some(Duration::from_secs(480)),
+            min_args: true,
             runs: 2,
             timeout: Duration::from_secs(5),
             suppressions: Suppressions::default(),
@@ -77,6 +79,12 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
     assert_eq!(t.calls_before, Some(13));
     let after = t.calls_after.unwrap();
     assert!(after < 13, "nothing was removed: {t:?}");
+    // Arguments: the mapping and the file need not be 2 MiB for this WARNING; whatever
+    // the budget allowed is recorded and shows in the report.
+    assert!(
+        !t.args_simplified.is_empty() || t.minimize_budget_spent,
+        "{t:?}"
+    );
     let min = std::fs::read_to_string(dir.join("prog.min.txt")).unwrap();
     assert_eq!(min.lines().count(), after);
     for needed in ["mmap", "vmsplice", "unlink$ext4"] {
@@ -102,7 +110,15 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
         "{c_a:?}"
     );
     assert!(t.c_b.as_ref().unwrap().shows_signal, "{:?}", t.c_b);
-    for f in ["repro.c", "repro.sh", "repro", "triage.json", "report.txt"] {
+    for f in [
+        "repro.c",
+        "repro.sh",
+        "setup.sh",
+        "repro",
+        "qemu.txt",
+        "triage.json",
+        "report.txt",
+    ] {
         assert!(dir.join(f).is_file(), "{} lacks {f}", dir.display());
     }
     let report = std::fs::read_to_string(&out.report).unwrap();
@@ -112,4 +128,13 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
     );
     assert!(report.contains("dax_disassociate_entry+0x"), "{report}");
     assert!(report.contains("vmsplice("), "{report}");
+    assert!(report.contains("-device nvdimm,id=nvdimm0,"), "{report}");
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert!(
+        home.is_empty() || !report.contains(&home),
+        "report names this machine's paths:\n{report}"
+    );
+    for a in &t.args_simplified {
+        assert!(report.contains(a.as_str()), "{a} not in\n{report}");
+    }
 }

@@ -25,10 +25,12 @@ pub struct ReportInput<'a> {
     pub program: &'a str,
     pub console_a: &'a str,
     pub console_b: &'a str,
-    /// Whether `repro.c`/`repro.sh` exist to attach.
+    /// Whether `repro.c`/`repro.sh`/`setup.sh` exist to attach.
     pub has_c: bool,
     /// Where the finding starts (or stops), when it was bisected.
     pub bisection: Option<&'a Bisection>,
+    /// `qemu.txt`: the QEMU command lines with the NVDIMM options (attached, and quoted).
+    pub qemu: &'a str,
 }
 
 /// The kernel reports of a console log, as printed (one block per report); the caller passes
@@ -138,6 +140,16 @@ pub fn render(i: &ReportInput) -> String {
             "The program below is minimized from {before} to {after} calls ({} candidates run).",
             t.candidates.unwrap_or(0)
         );
+        if !t.args_simplified.is_empty() {
+            let _ = writeln!(
+                s,
+                "Arguments simplified ({}), each still showing the difference:",
+                t.args_simplified.len()
+            );
+            for a in &t.args_simplified {
+                let _ = writeln!(s, "  {a}");
+            }
+        }
     }
     if !t.differences.is_empty() {
         s.push_str("Differences with the minimized program (each kernel's usual outcome):\n");
@@ -192,15 +204,24 @@ pub fn render(i: &ReportInput) -> String {
             "Attached: repro.c, the program as plain C (raw system calls, io_uring through\n\
              io_uring_setup/enter/register), and repro.sh, which runs it as root against an\n\
              ext4 file system mounted -o dax and an xfs one mounted -o dax=always (found in\n\
-             /proc/mounts) and a device-dax device:\n\n\
-             \x20 gcc -static -O1 -pthread -o repro repro.c && sh repro.sh ./repro\n\n",
+             /proc/mounts) and a device-dax device. setup.sh makes those on a machine with\n\
+             NVDIMMs (ndctl create-namespace, mkfs, mount); it reuses what is set up and\n\
+             destroys nothing unless DAXDIFF_FORCE=1:\n\n\
+             \x20 gcc -static -O1 -pthread -o repro repro.c\n\
+             \x20 sh setup.sh && sh repro.sh ./repro\n\n",
         );
     }
     s.push_str(
         "Machine: QEMU (x86-64, TCG), three emulated 1 GiB NVDIMMs: fsdax with ext4 -o dax,\n\
-         fsdax with xfs -o dax=always (reflink=0), and devdax.\n\n\
-         -- \ndaxdiff\n",
+         fsdax with xfs -o dax=always (reflink=0), and devdax.\n",
     );
+    if !i.qemu.is_empty() {
+        s.push_str("The QEMU command lines (attached as qemu.txt):\n\n");
+        for l in i.qemu.lines() {
+            let _ = writeln!(s, "  {l}");
+        }
+    }
+    s.push_str("\n-- \ndaxdiff\n");
     s
 }
 
@@ -256,6 +277,8 @@ mod tests {
             calls_before: Some(13),
             calls_after: Some(7),
             candidates: Some(12),
+            args_simplified: vec!["#1 ftruncate len: 0x200000 -> 0x1000".into()],
+            minimize_budget_spent: false,
             reliability: Some(Reliability {
                 a: Rate { k: 3, n: 3 },
                 b: Rate { k: 3, n: 3 },
@@ -292,6 +315,7 @@ mod tests {
             console_b: "",
             has_c: true,
             bisection: None,
+            qemu: "# A: debian-6.12\nqemu-system-x86_64 -machine pc,nvdimm=on\n",
         });
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12.117+deb12-amd64, not on 7.3.1+deb13-amd64\n"), "{text}");
         assert!(
@@ -299,6 +323,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("minimized from 13 to 7 calls"), "{text}");
+        assert!(
+            text.contains("The QEMU command lines (attached as qemu.txt):\n\n  # A: debian-6.12\n  qemu-system-x86_64 -machine pc,nvdimm=on\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sh setup.sh && sh repro.sh ./repro"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Arguments simplified (1), each still showing the difference:\n  #1 ftruncate len: 0x200000 -> 0x1000\n"),
+            "{text}"
+        );
         assert!(text.contains("A shows its side in 3/3, B in 3/3"), "{text}");
         assert!(
             text.contains(
@@ -349,6 +385,7 @@ mod tests {
             console_b: "",
             has_c: false,
             bisection: None,
+            qemu: "",
         });
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"), "{text}");
         assert!(!text.contains("Attached"), "{text}");

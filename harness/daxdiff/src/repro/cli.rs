@@ -13,7 +13,7 @@ use crate::setup::{prepare, Env};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Writes into the finding's directory: prog.min.txt, repro.c, repro.sh, repro (static binary), \
+    after_help = "Writes into the finding's directory: prog.min.txt, repro.c, repro.sh, setup.sh, repro (static binary), qemu.txt, \
 report.txt and triage.json (the stage reached and the figures).\n\
 Exit status: 0 the C reproducer showed the signal on both kernels; 1 it did not (or was not run); 2 error."
 )]
@@ -26,6 +26,13 @@ pub struct ReproArgs {
     /// Runs per kernel for each minimization candidate
     #[arg(long, default_value_t = 1)]
     pub min_runs: usize,
+    /// Wall time for minimization (dropping calls, then simplifying arguments): 90s, 30m;
+    /// what it found by then is kept
+    #[arg(long, default_value = "30m", value_parser = crate::fuzz::parse_duration)]
+    pub min_budget: Duration,
+    /// Only drop calls; keep every argument as it is
+    #[arg(long)]
+    pub no_min_args: bool,
     /// Seconds each program (and the C reproducer) may run in the guest
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -61,6 +68,8 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
     let cfg = ReproConfig {
         dir: args.finding.clone(),
         min_runs: args.min_runs,
+        min_budget: Some(args.min_budget),
+        min_args: !args.no_min_args,
         runs: args.runs,
         timeout: Duration::from_secs(args.timeout),
         suppressions: crate::fuzz::cli::load_suppressions(args.suppressions.as_deref())?,
@@ -71,11 +80,11 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
     let out = triage(env, &cfg)?;
     let t = &out.triage;
     println!("signal: {}", t.signal);
-    if let (Some(b), Some(a)) = (t.calls_before, t.calls_after) {
-        println!(
-            "calls: {b} -> {a} ({} candidates)",
-            t.candidates.unwrap_or(0)
-        );
+    if t.calls_before.is_some() {
+        println!("{}", super::minimized_line(t));
+        for a in &t.args_simplified {
+            println!("  {a}");
+        }
     }
     if let Some(r) = &t.reliability {
         println!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair);

@@ -1,4 +1,4 @@
-//! The C reproducer of a finding: written beside it (`repro.c`, `repro.sh`), built on the
+//! The C reproducer of a finding: written beside it (`repro.c`, `repro.sh`, `setup.sh`), built on the
 //! host with `gcc -static` (the guest has no compiler), then copied into a freshly booted
 //! guest of each kernel over SSH and run there, its results normalized like the executor's.
 
@@ -18,15 +18,22 @@ use crate::vm::MachineProfile;
 
 pub const SOURCE: &str = "repro.c";
 pub const SCRIPT: &str = "repro.sh";
+/// Prepares a machine's NVDIMMs for the reproducer (once, before `repro.sh`).
+pub const SETUP: &str = "setup.sh";
 pub const BINARY: &str = "repro";
 /// Starts the line the guest-side wrapper prints with the reproducer's exit status.
 const MARK: &str = "@@daxdiff-repro";
 
-/// Writes `repro.c` and `repro.sh` into `dir` and builds `repro`; returns the binary.
+/// Writes `repro.c`, `repro.sh` and `setup.sh` into `dir` and builds `repro`; returns the
+/// binary.
 pub fn build(dir: &Path, prog: &Program, header: &[String]) -> Result<PathBuf> {
     let c = csource::emit(Target::builtin(), prog, header)?;
     write_atomic(&dir.join(SOURCE), c.as_bytes())?;
     write_atomic(&dir.join(SCRIPT), csource::RUN_SCRIPT.as_bytes())?;
+    write_atomic(
+        &dir.join(SETUP),
+        csource::setup_script(Target::builtin(), prog).as_bytes(),
+    )?;
     let bin = dir.join(BINARY);
     let tmp = dir.join(format!(".{BINARY}.tmp"));
     let out = Command::new("gcc")

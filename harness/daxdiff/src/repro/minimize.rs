@@ -1,19 +1,39 @@
 //! Program minimization (after syzkaller's `prog/minimization.go`): drop calls from the end
-//! backwards, each with the calls that use what it produced, then move racing calls onto
-//! the main thread, keeping every change after which the program still shows the signal.
+//! backwards, each with the calls that use what it produced, move racing calls onto the main
+//! thread, then simplify arguments (`simplify`), keeping every change after which the
+//! program still shows the signal.
+
+use std::time::Instant;
 
 use anyhow::Result;
 
+use super::simplify::{self, ArgChange, Candidate, Verdict};
 use daxdiff_prog::{validate, Program, ResId, Target, ThreadId};
 
 /// Whether a candidate program still shows the finding's signal (running it on the kernels).
+/// `change` says what the candidate changed, for progress lines.
 pub trait Oracle {
-    fn still_shows(&mut self, candidate: &Program) -> Result<bool>;
+    fn still_shows(&mut self, candidate: &Program, change: &str) -> Result<bool>;
 }
 
-impl<F: FnMut(&Program) -> Result<bool>> Oracle for F {
-    fn still_shows(&mut self, candidate: &Program) -> Result<bool> {
-        self(candidate)
+impl<F: FnMut(&Program, &str) -> Result<bool>> Oracle for F {
+    fn still_shows(&mut self, candidate: &Program, change: &str) -> Result<bool> {
+        self(candidate, change)
+    }
+}
+
+/// What the search may do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// No candidate starts after this; the search keeps what it found so far.
+    pub deadline: Option<Instant>,
+    /// Also simplify arguments after dropping calls.
+    pub args: bool,
+}
+
+impl Limits {
+    fn spent(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -22,17 +42,29 @@ pub struct Minimized {
     pub program: Program,
     /// Candidates the oracle was asked about.
     pub candidates: usize,
+    /// Calls in the program after dropping calls (before argument simplification).
+    pub calls: usize,
+    /// Argument simplifications kept, in the order they were found.
+    pub args: Vec<ArgChange>,
+    /// The deadline stopped the search before it tried everything.
+    pub stopped: bool,
 }
 
 /// The smallest program this search finds that still shows the signal. `prog` itself is
 /// assumed to show it (the caller checked). Comments go: they described the original.
-pub fn minimize(target: &Target, prog: &Program, oracle: &mut impl Oracle) -> Result<Minimized> {
+pub fn minimize(
+    target: &Target,
+    prog: &Program,
+    limits: Limits,
+    oracle: &mut impl Oracle,
+) -> Result<Minimized> {
     let mut best = prog.clone();
     best.trailer.clear();
     for c in &mut best.calls {
         c.comments.clear();
     }
     let mut candidates = 0;
+    let mut stopped = false;
     let mut i = best.calls.len();
     while i > 0 {
         i -= 1;
@@ -40,26 +72,57 @@ pub fn minimize(target: &Target, prog: &Program, oracle: &mut impl Oracle) -> Re
         if cand.calls.is_empty() || validate(target, &cand).is_err() {
             continue;
         }
+        if limits.spent() {
+            stopped = true;
+            break;
+        }
         candidates += 1;
-        if oracle.still_shows(&cand)? {
+        let what = format!("drop #{i} {}", best.calls[i].name);
+        if oracle.still_shows(&cand, &what)? {
             best = cand;
             i = i.min(best.calls.len());
         }
     }
-    if best.calls.iter().any(|c| c.thread != ThreadId::MAIN) {
+    if !stopped && best.calls.iter().any(|c| c.thread != ThreadId::MAIN) {
         let mut cand = best.clone();
         for c in &mut cand.calls {
             c.thread = ThreadId::MAIN;
         }
-        candidates += 1;
-        if oracle.still_shows(&cand)? {
-            best = cand;
+        if limits.spent() {
+            stopped = true;
+        } else {
+            candidates += 1;
+            if oracle.still_shows(&cand, "all calls on the main thread")? {
+                best = cand;
+            }
         }
     }
     best.renumber();
+    let calls = best.calls.len();
+    let mut args = Vec::new();
+    if limits.args && !stopped {
+        let s = simplify::simplify(target, &best, &mut |c: &Candidate| {
+            if limits.spent() {
+                return Ok(Verdict::Stop);
+            }
+            Ok(if oracle.still_shows(&c.program, &c.change.describe())? {
+                Verdict::Keeps
+            } else {
+                Verdict::Loses
+            })
+        })?;
+        best = s.program;
+        // The candidate that met the deadline was not run.
+        candidates += s.candidates - usize::from(s.stopped);
+        stopped = s.stopped;
+        args = s.changes;
+    }
     Ok(Minimized {
         program: best,
         candidates,
+        calls,
+        args,
+        stopped,
     })
 }
 
@@ -133,13 +196,13 @@ close$pipe_w(r2)
         let p = daxdiff_prog::parse(target, PROG).unwrap();
         // The "kernel": the signal needs a vmsplice from a mapping, then an eviction.
         let mut asked = 0;
-        let mut oracle = |c: &Program| -> Result<bool> {
+        let mut oracle = |c: &Program, _: &str| -> Result<bool> {
             asked += 1;
             let n = names(c);
             let at = |name: &str| n.iter().position(|x| *x == name);
             Ok(matches!((at("vmsplice"), at("daxdiff_evict")), (Some(v), Some(e)) if v < e))
         };
-        let m = minimize(target, &p, &mut oracle).unwrap();
+        let m = minimize(target, &p, Limits::default(), &mut oracle).unwrap();
         assert_eq!(
             names(&m.program),
             [
@@ -160,13 +223,92 @@ close$pipe_w(r2)
     }
 
     #[test]
+    fn arguments_are_simplified_after_the_calls_are_dropped() {
+        let target = Target::builtin();
+        let p = daxdiff_prog::parse(target, PROG).unwrap();
+        // The "kernel": a vmsplice of at least 0x2000 bytes from a shared mapping, then an
+        // eviction.
+        let mut asked = Vec::new();
+        let mut oracle = |c: &Program, what: &str| -> Result<bool> {
+            asked.push(what.to_string());
+            let at = |name: &str| c.calls.iter().position(|x| x.name == name);
+            let (Some(m), Some(v), Some(e)) = (at("mmap"), at("vmsplice"), at("daxdiff_evict"))
+            else {
+                return Ok(false);
+            };
+            let shared = target.consts["MAP_SHARED"];
+            let flags = target.scalar_value(&c.calls[m].args[3]).unwrap();
+            let len = match &c.calls[v].args[1] {
+                daxdiff_prog::Arg::Iovecs(iovs) => iovs[0].len,
+                _ => 0,
+            };
+            Ok(v < e && flags & shared != 0 && len >= 0x2000)
+        };
+        let m = minimize(
+            target,
+            &p,
+            Limits {
+                deadline: None,
+                args: true,
+            },
+            &mut oracle,
+        )
+        .unwrap();
+        assert_eq!(m.calls, 5);
+        assert!(!m.stopped);
+        assert_eq!(m.candidates, asked.len());
+        // Everything the signal does not need is at its simplest; what it needs stays.
+        assert_eq!(
+            m.program.to_text(),
+            "r0 = openat$ext4(AT_FDCWD, &\"file0\", 0x0, 0x1b6)\n\
+             r1 = mmap(0x0, 0x0, 0x0, MAP_SHARED, r0, 0x0)\n\
+             r2 = daxdiff_pipe(0x0)\n\
+             vmsplice(r2, [{&r1+0x0, 0x2000}], 0x0, 0x0)\n\
+             daxdiff_evict(DAXDIFF_EVICT_DROP_CACHES)\n"
+        );
+        let described: Vec<String> = m.args.iter().map(|a| a.describe()).collect();
+        assert!(
+            described.contains(&"#3 vmsplice iov[0].len: 0x4000 -> 0x2000".to_string()),
+            "{described:#?}"
+        );
+        assert_eq!(asked[0], "drop #12 close$pipe_w");
+        assert!(validate(target, &m.program).is_ok());
+    }
+
+    #[test]
+    fn a_spent_budget_keeps_the_program_and_says_so() {
+        let target = Target::builtin();
+        let p = daxdiff_prog::parse(target, PROG).unwrap();
+        let m = minimize(
+            target,
+            &p,
+            Limits {
+                deadline: Some(Instant::now()),
+                args: true,
+            },
+            &mut |_: &Program, _: &str| -> Result<bool> {
+                panic!("no candidate after the deadline")
+            },
+        )
+        .unwrap();
+        assert!(m.stopped);
+        assert_eq!(m.candidates, 0);
+        assert_eq!(m.program.calls.len(), p.calls.len());
+    }
+
+    #[test]
     fn a_signal_that_needs_everything_keeps_everything() {
         let target = Target::builtin();
         let p = daxdiff_prog::parse(target, PROG).unwrap();
         let n = p.calls.len();
-        let m = minimize(target, &p, &mut |c: &Program| {
-            Ok(c.calls.len() == n && c.calls.iter().any(|c| c.thread != ThreadId::MAIN))
-        })
+        let m = minimize(
+            target,
+            &p,
+            Limits::default(),
+            &mut |c: &Program, _: &str| {
+                Ok(c.calls.len() == n && c.calls.iter().any(|c| c.thread != ThreadId::MAIN))
+            },
+        )
         .unwrap();
         assert_eq!(m.program.calls.len(), n);
         assert!(m.program.calls.iter().any(|c| c.thread != ThreadId::MAIN));

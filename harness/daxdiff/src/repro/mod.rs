@@ -6,8 +6,10 @@ pub mod cli;
 pub mod creproducer;
 pub mod minimize;
 pub mod pair;
+pub mod qemu;
 pub mod reliability;
 pub mod signal;
+pub mod simplify;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,11 @@ pub struct ReproConfig {
     pub dir: PathBuf,
     /// Runs per kernel for each minimization candidate.
     pub min_runs: usize,
+    /// Wall time for minimization (calls, then arguments); what was found when it runs
+    /// out is kept.
+    pub min_budget: Option<Duration>,
+    /// Simplify arguments after dropping calls.
+    pub min_args: bool,
     /// Runs per kernel for the reliability figures.
     pub runs: usize,
     /// Per-program timeout in the guest (executor and C reproducer).
@@ -137,18 +144,17 @@ fn run_steps(
         }
         let before = original.calls.len();
         let mut asked = 0;
-        let mut oracle = |cand: &Program| -> Result<bool> {
+        let mut oracle = |cand: &Program, change: &str| -> Result<bool> {
             asked += 1;
             pair.bar.set_message(format!(
-                "minimizing: candidate {asked} ({} calls, from {before})",
+                "minimizing: candidate {asked} ({} calls, from {before}): {change}",
                 cand.calls.len()
             ));
             let kept = pair.shows(signal, cand)?;
             say(
                 &pair.bar,
                 format!(
-                    "candidate {asked}: {} calls, {}",
-                    cand.calls.len(),
+                    "candidate {asked}: {change}: {}",
                     if kept {
                         "still shows the signal"
                     } else {
@@ -158,18 +164,24 @@ fn run_steps(
             );
             Ok(kept)
         };
-        let m = minimize::minimize(Target::builtin(), original, &mut oracle)?;
+        let limits = minimize::Limits {
+            deadline: cfg.min_budget.map(|b| std::time::Instant::now() + b),
+            args: cfg.min_args,
+        };
+        let m = minimize::minimize(Target::builtin(), original, limits, &mut oracle)?;
         prog = m.program;
         write_atomic(&dir.join(MINIMIZED), prog.to_text().as_bytes())?;
         t.calls_before = Some(before);
         t.calls_after = Some(prog.calls.len());
         t.candidates = Some(m.candidates + 1);
+        t.args_simplified = m.args.iter().map(|a| a.describe()).collect();
+        t.minimize_budget_spent = m.stopped;
         t.reach(Stage::Minimized);
         t.save(dir)?;
-        say(
-            &pair.bar,
-            format!("minimized: {before} -> {} calls", prog.calls.len()),
-        );
+        say(&pair.bar, minimized_line(t));
+        for a in &t.args_simplified {
+            say(&pair.bar, format!("  {a}"));
+        }
     } else if dir.join(MINIMIZED).is_file() {
         prog = parse_prog(dir, MINIMIZED)?;
     }
@@ -247,6 +259,26 @@ fn run_steps(
     Ok(())
 }
 
+/// `minimized: 13 -> 9 calls, 4 arguments simplified (… budget spent)`.
+pub fn minimized_line(t: &Triage) -> String {
+    let mut s = format!(
+        "minimized: {} -> {} calls, {} argument{} simplified ({} candidates)",
+        t.calls_before.unwrap_or(0),
+        t.calls_after.unwrap_or(0),
+        t.args_simplified.len(),
+        if t.args_simplified.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        t.candidates.unwrap_or(0),
+    );
+    if t.minimize_budget_spent {
+        s.push_str("; the budget ran out before every candidate was tried");
+    }
+    s
+}
+
 /// A line above the progress bar, also when stderr is not a terminal (logs).
 fn say(bar: &ProgressBar, line: String) {
     bar.suspend(|| eprintln!("{line}"));
@@ -291,6 +323,13 @@ pub fn write_report(
         &kb.kernel,
         read(dir, "console-b.log").unwrap_or_default(),
     );
+    // The machine both kernels ran on, as the reproducers and the fuzzer boot it.
+    let qemu_text = qemu::render(
+        [("A", &ka.kernel), ("B", &kb.kernel)],
+        &crate::vm::MachineProfile::default(),
+        ka.accel,
+    );
+    write_atomic(&dir.join(qemu::QEMU_FILE), qemu_text.as_bytes())?;
     let text = report::render(&ReportInput {
         finding,
         triage: t,
@@ -301,6 +340,7 @@ pub fn write_report(
         console_b: &console_b,
         has_c: dir.join(creproducer::SOURCE).is_file(),
         bisection: crate::bisect::result::Bisection::of_finding(dir)?.as_ref(),
+        qemu: &qemu_text,
     });
     let path = dir.join(report::REPORT_FILE);
     write_atomic(&path, text.as_bytes())?;

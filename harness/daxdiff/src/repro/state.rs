@@ -81,6 +81,12 @@ pub struct Triage {
     pub calls_after: Option<usize>,
     /// Candidate programs run while minimizing.
     pub candidates: Option<usize>,
+    /// Arguments the minimization simplified, each `#call name param: from -> to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args_simplified: Vec<String>,
+    /// The minimization budget ran out before every candidate was tried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minimize_budget_spent: bool,
     pub reliability: Option<Reliability>,
     /// A against B for the minimized program (each kernel's most frequent outcome).
     #[serde(default)]

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use thiserror::Error;
 
-use crate::target::ResourceKind;
+use crate::target::{CallKind, FileTarget, Pseudo, ResourceKind};
 use crate::wire::{errno_name, CallResult};
 use crate::{Program, Target, ThreadId};
 
@@ -20,6 +20,54 @@ const RUNTIME: &str = include_str!("runtime.c");
 
 /// The script that runs a reproducer against the DAX mounts of the machine it runs on.
 pub const RUN_SCRIPT: &str = include_str!("repro.sh");
+
+/// The script that prepares a machine's NVDIMMs for a reproducer (namespaces, mkfs, DAX
+/// mounts); `@ROLES@` stands for the roles the program uses ([`setup_script`]).
+const SETUP_SCRIPT: &str = include_str!("setup.sh");
+
+/// What a program needs set up: `ext4`, `xfs`, `devdax`, in that order.
+pub fn roles(target: &Target, prog: &Program) -> Vec<&'static str> {
+    let mut ext4 = false;
+    let mut xfs = false;
+    let mut devdax = false;
+    for call in &prog.calls {
+        let Some(desc) = target.call(&call.name) else {
+            continue;
+        };
+        match desc.file_target {
+            Some(FileTarget::Ext4) => ext4 = true,
+            Some(FileTarget::Xfs) => xfs = true,
+            Some(FileTarget::Devdax) => devdax = true,
+            None => {}
+        }
+        match desc.kind {
+            CallKind::Pseudo(
+                Pseudo::DevdaxDisable | Pseudo::DevdaxEnable | Pseudo::NsReconfigure,
+            ) => devdax = true,
+            CallKind::Pseudo(Pseudo::Evict) => {
+                let mode = call.args.first().and_then(|a| target.scalar_value(a));
+                let is = |name: &str| target.consts.get(name).copied() == mode;
+                ext4 |= is("DAXDIFF_EVICT_REMOUNT_EXT4");
+                xfs |= is("DAXDIFF_EVICT_REMOUNT_XFS");
+            }
+            _ => {}
+        }
+    }
+    [(ext4, "ext4"), (xfs, "xfs"), (devdax, "devdax")]
+        .into_iter()
+        .filter(|(used, _)| *used)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// `setup.sh` for `prog`: sets up the roles it uses (all three when it uses none).
+pub fn setup_script(target: &Target, prog: &Program) -> String {
+    let mut r = roles(target, prog);
+    if r.is_empty() {
+        r = vec!["ext4", "xfs", "devdax"];
+    }
+    SETUP_SCRIPT.replace("@ROLES@", &r.join(" "))
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CsourceError {

@@ -198,3 +198,21 @@ fn the_header_names_the_finding_and_keeps_the_program_text() {
     assert!(c.contains(&format!("//   {}", prog.calls[0].to_text())));
     assert!(c.contains("int main(void)"));
 }
+
+#[test]
+fn the_setup_script_sets_up_only_what_the_program_uses() {
+    let t = Target::builtin();
+    let ext4 = crate::parse(
+        t,
+        "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\ndaxdiff_evict(DAXDIFF_EVICT_REMOUNT_XFS)\n",
+    )
+    .unwrap();
+    assert_eq!(super::roles(t, &ext4), ["ext4", "xfs"]);
+    let s = super::setup_script(t, &ext4);
+    assert!(s.contains(": \"${DAXDIFF_ROLES:=ext4 xfs}\""), "{s}");
+    let devdax = crate::parse(t, "daxdiff_devdax_disable()\n").unwrap();
+    assert_eq!(super::roles(t, &devdax), ["devdax"]);
+    let none = crate::parse(t, "daxdiff_sleep(0x1)\n").unwrap();
+    assert!(super::setup_script(t, &none).contains(": \"${DAXDIFF_ROLES:=ext4 xfs devdax}\""));
+    assert!(!s.contains("@ROLES@"));
+}
