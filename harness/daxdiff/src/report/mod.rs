@@ -419,6 +419,7 @@ mod tests {
             console_b: "",
             has_c: false,
             bisection,
+            qemu: "",
         };
         let text = render(&input(Some(&regression)));
         assert!(text.starts_with("Subject: [REGRESSION] fs/dax: "), "{text}");
