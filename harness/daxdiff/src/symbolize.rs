@@ -20,10 +20,17 @@ struct Image {
     loader: addr2line::Loader,
     /// Symbol name → (address, size); a name several static functions share keeps them all.
     symbols: HashMap<String, Vec<(u64, u64)>>,
+    /// A module's copy with its sections laid out (see `laid_out`), kept while the loader
+    /// reads it.
+    _laid_out: Option<tempfile::NamedTempFile>,
 }
 
 impl Image {
     fn open(path: &Path) -> Result<Image> {
+        Image::load(path, true)
+    }
+
+    fn load(path: &Path, lay_out: bool) -> Result<Image> {
         let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
         // SAFETY: a read-only mapping of a cache file nothing rewrites in place (entries are
         // built beside and renamed); vmlinux is hundreds of MiB, so it is not copied in.
@@ -31,6 +38,16 @@ impl Image {
             unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("map {}", path.display()))?;
         let file = object::File::parse(&*data)
             .with_context(|| format!("{} is not an ELF object", path.display()))?;
+        if lay_out && file.kind() == object::ObjectKind::Relocatable {
+            if let Some(copy) = laid_out(&data) {
+                let mut tmp = tempfile::NamedTempFile::new()?;
+                std::io::Write::write_all(&mut tmp, &copy)?;
+                let mut image = Image::load(tmp.path(), false)
+                    .with_context(|| format!("{} with its sections laid out", path.display()))?;
+                image._laid_out = Some(tmp);
+                return Ok(image);
+            }
+        }
         let mut symbols: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
         for s in file.symbols() {
             if s.kind() != object::SymbolKind::Text {
@@ -45,7 +62,11 @@ impl Image {
         }
         let loader = addr2line::Loader::new(path)
             .map_err(|e| anyhow::anyhow!("read DWARF of {}: {e}", path.display()))?;
-        Ok(Image { loader, symbols })
+        Ok(Image {
+            loader,
+            symbols,
+            _laid_out: None,
+        })
     }
 
     /// The address of `frame` in this object: symbol + offset, the symbol chosen by size when
@@ -81,6 +102,68 @@ impl Image {
         }
         out
     }
+}
+
+/// A copy of a relocatable ELF64 little-endian object (a kernel module) whose allocated
+/// sections get distinct addresses, as the module loader gives them, with every symbol moved
+/// along with its section. In the .ko every section starts at 0, so `.text`, `.init.text`
+/// and `.text.unlikely` overlap and the DWARF (relocated against section symbols) cannot tell
+/// their functions apart: a frame would resolve into whichever came first. `None` for any
+/// other layout (left as it is).
+fn laid_out(data: &[u8]) -> Option<Vec<u8>> {
+    const SHF_ALLOC: u64 = 0x2;
+    const SHT_SYMTAB: u32 = 2;
+    const SYM_SIZE: usize = 24;
+    let u16_at = |d: &[u8], o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |d: &[u8], o: usize| Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |d: &[u8], o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
+    // ELFCLASS64, ELFDATA2LSB.
+    if data.get(..4)? != b"\x7fELF" || data.get(4)? != &2 || data.get(5)? != &1 {
+        return None;
+    }
+    let shoff = usize::try_from(u64_at(data, 0x28)?).ok()?;
+    let shentsize = usize::from(u16_at(data, 0x3a)?);
+    let shnum = usize::from(u16_at(data, 0x3c)?);
+    if shnum == 0 || shentsize < 64 {
+        return None;
+    }
+    let mut out = data.to_vec();
+    let header = |i: usize| shoff + i * shentsize;
+    let mut bases = vec![0u64; shnum];
+    let mut next = 0x1000u64;
+    for (i, base) in bases.iter_mut().enumerate() {
+        let h = header(i);
+        let flags = u64_at(data, h + 8)?;
+        if flags & SHF_ALLOC == 0 {
+            continue;
+        }
+        let align = u64_at(data, h + 48)?.max(16);
+        *base = next.div_ceil(align) * align;
+        next = *base + u64_at(data, h + 32)?.max(1);
+        out.get_mut(h + 16..h + 24)?
+            .copy_from_slice(&base.to_le_bytes());
+    }
+    for i in 0..shnum {
+        let h = header(i);
+        if u32_at(data, h + 4)? != SHT_SYMTAB {
+            continue;
+        }
+        let (off, size) = (
+            usize::try_from(u64_at(data, h + 24)?).ok()?,
+            usize::try_from(u64_at(data, h + 32)?).ok()?,
+        );
+        for sym in (off..off + size).step_by(SYM_SIZE) {
+            let shndx = usize::from(u16_at(data, sym + 6)?);
+            // Undefined, absolute, common and extended indexes stay.
+            if shndx == 0 || shndx >= shnum {
+                continue;
+            }
+            let value = u64_at(data, sym + 8)?.wrapping_add(bases[shndx]);
+            out.get_mut(sym + 8..sym + 16)?
+                .copy_from_slice(&value.to_le_bytes());
+        }
+    }
+    Some(out)
 }
 
 /// Source paths relative to the kernel tree: the build's source directory, a Debian build
@@ -285,6 +368,46 @@ mod tests {
             tidy("debian/build/build_amd64_none_amd64/fs/ext4/inode.c", &[]),
             "fs/ext4/inode.c"
         );
+    }
+
+    /// A module-like object: two functions in different sections, both at offset 0 of their
+    /// section in the .o. Each resolves to its own line.
+    #[test]
+    fn functions_of_a_relocatable_object_resolve_in_their_own_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("mod.c");
+        std::fs::write(
+            &src,
+            "int sink;\n\
+             __attribute__((noinline)) void in_text(int x)\n\
+             {\n\
+             \tsink += x * 3;\n\
+             }\n\
+             __attribute__((noinline, section(\".init.text\"))) void in_init(int x)\n\
+             {\n\
+             \tsink -= x * 5;\n\
+             }\n",
+        )
+        .unwrap();
+        let obj = dir.path().join("mod.o");
+        let st = std::process::Command::new("gcc")
+            .args(["-g", "-O1", "-fno-pic", "-c", "-o"])
+            .arg(&obj)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let image = Image::open(&obj).unwrap();
+        for (func, line) in [("in_text", 4), ("in_init", 8)] {
+            let frame = Frame::parse(&format!(" {func}+0x4/0x10 [mod]")).unwrap();
+            let addr = image.address(&frame, false).unwrap();
+            let locs = image.locate(addr, &[]);
+            assert!(
+                locs.iter()
+                    .any(|(f, file, l)| f == func && file.ends_with("mod.c") && *l == line),
+                "{func}: {locs:?}"
+            );
+        }
     }
 
     /// The symbolizer's own object (this test binary has DWARF: the release profile keeps
