@@ -53,6 +53,10 @@ impl Recipe {
     }
 }
 
+/// The image's `probe` fact when the builder was told to leave the probe out (a probe that
+/// did not build is `none`, and the host printed why).
+pub const PROBE_LEFT_OUT: &str = "left out";
+
 /// A built guest image for one kernel.
 #[derive(Clone, Debug)]
 pub struct GuestImage {
@@ -334,11 +338,12 @@ impl GuestBuilder {
                             .join(" "),
                     );
                     facts.insert("executor".into(), exec_sum.clone());
+                    let absent = if self.probe { "none" } else { PROBE_LEFT_OUT };
                     facts.insert(
                         "probe".into(),
                         probe
                             .as_ref()
-                            .map_or("none".into(), |p| p.toolchain.clone()),
+                            .map_or(absent.into(), |p| p.toolchain.clone()),
                     );
                     Ok((vec!["initramfs.cpio".into()], facts))
                 })?
