@@ -360,17 +360,22 @@ mod tests {
         assert!(text.contains("Attached: repro.c"), "{text}");
     }
 
-    #[test]
-    fn a_crash_on_one_kernel_says_which_in_the_subject() {
-        let finding = Finding {
+    /// A crash seen on debian-7.3 only, as the fuzzer records it.
+    fn crash_only_on_b(signature: &str) -> Finding {
+        Finding {
             kind: FindingKind::Crash,
-            signature: "WARNING in dax_disassociate_entry".into(),
+            signature: signature.into(),
             kernel_a: "debian-6.12".into(),
             kernel_b: "debian-7.3".into(),
             differences: vec!["only on B (debian-7.3)".into()],
             runs: 1,
             found_at_exec: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn a_crash_on_one_kernel_says_which_in_the_subject() {
+        let finding = crash_only_on_b("WARNING in dax_disassociate_entry");
         let (a, b) = (
             kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
             kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
@@ -394,15 +399,7 @@ mod tests {
 
     #[test]
     fn a_bisected_finding_carries_its_bisection() {
-        let finding = Finding {
-            kind: FindingKind::Crash,
-            signature: "INFO: task hung in dax_break_layout_final".into(),
-            kernel_a: "debian-6.12".into(),
-            kernel_b: "debian-7.3".into(),
-            differences: vec!["only on B (debian-7.3)".into()],
-            runs: 1,
-            found_at_exec: 1,
-        };
+        let finding = crash_only_on_b("INFO: task hung in dax_break_layout_final");
         let (a, b) = (
             kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
             kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),

@@ -321,22 +321,38 @@ fn try_value(
     if validate(target, &cand).is_err() {
         return Ok(Verdict::Loses);
     }
-    let c = Candidate {
-        program: cand,
-        change: ArgChange {
-            call,
-            call_name: out.program.calls[call].name.clone(),
-            param: param.to_string(),
-            from: hex(from),
-            to: hex(v),
-        },
-    };
-    out.candidates += 1;
-    let verdict = ask(&c)?;
-    if verdict == Verdict::Keeps {
-        out.program = c.program;
+    out.judge(cand, call, param, hex(from), hex(v), ask)
+}
+
+impl Simplified {
+    /// Asks about `program`, which changes `param` of call `call` from `from` to `to`; it
+    /// becomes the program when it keeps the signal.
+    fn judge(
+        &mut self,
+        program: Program,
+        call: usize,
+        param: &str,
+        from: String,
+        to: String,
+        ask: &mut dyn FnMut(&Candidate) -> anyhow::Result<Verdict>,
+    ) -> anyhow::Result<Verdict> {
+        let c = Candidate {
+            program,
+            change: ArgChange {
+                call,
+                call_name: self.program.calls[call].name.clone(),
+                param: param.to_string(),
+                from,
+                to,
+            },
+        };
+        self.candidates += 1;
+        let verdict = ask(&c)?;
+        if verdict == Verdict::Keeps {
+            self.program = c.program;
+        }
+        Ok(verdict)
     }
-    Ok(verdict)
 }
 
 /// Tries 0, then searches the halving ladder for the smallest value that keeps the signal
@@ -453,22 +469,8 @@ fn thin_flags(
         if validate(target, &cand).is_err() {
             continue;
         }
-        let c = Candidate {
-            program: cand,
-            change: ArgChange {
-                call,
-                call_name: out.program.calls[call].name.clone(),
-                param: param.to_string(),
-                from: show(&current),
-                to: show(&without),
-            },
-        };
-        out.candidates += 1;
-        match ask(&c)? {
-            Verdict::Keeps => {
-                out.program = c.program;
-                dropped.push(name);
-            }
+        match out.judge(cand, call, param, show(&current), show(&without), ask)? {
+            Verdict::Keeps => dropped.push(name),
             Verdict::Loses => {}
             Verdict::Stop => {
                 stopped = true;
