@@ -24,9 +24,11 @@ if [ "${DAXDIFF_HEAVY:-0}" = 1 ]; then
     # Kernel reports may turn up (they are the kernel's); a divergence of a kernel with itself may not.
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["divergences"]; print("self-diff divergences:", d); sys.exit(d != 0)' \
         target/heavy/self-diff/stats.json
-    echo "test: heavy runs (a KASAN+KCOV kernel from Debian's linux-source-6.12)"
-    ./target/release/daxdiff kernel build --source linux-source-6.12 --name 6.12-kasan
-    cargo test --release -p daxdiff --test kasan -- --ignored --test-threads=1
+    for v in 6.12 7.3; do
+        echo "test: heavy runs (a KASAN+KCOV kernel from Debian's linux-source-$v)"
+        ./target/release/daxdiff kernel build --source "linux-source-$v" --name "$v-kasan"
+        DAXDIFF_KASAN_KERNEL="$v-kasan" cargo test --release -p daxdiff --test kasan -- --ignored --test-threads=1
+    done
     echo "test: heavy runs (debian-6.12 vs debian-7.3, 30 minutes)"
     ./target/release/daxdiff fuzz --budget 30m --workdir target/heavy/pair || [ $? -eq 1 ]
     ./target/release/daxdiff show target/heavy/pair || true
