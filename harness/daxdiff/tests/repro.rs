@@ -66,6 +66,7 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
             min_budget: Some(Duration::from_secs(480)),
             min_args: true,
             runs: 2,
+            reliable_at: 3,
             timeout: Duration::from_secs(5),
             suppressions: Suppressions::default(),
             minimize: true,
@@ -96,6 +97,8 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
     let r = t.reliability.as_ref().unwrap();
     assert_eq!((r.a.k, r.a.n), (2, 2), "{r:?}");
     assert_eq!(r.pair.k, 2, "{r:?}");
+    // Fewer runs than the threshold: every one of them must show it.
+    assert!(r.reliable(), "{r:?}");
     assert!(
         t.differences.iter().any(|d| d == KNOWN_SIGNATURE),
         "{:?}",

@@ -164,6 +164,16 @@ pub fn render(i: &ReportInput) -> String {
              sides in the same run pair {}.",
             r.a.n, r.a, r.b, r.pair
         );
+        if !r.reliable() {
+            let _ = writeln!(
+                s,
+                "UNRELIABLE: the whole signal showed in {} of {} run pairs, below the
+                 threshold of {}; the program is not presented as a reproducer.",
+                r.pair.k,
+                r.pair.n,
+                r.threshold.min(r.pair.n)
+            );
+        }
     }
     if t.c_a.is_some() || t.c_b.is_some() {
         s.push_str("The C reproducer, once on a freshly booted guest of each kernel:\n");
@@ -283,6 +293,7 @@ mod tests {
                 a: Rate { k: 3, n: 3 },
                 b: Rate { k: 3, n: 3 },
                 pair: Rate { k: 3, n: 3 },
+                threshold: 3,
             }),
             c_a: Some(CRun {
                 shows_signal: true,
@@ -358,6 +369,44 @@ mod tests {
         assert!(!text.contains("Kernel report on B"), "{text}");
         assert!(text.contains("  r0 = openat$ext4("), "{text}");
         assert!(text.contains("Attached: repro.c"), "{text}");
+    }
+
+    #[test]
+    fn a_program_below_the_reliability_threshold_is_not_presented_as_a_reproducer() {
+        let finding = crash_only_on_b("WARNING in dax_disassociate_entry");
+        let (a, b) = (
+            kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
+            kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
+        );
+        let triage = |k| Triage {
+            reliability: Some(Reliability {
+                a: Rate { k: 10, n: 10 },
+                b: Rate { k, n: 10 },
+                pair: Rate { k, n: 10 },
+                threshold: 3,
+            }),
+            ..Triage::default()
+        };
+        for (k, unreliable) in [(2, true), (3, false)] {
+            let t = triage(k);
+            let text = render(&ReportInput {
+                finding: &finding,
+                triage: &t,
+                kernel_a: &a,
+                kernel_b: &b,
+                program: "",
+                console_a: "",
+                console_b: "",
+                has_c: false,
+                bisection: None,
+                qemu: "",
+            });
+            assert_eq!(
+                text.contains("UNRELIABLE: the whole signal showed in 2 of 10 run pairs"),
+                unreliable,
+                "{text}"
+            );
+        }
     }
 
     /// A crash seen on debian-7.3 only, as the fuzzer records it.

@@ -21,8 +21,12 @@ pub struct ReproArgs {
     /// A finding's directory: WORKDIR/divergences/<signature> or WORKDIR/crashes/<title>
     pub finding: PathBuf,
     /// Runs per kernel for the reliability figures (k/N)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub runs: usize,
+    /// Run pairs that must show the whole signal for the program to be presented as a
+    /// reproducer (all of them when --runs is smaller); below it, it is marked unreliable
+    #[arg(long, default_value_t = 3)]
+    pub reliable_at: usize,
     /// Runs per kernel for each minimization candidate
     #[arg(long, default_value_t = 1)]
     pub min_runs: usize,
@@ -71,6 +75,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         min_budget: Some(args.min_budget),
         min_args: !args.no_min_args,
         runs: args.runs,
+        reliable_at: args.reliable_at,
         timeout: Duration::from_secs(args.timeout),
         suppressions: crate::fuzz::cli::load_suppressions(args.suppressions.as_deref())?,
         minimize: !args.no_minimize,

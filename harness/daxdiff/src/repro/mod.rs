@@ -28,7 +28,7 @@ use crate::setup::{prepare, Env, Prepared};
 use crate::workdir::Finding;
 use pair::Pair;
 use signal::Signal;
-use state::{CRun, Stage, Triage};
+use state::{CRun, Reliability, Stage, Triage};
 
 /// The minimized program, beside the original `prog.txt`.
 pub const MINIMIZED: &str = "prog.min.txt";
@@ -46,6 +46,8 @@ pub struct ReproConfig {
     pub min_args: bool,
     /// Runs per kernel for the reliability figures.
     pub runs: usize,
+    /// Run pairs (of `runs`) that must show the whole signal for a reproducer.
+    pub reliable_at: usize,
     /// Per-program timeout in the guest (executor and C reproducer).
     pub timeout: Duration,
     pub suppressions: Suppressions,
@@ -186,12 +188,29 @@ fn run_steps(
         prog = parse_prog(dir, MINIMIZED)?;
     }
     let measured = reliability::measure(pair, signal, &prog, cfg.runs)?;
-    let r = &measured.reliability;
+    let r = Reliability {
+        threshold: cfg.reliable_at,
+        ..measured.reliability.clone()
+    };
     say(
         &pair.bar,
-        format!("reliability: A {}, B {}, pair {}", r.a, r.b, r.pair),
+        format!(
+            "reliability: A {}, B {}, pair {}{}",
+            r.a,
+            r.b,
+            r.pair,
+            if r.reliable() {
+                String::new()
+            } else {
+                format!(
+                    " (unreliable: below {} of {})",
+                    r.threshold.min(r.pair.n),
+                    r.pair.n
+                )
+            }
+        ),
     );
-    t.reliability = Some(measured.reliability.clone());
+    t.reliability = Some(r);
     t.differences = differences(&measured.usual_a, &measured.usual_b)
         .iter()
         .map(|d| d.describe())

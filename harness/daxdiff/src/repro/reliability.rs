@@ -75,6 +75,7 @@ pub fn count(
             a: rate(on_a),
             b: rate(on_b),
             pair: rate(pair),
+            threshold: 0,
         },
         usual_a,
         usual_b,

@@ -44,6 +44,18 @@ pub struct Reliability {
     pub a: Rate,
     pub b: Rate,
     pub pair: Rate,
+    /// Run pairs that must show the whole signal for the program to count as a reproducer
+    /// (syzkaller's rule is 3 of at most 10); all of them when fewer were run. 0: not judged
+    /// (a triage.json from before the threshold existed).
+    #[serde(default)]
+    pub threshold: usize,
+}
+
+impl Reliability {
+    /// The whole signal showed in enough run pairs to present the program as a reproducer.
+    pub fn reliable(&self) -> bool {
+        self.pair.k >= self.threshold.min(self.pair.n)
+    }
 }
 
 /// What the C reproducer did on a fresh guest of one kernel.
@@ -134,6 +146,21 @@ impl Triage {
 
 #[cfg(test)]
 mod tests {
+    use super::{Rate, Reliability};
+
+    #[test]
+    fn a_reproducer_needs_the_threshold_of_run_pairs_or_all_of_fewer() {
+        let r = |k, n| Reliability {
+            pair: Rate { k, n },
+            threshold: 3,
+            ..Reliability::default()
+        };
+        assert!(r(3, 10).reliable());
+        assert!(!r(2, 10).reliable(), "2 of 10 is below syzkaller's 3");
+        assert!(r(2, 2).reliable(), "all of fewer runs than the threshold");
+        assert!(!r(1, 2).reliable());
+    }
+
     use super::*;
 
     #[test]
