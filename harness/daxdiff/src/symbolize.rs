@@ -171,7 +171,10 @@ fn laid_out(data: &[u8]) -> Option<Vec<u8>> {
 fn tidy(path: &str, strip: &[String]) -> String {
     for s in strip {
         if let Some(rest) = path.strip_prefix(s.as_str()) {
-            return rest.trim_start_matches('/').to_string();
+            return rest
+                .trim_start_matches('/')
+                .trim_start_matches("./")
+                .to_string();
         }
     }
     let p = path.trim_start_matches("./");
@@ -208,12 +211,16 @@ impl Symbolizer {
                 kernel.name
             ),
         };
+        // The source tree, and the build's output directory (generated headers such as
+        // asm/syscalls_64.h live there): both are this machine's paths, not the kernel's.
         let mut strip = Vec::new();
-        if let Some(src) = kernel
-            .modules_dir()
-            .and_then(|d| fs::canonicalize(d.join("source")).ok())
-        {
-            strip.push(src.display().to_string());
+        for link in ["source", "build"] {
+            if let Some(dir) = kernel
+                .modules_dir()
+                .and_then(|d| fs::canonicalize(d.join(link)).ok())
+            {
+                strip.push(dir.display().to_string());
+            }
         }
         Ok(Symbolizer {
             vmlinux: Image::open(&vmlinux)?,
@@ -359,6 +366,14 @@ mod tests {
     fn paths_become_tree_relative() {
         let strip = vec!["kbuild/work/k/src".to_string()];
         assert_eq!(tidy("kbuild/work/k/src/fs/dax.c", &strip), "fs/dax.c");
+        // A generated header in the build's output directory.
+        assert_eq!(
+            tidy(
+                "kbuild/work/k/out/./arch/x86/include/generated/asm/syscalls_64.h",
+                &["kbuild/work/k/out".to_string()]
+            ),
+            "arch/x86/include/generated/asm/syscalls_64.h"
+        );
         assert_eq!(
             tidy("/build/reproducible-path/linux-6.12.117/mm/gup.c", &[]),
             "mm/gup.c"
