@@ -27,6 +27,8 @@ pub struct ReportInput<'a> {
     pub console_b: &'a str,
     /// Whether `repro.c`/`repro.sh`/`setup.sh` exist to attach.
     pub has_c: bool,
+    /// The files of the attachments directory (`attachments/`), by name.
+    pub attachments: &'a [String],
     /// Where the finding starts (or stops), when it was bisected.
     pub bisection: Option<&'a Bisection>,
     /// `qemu.txt`: the QEMU command lines with the NVDIMM options (attached, and quoted).
@@ -42,10 +44,21 @@ pub fn kernel_report_text(console: &str) -> Vec<String> {
         .collect()
 }
 
-fn kernel_line(tag: &str, k: &Kernel) -> String {
+fn kernel_line(tag: &str, k: &Kernel, attachments: &[String]) -> String {
+    let origin = if k.version == "local" {
+        "built locally".to_string()
+    } else {
+        format!("package {}", k.version)
+    };
+    let config = format!("config-{}", tag.to_lowercase());
+    let config = if attachments.contains(&config) {
+        format!("; its .config: attachments/{config}")
+    } else {
+        String::new()
+    };
     format!(
-        "  {tag}: {} = Linux {} (package {}, {} DAX refcount scheme)",
-        k.name, k.release, k.version, k.scheme
+        "  {tag}: {} = Linux {} ({origin}, {} DAX refcount scheme{config})",
+        k.name, k.release, k.scheme
     )
 }
 
@@ -126,8 +139,8 @@ pub fn render(i: &ReportInput) -> String {
         "daxdiff, a differential fuzzer for DAX page reference counting, ran the same\n\
          program on two kernels and they behaved differently:\n\n",
     );
-    let _ = writeln!(s, "{}", kernel_line("A", i.kernel_a));
-    let _ = writeln!(s, "{}\n", kernel_line("B", i.kernel_b));
+    let _ = writeln!(s, "{}", kernel_line("A", i.kernel_a, i.attachments));
+    let _ = writeln!(s, "{}\n", kernel_line("B", i.kernel_b, i.attachments));
     let _ = writeln!(s, "What differs: {}", t.signal);
     s.push_str("All differences, A against B, in the run that found it:\n");
     for d in &f.differences {
@@ -231,6 +244,13 @@ pub fn render(i: &ReportInput) -> String {
             let _ = writeln!(s, "  {l}");
         }
     }
+    if !i.attachments.is_empty() {
+        let line = format!(
+            "Attachments (the finding's attachments/ directory): {}.",
+            i.attachments.join(", ")
+        );
+        let _ = write!(s, "\n{}", bisection::wrap(&line, bisection::WIDTH, 0));
+    }
     s.push_str("\n-- \ndaxdiff\n");
     s
 }
@@ -325,9 +345,18 @@ mod tests {
             console_a: CONSOLE_A,
             console_b: "",
             has_c: true,
+            attachments: &["config-a".into(), "console-a.log".into(), "repro.c".into()],
             bisection: None,
             qemu: "# A: debian-6.12\nqemu-system-x86_64 -machine pc,nvdimm=on\n",
         });
+        assert!(
+            text.contains("old DAX refcount scheme; its .config: attachments/config-a)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nAttachments (the finding's attachments/ directory): config-a,\nconsole-a.log, repro.c.\n"),
+            "{text}"
+        );
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12.117+deb12-amd64, not on 7.3.1+deb13-amd64\n"), "{text}");
         assert!(
             text.contains("A: debian-6.12 = Linux 6.12.117+deb12-amd64"),
@@ -398,6 +427,7 @@ mod tests {
                 console_a: "",
                 console_b: "",
                 has_c: false,
+                attachments: &[],
                 bisection: None,
                 qemu: "",
             });
@@ -438,6 +468,7 @@ mod tests {
             console_a: "",
             console_b: "",
             has_c: false,
+            attachments: &[],
             bisection: None,
             qemu: "",
         });
@@ -464,6 +495,7 @@ mod tests {
             console_a: "",
             console_b: "",
             has_c: false,
+            attachments: &[],
             bisection,
             qemu: "",
         };

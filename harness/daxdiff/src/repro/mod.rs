@@ -320,6 +320,47 @@ fn symbolized(cache: &Path, kernel: &crate::images::Kernel, console: String) -> 
 }
 
 /// Writes `report.txt` from what the directory and its state hold; no guest needed.
+/// Fills the finding's `attachments/` directory for the mail: each kernel's .config, the
+/// consoles (symbolized where the kernel has debug information), the programs, the C
+/// reproducer with its scripts and the QEMU command lines. Returns the names, in order.
+fn attach(
+    dir: &Path,
+    ka: &Prepared,
+    kb: &Prepared,
+    console_a: &str,
+    console_b: &str,
+) -> Result<Vec<String>> {
+    let out = dir.join("attachments");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let mut names = Vec::new();
+    for (name, k) in [("config-a", &ka.kernel), ("config-b", &kb.kernel)] {
+        if let Some(text) = k.config.as_ref().and_then(|c| std::fs::read(c).ok()) {
+            write_atomic(&out.join(name), &text)?;
+            names.push(name.to_string());
+        }
+    }
+    for (name, text) in [("console-a.log", console_a), ("console-b.log", console_b)] {
+        if !text.is_empty() {
+            write_atomic(&out.join(name), text.as_bytes())?;
+            names.push(name.to_string());
+        }
+    }
+    for name in [
+        "prog.txt",
+        MINIMIZED,
+        creproducer::SOURCE,
+        creproducer::SCRIPT,
+        creproducer::SETUP,
+        qemu::QEMU_FILE,
+    ] {
+        if let Ok(text) = std::fs::read(dir.join(name)) {
+            write_atomic(&out.join(name), &text)?;
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
 pub fn write_report(
     dir: &Path,
     finding: &Finding,
@@ -349,6 +390,7 @@ pub fn write_report(
         ka.accel,
     );
     write_atomic(&dir.join(qemu::QEMU_FILE), qemu_text.as_bytes())?;
+    let attachments = attach(dir, ka, kb, &console_a, &console_b)?;
     let text = report::render(&ReportInput {
         finding,
         triage: t,
@@ -358,6 +400,7 @@ pub fn write_report(
         console_a: &console_a,
         console_b: &console_b,
         has_c: dir.join(creproducer::SOURCE).is_file(),
+        attachments: &attachments,
         bisection: crate::bisect::result::Bisection::of_finding(dir)?.as_ref(),
         qemu: &qemu_text,
     });
