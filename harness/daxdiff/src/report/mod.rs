@@ -418,24 +418,33 @@ mod tests {
         };
         for (k, unreliable) in [(2, true), (3, false)] {
             let t = triage(k);
-            let text = render(&ReportInput {
-                finding: &finding,
-                triage: &t,
-                kernel_a: &a,
-                kernel_b: &b,
-                program: "",
-                console_a: "",
-                console_b: "",
-                has_c: false,
-                attachments: &[],
-                bisection: None,
-                qemu: "",
-            });
+            let text = render(&bare(&finding, &t, (&a, &b)));
             assert_eq!(
                 text.contains("UNRELIABLE: the whole signal showed in 2 of 10 run pairs"),
                 unreliable,
                 "{text}"
             );
+        }
+    }
+
+    /// A report of `finding` with nothing but the triage: no program, consoles or files.
+    fn bare<'a>(
+        finding: &'a Finding,
+        triage: &'a Triage,
+        (kernel_a, kernel_b): (&'a Kernel, &'a Kernel),
+    ) -> ReportInput<'a> {
+        ReportInput {
+            finding,
+            triage,
+            kernel_a,
+            kernel_b,
+            program: "",
+            console_a: "",
+            console_b: "",
+            has_c: false,
+            attachments: &[],
+            bisection: None,
+            qemu: "",
         }
     }
 
@@ -459,19 +468,7 @@ mod tests {
             kernel("debian-6.12", "6.12.117+deb12-amd64", Scheme::Old),
             kernel("debian-7.3", "7.3.4+deb13-amd64", Scheme::New),
         );
-        let text = render(&ReportInput {
-            finding: &finding,
-            triage: &Triage::default(),
-            kernel_a: &a,
-            kernel_b: &b,
-            program: "",
-            console_a: "",
-            console_b: "",
-            has_c: false,
-            attachments: &[],
-            bisection: None,
-            qemu: "",
-        });
+        let text = render(&bare(&finding, &Triage::default(), (&a, &b)));
         assert!(text.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"), "{text}");
         assert!(!text.contains("Attached"), "{text}");
         assert!(!text.contains("Bisection"), "{text}");
