@@ -128,6 +128,8 @@ pub struct KbuildKernels {
     pub base: crate::kbuild::BaseConfig,
     pub fragments: Vec<PathBuf>,
     pub jobs: usize,
+    /// `--reuse-build`: the output directory and tree the first build starts from.
+    pub seed_from: Option<(PathBuf, PathBuf)>,
 }
 
 impl StepKernels for KbuildKernels {
@@ -147,6 +149,7 @@ impl StepKernels for KbuildKernels {
             allow_unmet: true,
             config_only: false,
             register: false,
+            seed_from: self.seed_from.clone(),
         };
         let started = Instant::now();
         let built =

@@ -69,6 +69,11 @@ pub struct BisectArgs {
     /// Git mode without --build-cmd: config fragments, shipped by name or files [default: base, dax, debug]
     #[arg(long = "fragment", requires = "git")]
     pub fragments: Vec<String>,
+    /// Git mode without --build-cmd: start the repository's first build from the objects of
+    /// this built kernel (`daxdiff kernel build`), whose tree is the repository at --good: for
+    /// bisecting inside a series, the unpatched base. Only what differs from it is compiled
+    #[arg(long, requires = "git", conflicts_with = "build_cmd")]
+    pub reuse_build: Option<String>,
     /// Prefer builds whose release carries +ABI (deb12: gcc-12 builds) where a point release has several
     #[arg(long)]
     pub abi: Option<String>,
@@ -202,6 +207,10 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
     };
     let git = GitBisect::new(repo);
     let (good, bad) = (git.commit(good)?, git.commit(bad)?);
+    let seed_from = match &args.reuse_build {
+        Some(name) => Some(reused_build(env, name)?),
+        None => None,
+    };
     let repro = reproducer(args)?;
     let signal = &repro.signal;
     let settings = settings(args)?;
@@ -233,6 +242,7 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
             base,
             fragments,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            seed_from,
         }),
     };
     let mut tester = vm_tester(env, args, repro.program.clone(), &bar);
@@ -241,6 +251,19 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
     let result = result?;
     let bisection = Bisection::of_git(about(args, &repro, &session), repo, &result);
     finish(args, &repro, &bisection)
+}
+
+/// The output directory and source tree of built kernel `name`.
+fn reused_build(env: &Env, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let Some(image) = crate::kbuild::built_bzimage(&env.cache, name)? else {
+        bail!(
+            "--reuse-build {name}: no kernel of that name was built here; \
+             `daxdiff kernel build --name {name} …` makes one"
+        );
+    };
+    let sum = crate::cache::sha256_file(&image)?;
+    crate::kbuild::seed::find_output(&env.cache, &sum)
+        .with_context(|| format!("--reuse-build {name}"))
 }
 
 /// What runs in each guest and what makes a run bad.

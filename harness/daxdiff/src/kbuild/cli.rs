@@ -135,6 +135,7 @@ pub fn run(env: &Env, cmd: KernelCmd) -> Result<()> {
                 allow_unmet: a.allow_unmet,
                 config_only: a.config_only,
                 register: true,
+                seed_from: None,
             };
             let built = build(&env.cache, &req, &env.base_catalogue()?)?;
             if a.json {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod make;
+pub mod seed;
 pub mod series;
 pub mod source;
 
@@ -49,6 +50,9 @@ pub struct BuildRequest {
     pub config_only: bool,
     /// Register the result under `name` for every command (bisection steps are not).
     pub register: bool,
+    /// Git sources: start a repository's first output directory from this build (its output
+    /// directory and source tree; see `seed`).
+    pub seed_from: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a build produced (or found in the cache).
@@ -209,6 +213,20 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
             .join(tree.file_name().unwrap().to_string_lossy().as_ref()),
         None => work.join("out"),
     };
+    if let (Some((base_out, base_tree)), Some(_)) = (&req.seed_from, &src.git_commit) {
+        if !out.exists() {
+            eprintln!(
+                "kernel {}: starting from the objects of {} (files identical to its tree keep their times)",
+                req.name,
+                base_out.display()
+            );
+            let s = seed::seed(base_out, base_tree, &tree, &out)?;
+            eprintln!(
+                "kernel {}: {} files as in that tree, {} different; {} build records moved to this tree",
+                req.name, s.same, s.differ, s.rewritten
+            );
+        }
+    }
     eprintln!(
         "kernel {}: configuring {} ({} + {} fragment(s))",
         req.name,
@@ -488,6 +506,21 @@ pub fn register(cache_root: &Path, built: &Built) -> Result<()> {
         toml::to_string(&reg)?
     );
     cache::write_atomic(&path, text.as_bytes())
+}
+
+/// The bzImage of built kernel `name`, when one of that name was built here.
+pub fn built_bzimage(cache_root: &Path, name: &str) -> Result<Option<PathBuf>> {
+    let path = registry_path(cache_root);
+    let reg: Registry = match fs::read_to_string(&path) {
+        Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display()))?,
+        Err(_) => return Ok(None),
+    };
+    Ok(reg
+        .kernels
+        .get(name)
+        .and_then(|t| t.get("bzimage"))
+        .and_then(|v| v.as_str())
+        .map(PathBuf::from))
 }
 
 /// The built kernels' catalogue, when there is one.
