@@ -70,7 +70,8 @@ pub fn seed(base_out: &Path, base_tree: &Path, tree: &Path, out: &Path) -> Resul
     if !st.success() {
         bail!("copying {} failed", base_out.display());
     }
-    seeded.rewritten = rewrite_paths(&partial, base_tree, tree)?;
+    // The tools (objtool, ...) record their output directory by absolute path too.
+    seeded.rewritten = rewrite_paths(&partial, &[(base_tree, tree), (base_out, out)])?;
     let link = partial.join("source");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(tree, &link)?;
@@ -135,14 +136,19 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Replaces `from`'s path by `to`'s in every text file under `dir` (the dependency and
+/// Replaces each `from` path by its `to` in every text file under `dir` (the dependency and
 /// command records, generated makefiles); objects and archives are left as they are (their
 /// debug information keeps the old path, which only the symbolizer reads, and it strips it).
-fn rewrite_paths(dir: &Path, from: &Path, to: &Path) -> Result<usize> {
-    let (from, to) = (
-        from.to_string_lossy().into_owned(),
-        to.to_string_lossy().into_owned(),
-    );
+fn rewrite_paths(dir: &Path, pairs: &[(&Path, &Path)]) -> Result<usize> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(f, t)| {
+            (
+                f.to_string_lossy().into_owned(),
+                t.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -164,11 +170,11 @@ fn rewrite_paths(dir: &Path, from: &Path, to: &Path) -> Result<usize> {
             let Ok(text) = std::str::from_utf8(&bytes) else {
                 continue;
             };
-            if !text.contains(&from) {
+            if !pairs.iter().any(|(from, _)| text.contains(from.as_str())) {
                 continue;
             }
             let meta = e.metadata()?;
-            fs::write(&p, text.replace(&from, &to))?;
+            fs::write(&p, replace_all(text, &pairs))?;
             // The record keeps its time: make compares it with what it records.
             fs::File::options()
                 .write(true)
@@ -178,6 +184,28 @@ fn rewrite_paths(dir: &Path, from: &Path, to: &Path) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Each `from` replaced by its `to` in one pass, the longest `from` first where several start
+/// at one place (one path may be a prefix of the other; a replacement is never replaced).
+fn replace_all(text: &str, pairs: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
+    sorted.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while !rest.is_empty() {
+        for (from, to) in &sorted {
+            if let Some(after) = rest.strip_prefix(from.as_str()) {
+                out.push_str(to);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 fn is_binary(b: &[u8]) -> bool {
@@ -230,11 +258,18 @@ mod tests {
             base.display()
         );
         fs::write(base_out.join("mm/.memory.o.cmd"), &record).unwrap();
+        fs::create_dir_all(base_out.join("tools")).unwrap();
+        let tools = format!("{}/tools/check.o: check.c\n", base_out.display());
+        fs::write(base_out.join("tools/.check.o.d"), &tools).unwrap();
         fs::write(base_out.join("mm/memory.o"), b"\x7fELF\0binary").unwrap();
         std::os::unix::fs::symlink(&base, base_out.join("source")).unwrap();
 
         let s = seed(&base_out, &base, &tree, &out).unwrap();
-        assert_eq!((s.same, s.differ, s.rewritten), (1, 1, 1));
+        assert_eq!((s.same, s.differ, s.rewritten), (1, 1, 2));
+        assert_eq!(
+            fs::read_to_string(out.join("tools/.check.o.d")).unwrap(),
+            format!("{}/tools/check.o: check.c\n", out.display())
+        );
         let m = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
         assert_eq!(m(&tree.join("mm/memory.c")), old);
         assert_ne!(m(&tree.join("mm/gup.c")), old);

@@ -87,9 +87,8 @@ pub struct ApplyError {
     pub hunks: Vec<String>,
 }
 
-/// Splits an mbox (mboxo or mboxrd) into messages and keeps the patches, ordered by their
-/// `[PATCH NN/MM]` numbers; cover letters, replies and messages without a diff are dropped.
-pub fn from_mbox(text: &str) -> Result<Vec<Patch>> {
+/// The messages of an mbox (mboxo or mboxrd), each its headers and body, unquoted.
+pub fn messages(text: &str) -> Vec<String> {
     let mut messages: Vec<String> = Vec::new();
     let mut cur: Option<String> = None;
     let mut prev_blank = true;
@@ -115,6 +114,13 @@ pub fn from_mbox(text: &str) -> Result<Vec<Patch>> {
     if let Some(m) = cur.take() {
         messages.push(m);
     }
+    messages
+}
+
+/// The patches of an mbox, ordered by their `[PATCH NN/MM]` numbers; cover letters, replies
+/// and messages without a diff are dropped.
+pub fn from_mbox(text: &str) -> Result<Vec<Patch>> {
+    let messages = messages(text);
     if messages.is_empty() {
         bail!("no messages found (an mbox starts each message with a `From ` line)");
     }
@@ -186,7 +192,7 @@ fn number_in_order(sorted: Vec<(usize, String, String)>) -> Vec<Patch> {
         .collect()
 }
 
-fn has_diff(msg: &str) -> bool {
+pub fn has_diff(msg: &str) -> bool {
     msg.contains("\ndiff --git ") || (msg.contains("\n--- ") && msg.contains("\n+++ "))
 }
 

@@ -3,6 +3,7 @@
 //! program, and the C reproducer sent along as attachments.
 
 pub mod bisection;
+pub mod reply;
 
 use std::fmt::Write;
 

@@ -57,8 +57,30 @@ pub struct ReproArgs {
 kind, first bad or first fixed kernel, confidence, each kernel tested, boots, builds and time."
 )]
 pub struct ReportArgs {
-    /// A finding's directory (after `daxdiff repro`, or straight from the fuzzer)
-    pub finding: PathBuf,
+    /// A finding's directory (after `daxdiff repro`, or straight from the fuzzer); with
+    /// --reply-to, any number of findings to add to the campaign's
+    #[arg(required_unless_present = "reply_to")]
+    pub findings: Vec<PathBuf>,
+    /// Write a reply to this series' cover letter instead (an mbox as archived, e.g. from
+    /// lore): threaded to it, summarizing for the reviewers how the series applied, the
+    /// suite, and every finding of --campaign sorted into introduced / fixed / intended /
+    /// present in both, each with its reliability, the patch it bisected to and its reproducer
+    #[arg(long, requires = "campaign")]
+    pub reply_to: Option<PathBuf>,
+    /// With --reply-to: the fuzzing workdir of the base (A) against the series (B)
+    #[arg(long)]
+    pub campaign: Option<PathBuf>,
+    /// With --reply-to: a `daxdiff suite` output directory (its report.json) for the same pair
+    #[arg(long, requires = "reply_to")]
+    pub suite: Option<PathBuf>,
+    /// With --reply-to: the reviewer's verdicts, TOML: [[finding]] signature = "...",
+    /// class = "introduced|fixed|intended|both", why = "..."; findings without one are
+    /// classified by which kernel shows them, or listed as not yet classified
+    #[arg(long, requires = "reply_to")]
+    pub verdicts: Option<PathBuf>,
+    /// With --reply-to: where the message goes [default: reply.eml in the campaign workdir]
+    #[arg(long, requires = "reply_to")]
+    pub out: Option<PathBuf>,
     /// A bisection to include: the --out directory of `daxdiff bisect` (or its result.json);
     /// it is copied into the finding's directory as bisect.json
     #[arg(long)]
@@ -118,19 +140,24 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
 }
 
 pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
-    let finding = load_finding(&args.finding)?;
+    if args.reply_to.is_some() {
+        return super::reply::run(env, &args);
+    }
+    let [dir] = args.findings.as_slice() else {
+        anyhow::bail!("give one finding directory (several only with --reply-to)");
+    };
+    let finding = load_finding(dir)?;
     // Recorded first: it notes itself in triage.json, which is read next.
     if let Some(b) = &args.bisect {
-        crate::bisect::result::Bisection::load(b)?
-            .record_in_finding(&args.finding, &finding.signature)?;
+        crate::bisect::result::Bisection::load(b)?.record_in_finding(dir, &finding.signature)?;
     }
-    let mut t = Triage::load(&args.finding)?;
+    let mut t = Triage::load(dir)?;
     if t.stage == Stage::Found && t.signal.is_empty() {
-        t.signal = super::signal::Signal::of_finding(&args.finding, &finding)?.describe();
+        t.signal = super::signal::Signal::of_finding(dir, &finding)?.describe();
     }
     let ka = prepare(env, &finding.kernel_a)?;
     let kb = prepare(env, &finding.kernel_b)?;
-    let path = write_report(&args.finding, &finding, &mut t, &ka, &kb)?;
+    let path = write_report(dir, &finding, &mut t, &ka, &kb)?;
     print!("{}", std::fs::read_to_string(&path)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod minimize;
 pub mod pair;
 pub mod qemu;
 pub mod reliability;
+pub mod reply;
 pub mod signal;
 pub mod simplify;
 pub mod state;
