@@ -46,7 +46,7 @@ pub struct BuildArgs {
     /// Base config: lean (allnoconfig + kvm_guest.config), defconfig, or a .config file
     #[arg(long, default_value = "lean")]
     pub config: String,
-    /// Config fragments merged in order: a shipped one by name (base, dax, debug, lockdep;
+    /// Config fragments merged in order: a shipped one by name (base, dax, debug, lockdep, suite;
     /// see vm-images/configs/) or a file [default: base, dax, debug]
     #[arg(long = "fragment")]
     pub fragments: Vec<String>,

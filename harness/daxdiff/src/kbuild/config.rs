@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Fragments shipped in `vm-images/configs/`, by name.
-pub const SHIPPED: [(&str, &str); 4] = [
+pub const SHIPPED: [(&str, &str); 5] = [
     (
         "base",
         include_str!("../../../../vm-images/configs/base.config"),
@@ -26,6 +26,10 @@ pub const SHIPPED: [(&str, &str); 4] = [
     (
         "lockdep",
         include_str!("../../../../vm-images/configs/lockdep.config"),
+    ),
+    (
+        "suite",
+        include_str!("../../../../vm-images/configs/suite.config"),
     ),
 ];
 

@@ -181,7 +181,7 @@ pub fn render(i: &ReportInput) -> String {
         if !r.reliable() {
             let _ = writeln!(
                 s,
-                "UNRELIABLE: the whole signal showed in {} of {} run pairs, below the
+                "UNRELIABLE: the whole signal showed in {} of {} run pairs, below the\n\
                  threshold of {}; the program is not presented as a reproducer.",
                 r.pair.k,
                 r.pair.n,
