@@ -40,6 +40,17 @@ pub fn make_command(src: &Path, out: &Path, jobs: usize) -> Command {
     for (k, v) in REPRODUCIBLE {
         c.env(k, v);
     }
+    // A build outlives a killed controller otherwise (make ignores its closed pipe for as long
+    // as its jobs run): it is told to stop, and stops its jobs in turn.
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     c
 }
 

@@ -59,6 +59,17 @@ pub fn seed(base_out: &Path, base_tree: &Path, tree: &Path, out: &Path) -> Resul
         bail!("{} exists already; seeding starts a new one", out.display());
     }
     let mut seeded = stamp(base_tree, tree)?;
+    // The index must learn the new times, or the next `git checkout -f` takes every file for
+    // modified and rewrites it (new times again: a full rebuild).
+    let st = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["update-index", "-q", "--refresh"])
+        .status()
+        .context("run git update-index")?;
+    if !st.success() {
+        bail!("git update-index --refresh in {} failed", tree.display());
+    }
     let partial = out.with_extension("seeding");
     let _ = fs::remove_dir_all(&partial);
     let st = Command::new("cp")
@@ -277,6 +288,14 @@ mod tests {
         assert!(rewritten.contains(&format!("-I{}/include", tree.display())));
         assert!(!rewritten.contains(&base.display().to_string()));
         assert_eq!(fs::read_link(out.join("source")).unwrap(), tree);
+        // The index knows the new times: a checkout will not rewrite the unchanged files.
+        let fresh = Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["diff-files", "--quiet"])
+            .status()
+            .unwrap();
+        assert!(fresh.success(), "the index still holds the old times");
         assert_eq!(
             fs::read(out.join("mm/memory.o")).unwrap(),
             b"\x7fELF\0binary"
