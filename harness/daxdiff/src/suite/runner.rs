@@ -136,10 +136,7 @@ impl Runner<'_> {
                     test: spec.test_name(),
                     uses: spec.uses.into(),
                     verdict: Outcome::Skip {
-                        reason: format!(
-                            "kernel {} has no {m} module (it comes from a kernel build with the tools/testing test modules)",
-                            self.kernel
-                        ),
+                        reason: need.missing(&self.kernel.to_string()),
                     },
                     flaky: false,
                     attempts: vec![],

@@ -27,9 +27,26 @@ pub enum Program {
 /// What a test needs beyond the suite guest's standard machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// A kernel module the test loads itself and that Debian kernels do not build
-    /// (`nfit_test`, `cxl_test` come from the kernel's tools/testing trees).
+    /// A kernel module (or built-in driver) the test needs: `nfit_test` and `cxl_test` come
+    /// from the kernel's tools/testing trees, which Debian kernels do not build; `dm_mod`
+    /// from device-mapper, which lean built kernels have only with the `suite` fragment.
     Module(&'static str),
+}
+
+impl Need {
+    /// Why a test is skipped on a kernel without it.
+    pub fn missing(&self, kernel: &str) -> String {
+        match self {
+            Need::Module("dm_mod") => format!(
+                "kernel {kernel} has no device-mapper (CONFIG_BLK_DEV_DM); a kernel built with \
+                 `daxdiff kernel build` has it with --fragment suite"
+            ),
+            Need::Module(m) => format!(
+                "kernel {kernel} has no {m} module (it comes from a kernel build with the \
+                 tools/testing test modules)"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -135,7 +152,7 @@ pub const DAX_SUITE: &[TestSpec] = &[
     TestSpec {
         name: "dm.sh",
         program: Program::Script("dm.sh"),
-        needs: &[],
+        needs: &[Need::Module("dm_mod")],
         uses: ACPI,
         evidence: None,
     },
@@ -250,7 +267,7 @@ endif";
     }
 
     #[test]
-    fn only_nfit_and_cxl_tests_need_test_modules() {
+    fn only_nfit_cxl_and_dm_tests_need_modules() {
         let needing: Vec<&str> = DAX_SUITE
             .iter()
             .filter(|t| !t.needs.is_empty())
@@ -258,7 +275,7 @@ endif";
             .collect();
         assert_eq!(
             needing,
-            ["daxdev-errors.sh", "multi-dax.sh", "daxctl-create.sh"]
+            ["daxdev-errors.sh", "multi-dax.sh", "daxctl-create.sh", "dm.sh"]
         );
     }
 }
