@@ -57,9 +57,15 @@ fn kernel_line(tag: &str, k: &Kernel, attachments: &[String]) -> String {
     } else {
         String::new()
     };
+    // A built kernel may carry patches that change the scheme its version has upstream.
+    let scheme = if k.version == "local" {
+        format!("its version upstream has the {} DAX refcount scheme", k.scheme)
+    } else {
+        format!("{} DAX refcount scheme", k.scheme)
+    };
     format!(
-        "  {tag}: {} = Linux {} ({origin}, {} DAX refcount scheme{config})",
-        k.name, k.release, k.scheme
+        "  {tag}: {} = Linux {} ({origin}, {scheme}{config})",
+        k.name, k.release
     )
 }
 
