@@ -85,9 +85,26 @@ impl SuiteGuest {
                 accel: self.accel,
                 run_dir: Some(run_dir.to_path_buf()),
                 nvdimm_images: None,
+                timeout: boot_timeout(&self.kernel),
                 ..BootOptions::default()
             },
         )
+    }
+}
+
+/// The suite guest boots systemd; a KASAN kernel under TCG takes about three times as long
+/// to get there (110 s to /init measured on a loaded machine, against 30–40 s), so it gets
+/// three times the usual allowance.
+fn boot_timeout(kernel: &Kernel) -> std::time::Duration {
+    let kasan = kernel
+        .config
+        .as_ref()
+        .and_then(|c| std::fs::read_to_string(c).ok())
+        .is_some_and(|c| c.lines().any(|l| l == "CONFIG_KASAN=y"));
+    if kasan {
+        crate::vm::DEFAULT_BOOT_TIMEOUT * 3
+    } else {
+        crate::vm::DEFAULT_BOOT_TIMEOUT
     }
 }
 
@@ -112,6 +129,34 @@ pub fn kernel_has_module(modules_dir: Option<&Path>, name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::images::guest::Recipe;
+
+    #[test]
+    fn kasan_kernels_get_three_times_the_boot_allowance() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("config");
+        let kernel = |config: Option<std::path::PathBuf>| Kernel {
+            name: crate::catalogue::KernelName::from("k"),
+            version: "local".into(),
+            release: "6.1.192".into(),
+            scheme: crate::catalogue::Scheme::Old,
+            bzimage: "bzImage".into(),
+            modules_root: None,
+            config,
+            vmlinux: None,
+            packages: vec![],
+        };
+        std::fs::write(&config, "CONFIG_KCOV=y\nCONFIG_KASAN=y\n").unwrap();
+        assert_eq!(
+            boot_timeout(&kernel(Some(config.clone()))),
+            crate::vm::DEFAULT_BOOT_TIMEOUT * 3
+        );
+        std::fs::write(&config, "# CONFIG_KASAN is not set\n").unwrap();
+        assert_eq!(
+            boot_timeout(&kernel(Some(config))),
+            crate::vm::DEFAULT_BOOT_TIMEOUT
+        );
+        assert_eq!(boot_timeout(&kernel(None)), crate::vm::DEFAULT_BOOT_TIMEOUT);
+    }
 
     #[test]
     fn the_suite_recipe_has_what_the_tests_call() {
