@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::ndctl::{NdctlBuild, GUEST_DIR};
 use crate::images::guest::{Flavour, Overlay};
@@ -65,6 +65,14 @@ impl SuiteGuest {
         let cat = env.catalogue()?;
         let entry = cat.get(name)?;
         let kernel = KernelStore::new(&env.cache).get(entry)?;
+        if let Some(missing) = lacks_cgroups(&kernel) {
+            bail!(
+                "kernel {name} was built without cgroups ({missing}), and the suite guest's \
+                 journald does not start without them (the tests read the kernel log through \
+                 journalctl); rebuild it with `daxdiff kernel build … --fragment base \
+                 --fragment dax --fragment debug --fragment suite`"
+            );
+        }
         let image = GuestBuilder::with_flavour(&env.cache, flavour(ndctl))?.build(&kernel)?;
         let accel = accel::choose(&env.cache, &kernel, &image)?;
         Ok(SuiteGuest {
@@ -90,6 +98,13 @@ impl SuiteGuest {
             },
         )
     }
+}
+
+/// `CONFIG_CGROUPS is not set` when the kernel's .config says so (a kernel without a known
+/// .config is given the benefit of the doubt).
+fn lacks_cgroups(kernel: &Kernel) -> Option<&'static str> {
+    let config = std::fs::read_to_string(kernel.config.as_ref()?).ok()?;
+    (!config.lines().any(|l| l == "CONFIG_CGROUPS=y")).then_some("CONFIG_CGROUPS is not set")
 }
 
 /// The suite guest boots systemd; a KASAN kernel under TCG takes about three times as long
@@ -131,7 +146,7 @@ mod tests {
     use crate::images::guest::Recipe;
 
     #[test]
-    fn kasan_kernels_get_three_times_the_boot_allowance() {
+    fn kasan_kernels_get_three_times_the_boot_allowance_and_cgroups_are_checked() {
         let d = tempfile::tempdir().unwrap();
         let config = d.path().join("config");
         let kernel = |config: Option<std::path::PathBuf>| Kernel {
@@ -152,10 +167,16 @@ mod tests {
         );
         std::fs::write(&config, "# CONFIG_KASAN is not set\n").unwrap();
         assert_eq!(
-            boot_timeout(&kernel(Some(config))),
+            boot_timeout(&kernel(Some(config.clone()))),
             crate::vm::DEFAULT_BOOT_TIMEOUT
         );
         assert_eq!(boot_timeout(&kernel(None)), crate::vm::DEFAULT_BOOT_TIMEOUT);
+        // The lean configuration has no cgroups; journald needs them.
+        std::fs::write(&config, "# CONFIG_CGROUPS is not set\n").unwrap();
+        assert!(lacks_cgroups(&kernel(Some(config.clone()))).is_some());
+        std::fs::write(&config, "CONFIG_CGROUPS=y\n").unwrap();
+        assert!(lacks_cgroups(&kernel(Some(config))).is_none());
+        assert!(lacks_cgroups(&kernel(None)).is_none());
     }
 
     #[test]
