@@ -136,7 +136,7 @@ impl Runner<'_> {
                     test: spec.test_name(),
                     uses: spec.uses.into(),
                     verdict: Outcome::Skip {
-                        reason: need.missing(&self.kernel.to_string()),
+                        reason: need.missing(self.kernel),
                     },
                     flaky: false,
                     attempts: vec![],
