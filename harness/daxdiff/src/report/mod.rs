@@ -59,7 +59,10 @@ fn kernel_line(tag: &str, k: &Kernel, attachments: &[String]) -> String {
     };
     // A built kernel may carry patches that change the scheme its version has upstream.
     let scheme = if k.version == "local" {
-        format!("its version upstream has the {} DAX refcount scheme", k.scheme)
+        format!(
+            "its version upstream has the {} DAX refcount scheme",
+            k.scheme
+        )
     } else {
         format!("{} DAX refcount scheme", k.scheme)
     };

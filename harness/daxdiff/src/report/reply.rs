@@ -185,6 +185,8 @@ pub struct Item {
     pub class: Class,
     pub why: Option<String>,
     pub reliability: Option<Reliability>,
+    /// A against B with the minimized program (empty before triage).
+    pub minimized_differences: Vec<String>,
     /// The program (minimized when triage ran).
     pub program: String,
     pub has_c: bool,
@@ -308,7 +310,13 @@ fn item_text(n: usize, it: &Item) -> String {
     let mut s = String::new();
     let f = &it.finding;
     s.push_str(&wrap(&format!("{n}. {}", f.signature), WIDTH, 3));
-    for d in f.differences.iter().filter(|d| **d != f.signature).take(4) {
+    // The minimized program's differences say more than the first run's, when triage ran.
+    let diffs = if it.minimized_differences.is_empty() {
+        &f.differences
+    } else {
+        &it.minimized_differences
+    };
+    for d in diffs.iter().filter(|d| **d != f.signature).take(5) {
         s.push_str(&wrap(&format!("   base vs series: {d}"), WIDTH, 5));
     }
     if let Some(why) = &it.why {
@@ -355,7 +363,7 @@ fn item_text(n: usize, it: &Item) -> String {
     if it.has_c {
         s.push_str(&wrap(
             &format!(
-                "   Reproducer: {0}/repro.c with {0}/repro.sh and {0}/setup.sh (attached).",
+                "   Reproducer (attached, from {}/): repro.c, repro.sh, setup.sh.",
                 it.dir
             ),
             WIDTH,
@@ -534,6 +542,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             dir: "divergences/x".into(),
             why: None,
             reliability: None,
+            minimized_differences: vec![],
             program: "r0 = openat$ext4()\n".into(),
             has_c: false,
             bisected: None,

@@ -209,6 +209,7 @@ fn item(dir: &Path, name: String, cover: &Cover, patches: &[Patch]) -> Result<It
         dir: name,
         why: None,
         reliability: triage.reliability,
+        minimized_differences: triage.differences,
         program,
         has_c: dir.join(super::creproducer::SOURCE).is_file(),
         bisected,

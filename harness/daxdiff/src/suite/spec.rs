@@ -275,7 +275,12 @@ endif";
             .collect();
         assert_eq!(
             needing,
-            ["daxdev-errors.sh", "multi-dax.sh", "daxctl-create.sh", "dm.sh"]
+            [
+                "daxdev-errors.sh",
+                "multi-dax.sh",
+                "daxctl-create.sh",
+                "dm.sh"
+            ]
         );
     }
 }
