@@ -31,6 +31,13 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Whether its .config has `CONFIG_<option>=y`; `None` when the kernel has no known .config.
+    pub fn config_enabled(&self, option: &str) -> Option<bool> {
+        let text = std::fs::read_to_string(self.config.as_ref()?).ok()?;
+        let want = format!("CONFIG_{option}=y");
+        Some(text.lines().any(|l| l == want))
+    }
+
     pub fn modules_dir(&self) -> Option<PathBuf> {
         self.modules_root
             .as_ref()

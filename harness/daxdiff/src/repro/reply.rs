@@ -85,15 +85,9 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
         let entry = env.catalogue()?.get(name)?.clone();
         let k = crate::images::KernelStore::new(&env.cache).get(&entry)?;
         let built = built_record(&k.bzimage);
-        let config = k
-            .config
-            .as_ref()
-            .and_then(|c| std::fs::read_to_string(c).ok())
-            .unwrap_or_default();
-        let debug: Vec<&str> = [("CONFIG_KASAN=y", "KASAN"), ("CONFIG_KCOV=y", "KCOV")]
+        let debug: Vec<&str> = ["KASAN", "KCOV"]
             .into_iter()
-            .filter(|(o, _)| config.lines().any(|l| l == *o))
-            .map(|(_, n)| n)
+            .filter(|o| k.config_enabled(o) == Some(true))
             .collect();
         let mut origin = match &built {
             Some(b) => format!("built from {} with {}", b.source, b.compiler),

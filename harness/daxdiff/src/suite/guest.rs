@@ -103,19 +103,14 @@ impl SuiteGuest {
 /// `CONFIG_CGROUPS is not set` when the kernel's .config says so (a kernel without a known
 /// .config is given the benefit of the doubt).
 fn lacks_cgroups(kernel: &Kernel) -> Option<&'static str> {
-    let config = std::fs::read_to_string(kernel.config.as_ref()?).ok()?;
-    (!config.lines().any(|l| l == "CONFIG_CGROUPS=y")).then_some("CONFIG_CGROUPS is not set")
+    (kernel.config_enabled("CGROUPS") == Some(false)).then_some("CONFIG_CGROUPS is not set")
 }
 
 /// The suite guest boots systemd; a KASAN kernel under TCG takes about three times as long
 /// to get there (110 s to /init measured on a loaded machine, against 30–40 s), so it gets
 /// three times the usual allowance.
 fn boot_timeout(kernel: &Kernel) -> std::time::Duration {
-    let kasan = kernel
-        .config
-        .as_ref()
-        .and_then(|c| std::fs::read_to_string(c).ok())
-        .is_some_and(|c| c.lines().any(|l| l == "CONFIG_KASAN=y"));
+    let kasan = kernel.config_enabled("KASAN") == Some(true);
     if kasan {
         crate::vm::DEFAULT_BOOT_TIMEOUT * 3
     } else {
