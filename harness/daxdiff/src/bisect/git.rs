@@ -164,8 +164,23 @@ impl GitBisect {
             start.push(format!("--term-new={new_term}"));
         }
         start.extend(["--no-checkout".into(), new.clone(), old.clone()]);
-        self.git(&start.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let result = self.drive(session, kernels, tester);
+        let out = self.git_output(&start.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            let _ = self.git(&["bisect", "reset"]);
+            bail!(
+                "git {}: {}{}",
+                start.join(" "),
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Adjacent ends: git names the culprit at once and leaves BISECT_HEAD where the
+        // checkout was, which is no step of this bisection.
+        let result = match parse_bisect_step(&text, new_term) {
+            Some(done) => Ok(done),
+            None => self.drive(session, kernels, tester),
+        };
         let _ = self.git(&["bisect", "reset"]);
         let (first_new, could_be) = result?;
         let identical_to_parent = match &first_new {
@@ -502,6 +517,25 @@ mod tests {
         assert_eq!(git(r.dir.path(), &["rev-parse", "HEAD"]), r.commits[15]);
         let seen = seen.borrow().clone();
         (res, seen)
+    }
+
+    #[test]
+    fn adjacent_ends_name_the_bad_end_without_building_anything_else() {
+        let r = repo(|i| match i {
+            9 => ("src.c", "regression\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        let mut b = Builder {
+            repo: r.dir.path().to_path_buf(),
+            out: tempfile::tempdir().unwrap(),
+            built: vec![],
+        };
+        let (res, _) = bisect_with(&r, &mut b, Kind::Regression, &r.commits[8], &r.commits[9]);
+        assert_eq!(res.first_new.unwrap().label, r.commits[9]);
+        assert_eq!(res.last_old.unwrap().label, r.commits[8]);
+        assert_eq!(res.identical_to_parent, Some(false));
+        // Only the two ends: not the checkout's HEAD (commit 15), which is outside them.
+        assert_eq!(b.built, vec![r.commits[8].clone(), r.commits[9].clone()]);
     }
 
     #[test]
