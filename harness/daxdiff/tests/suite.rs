@@ -57,6 +57,7 @@ fn quick_tests_run_for_real_and_are_reported() {
         out: out.path().to_path_buf(),
         timeout: Duration::from_secs(600),
         reruns: 1,
+        jobs: 1,
     };
     let mut seen = Vec::new();
     let report = suite::run(&env(), &cfg, &mut |p| {
@@ -119,4 +120,17 @@ fn quick_tests_run_for_real_and_are_reported() {
     assert_eq!(json["kernels"][0]["kernel"], KERNEL);
     assert_eq!(json["kernels"][0]["results"].as_array().unwrap().len(), 3);
     assert!(!report.has_regression());
+
+    // The same command again resumes: every result is kept, no guest boots.
+    let mut again = Vec::new();
+    let resumed = suite::run(&env(), &cfg, &mut |p| match p {
+        suite::Progress::Attempt { test, .. } => again.push(format!("boot {test}")),
+        suite::Progress::Kept { results, .. } => again.push(format!("kept {results}")),
+        suite::Progress::Done { .. } => {}
+    })
+    .unwrap();
+    assert_eq!(again, ["kept 3"]);
+    assert_eq!(resumed.kernels[0].results.len(), 3);
+    assert!(resumed.kernels[0].wall >= k.wall);
+    assert!(!out.path().join("report.previous.json").exists());
 }

@@ -38,6 +38,10 @@ pub struct SuiteArgs {
     /// Seconds each test may run before it counts as a timeout
     #[arg(long, default_value_t = DEFAULT_TIMEOUT.as_secs())]
     pub timeout: u64,
+    /// Kernels to run at the same time, each in its own guest (8 GiB of RAM each); fewer
+    /// when the host lacks the memory for them [default: 2]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub jobs: u64,
     /// List the suite's tests and exit
     #[arg(long)]
     pub list: bool,
@@ -67,12 +71,14 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
         Some(k) => vec![k],
         None => vec![args.a, args.b],
     };
+    let jobs = jobs_that_fit(args.jobs as usize, kernels.len(), mem_available());
     let cfg = SuiteConfig {
         kernels,
         tests,
         out: args.out,
         timeout: Duration::from_secs(args.timeout),
         reruns: 1,
+        jobs,
     };
     let total = (cfg.kernels.len() * cfg.tests.len()) as u64;
     let bar = indicatif::ProgressBar::new(total);
@@ -83,6 +89,7 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
     bar.enable_steady_tick(Duration::from_millis(500));
     // Without a terminal the bar is hidden: progress goes to stderr as plain lines.
     let plain = bar.is_hidden();
+    let out = cfg.out.clone();
     let report = run(env, &cfg, &mut |p| match p {
         Progress::Attempt {
             kernel,
@@ -116,6 +123,17 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
             }
             bar.inc(1);
         }
+        Progress::Kept { kernel, results } => {
+            let line = format!(
+                "{kernel}: resuming, {results} result(s) kept from {}",
+                out.join(JSON_FILE).display()
+            );
+            if plain {
+                eprintln!("suite: {line}");
+            } else {
+                bar.println(line);
+            }
+        }
     })?;
     bar.finish_and_clear();
     print!("{}", report.table());
@@ -129,6 +147,37 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Host memory a suite guest needs: its RAM (which holds the e820 pmem the tests fill)
+/// and QEMU's own.
+const GUEST_FOOTPRINT: u64 = 9 << 30;
+
+/// How many of `kernels` to run at once when `asked` may and `available` bytes are free
+/// (unknown: as asked). Says so when it runs fewer than asked.
+fn jobs_that_fit(asked: usize, kernels: usize, available: Option<u64>) -> usize {
+    let want = asked.min(kernels).max(1);
+    let Some(free) = available else {
+        return want;
+    };
+    let fit = ((free / GUEST_FOOTPRINT) as usize).clamp(1, want);
+    if fit < want {
+        eprintln!(
+            "suite: running {fit} kernel(s) at a time, not {want}: {} GiB of memory is \
+             available and each suite guest needs {} GiB",
+            free >> 30,
+            GUEST_FOOTPRINT >> 30
+        );
+    }
+    fit
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn boot(env: &Env, kernel: &str, out: &std::path::Path) -> Result<ExitCode> {
@@ -155,5 +204,21 @@ fn boot(env: &Env, kernel: &str, out: &std::path::Path) -> Result<ExitCode> {
     println!("Ctrl-C stops the guest.");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_run_together_only_when_their_guests_fit_in_memory() {
+        assert_eq!(jobs_that_fit(2, 2, Some(20 << 30)), 2);
+        assert_eq!(jobs_that_fit(2, 2, Some(12 << 30)), 1);
+        assert_eq!(jobs_that_fit(2, 2, Some(1 << 30)), 1, "at least one");
+        assert_eq!(jobs_that_fit(2, 1, Some(64 << 30)), 1, "one kernel");
+        assert_eq!(jobs_that_fit(1, 2, Some(64 << 30)), 1, "as asked");
+        assert_eq!(jobs_that_fit(2, 2, None), 2);
+        assert!(mem_available().is_some_and(|b| b > 0));
     }
 }

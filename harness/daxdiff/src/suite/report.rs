@@ -15,6 +15,8 @@ use crate::cache::write_atomic;
 
 pub const JSON_FILE: &str = "report.json";
 pub const MARKDOWN_FILE: &str = "report.md";
+/// Where a report is kept when a new run cannot carry all of its results over.
+pub const PREVIOUS_JSON_FILE: &str = "report.previous.json";
 
 /// One kernel's part of a suite run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -23,6 +25,10 @@ pub struct KernelRun {
     pub release: String,
     pub package_version: String,
     pub accel: String,
+    /// SHA-256 of the kernel image the tests ran on: a resumed run keeps results only
+    /// for the same image (a name can be rebuilt with another config).
+    #[serde(default)]
+    pub bzimage_sha256: String,
     /// Wall time of the kernel's whole run: boots, tests and reruns.
     #[serde(with = "secs")]
     pub wall: Duration,
@@ -100,6 +106,33 @@ impl SuiteReport {
 
     pub fn has_regression(&self) -> bool {
         self.differences().iter().any(|d| d.regression)
+    }
+
+    /// The report in `dir`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<SuiteReport>> {
+        let path = dir.join(JSON_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        serde_json::from_str(&text).map(Some).with_context(|| {
+            format!(
+                "{} is not a suite report; move it away or choose another --out",
+                path.display()
+            )
+        })
+    }
+
+    /// Kernel `name`'s run in this report, if a run of ndctl `ndctl_version` on the image
+    /// with SHA-256 `sha` can continue from it.
+    pub fn resumable(&self, ndctl_version: &str, name: &str, sha: &str) -> Option<&KernelRun> {
+        if self.ndctl_version != ndctl_version || sha.is_empty() {
+            return None;
+        }
+        self.kernels
+            .iter()
+            .find(|k| k.kernel == name && k.bzimage_sha256 == sha)
     }
 
     /// Writes `report.json` and `report.md` into `dir`.
@@ -417,6 +450,7 @@ mod tests {
             release: "r".into(),
             package_version: "v".into(),
             accel: "tcg".into(),
+            bzimage_sha256: format!("sha of {name}"),
             wall: Duration::from_secs(754),
             results,
         }
@@ -568,5 +602,31 @@ mod tests {
             j["differences"].as_array().unwrap().is_empty(),
             "one kernel, nothing to compare"
         );
+    }
+
+    #[test]
+    fn a_written_report_resumes_only_for_the_same_image_and_ndctl() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(
+            SuiteReport::load(d.path()).unwrap().is_none(),
+            "no report yet"
+        );
+        let r = SuiteReport {
+            ndctl_version: "81".into(),
+            kernels: vec![kernel("A", vec![result("mmap.sh", &[Outcome::Pass], &[])])],
+        };
+        r.write(d.path()).unwrap();
+        let back = SuiteReport::load(d.path()).unwrap().unwrap();
+        let k = back.resumable("81", "A", "sha of A").unwrap();
+        assert_eq!(k.results.len(), 1);
+        assert_eq!(k.result("mmap.sh").unwrap().verdict, Outcome::Pass);
+        assert!(back.resumable("81", "A", "sha of a rebuild").is_none());
+        assert!(back.resumable("82", "A", "sha of A").is_none());
+        assert!(back.resumable("81", "B", "sha of A").is_none());
+        // A report from before images were recorded resumes nothing.
+        assert!(back.resumable("81", "A", "").is_none());
+        std::fs::write(d.path().join(JSON_FILE), "{ not json").unwrap();
+        let e = format!("{:#}", SuiteReport::load(d.path()).unwrap_err());
+        assert!(e.contains("report.json is not a suite report"), "{e}");
     }
 }

@@ -83,6 +83,8 @@ pub enum Progress<'a> {
         kernel: &'a str,
         result: &'a TestResult,
     },
+    /// A resumed run keeps `results` results of this kernel from the report it found.
+    Kept { kernel: &'a str, results: usize },
 }
 
 /// Runs tests on one prepared kernel, writing logs under `root/<kernel>/<test>/attempt-N`.
