@@ -23,7 +23,7 @@ use crate::setup::Env;
 #[command(
     after_help = "Predicates (--bad-if, repeatable; any that holds makes a run bad):\n  \
 call N returns ERRNO|VALUE|ok|error|fd|addr   call N fails|succeeds|missing\n  \
-report [TEXT]   status completed|timeout|crashed|error   hang [FUNCTION]\n  \
+report [TEXT]   problem [TEXT]   status completed|timeout|crashed|error   hang [FUNCTION]\n  \
 differs (the outcome differs from the good end's)   not PREDICATE\n\n\
 --fix bisects the other way: the first kernel where the behaviour STOPS. The older end is then the bad one \
 (it shows the behaviour) and the newer end the good one; the result names the first fixed and the last broken kernel \

@@ -38,6 +38,9 @@ pub enum Predicate {
     },
     /// Any kernel report, or one whose title contains the text.
     Report(Option<String>),
+    /// Any oracle problem (a refcount left changed after teardown, a blocked teardown
+    /// step, data that does not match), or one whose title contains the text.
+    Problem(Option<String>),
     Status(Status),
     /// The program hung (timeout), optionally with this function on the hung task's stack.
     Hang(Option<String>),
@@ -46,7 +49,8 @@ pub enum Predicate {
 }
 
 pub const GRAMMAR: &str = "call N returns ERRNO|VALUE|ok|error|fd|addr, call N fails, call N succeeds, \
-call N missing, report [TEXT], status completed|timeout|crashed|error, hang [FUNCTION], differs, not PREDICATE";
+call N missing, report [TEXT], problem [TEXT], status completed|timeout|crashed|error, hang [FUNCTION], \
+differs, not PREDICATE";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("--bad-if '{text}': {why}; the forms are: {GRAMMAR}")]
@@ -89,6 +93,10 @@ impl std::str::FromStr for Predicate {
                 Ok(Predicate::Call { index, expect })
             }
             ["report"] => Ok(Predicate::Report(None)),
+            ["problem"] => Ok(Predicate::Problem(None)),
+            ["problem", ..] => Ok(Predicate::Problem(Some(
+                text.trim_start()[7..].trim().to_string(),
+            ))),
             ["report", ..] => Ok(Predicate::Report(Some(
                 text.trim_start()[6..].trim().to_string(),
             ))),
@@ -143,6 +151,8 @@ impl Predicate {
             }
             Predicate::Report(None) => !o.reports.is_empty(),
             Predicate::Report(Some(t)) => o.reports.iter().any(|r| r.title.contains(t.as_str())),
+            Predicate::Problem(None) => !o.problems().is_empty(),
+            Predicate::Problem(Some(t)) => o.problems().iter().any(|p| p.contains(t.as_str())),
             Predicate::Status(s) => o.status == *s,
             Predicate::Hang(f) => {
                 o.status == Status::Timeout
@@ -288,6 +298,8 @@ fn describe(p: &Predicate) -> String {
         ),
         Predicate::Report(None) => "any kernel report".into(),
         Predicate::Report(Some(t)) => format!("report '{t}'"),
+        Predicate::Problem(None) => "any refcount, teardown or data problem".into(),
+        Predicate::Problem(Some(t)) => format!("problem '{t}'"),
         Predicate::Status(s) => format!("status {s:?}").to_lowercase(),
         Predicate::Hang(None) => "hang".into(),
         Predicate::Hang(Some(f)) => format!("hang in {f}"),
@@ -335,15 +347,28 @@ pub fn load_finding(dir: &Path) -> Result<(String, Signal)> {
                 })),
             ))
         }
-        FindingKind::Crash => Ok((
-            program,
-            Signal::BadIf(vec![Predicate::Report(Some(finding.signature))]),
-        )),
+        FindingKind::Crash => Ok((program, Signal::BadIf(vec![crash_predicate(&finding.signature)]))),
         FindingKind::Unstable => bail!(
             "{} is an unstable finding (it differs from run to run on {}): there is no signal to bisect",
             dir.display(),
             finding.signature
         ),
+    }
+}
+
+/// What makes a run bad for a crash finding: its kernel report, or the oracle's problem of
+/// the same kind. A refcount problem's title ends in the counts that moved
+/// (`refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1`), which vary with what
+/// the pages did before; the kind and the device (`refcount underflow on devdax`) are the
+/// behaviour.
+fn crash_predicate(signature: &str) -> Predicate {
+    if signature.starts_with("refcount ") {
+        let kind = signature.split(':').next().unwrap_or(signature);
+        Predicate::Problem(Some(kind.to_string()))
+    } else if signature.starts_with("teardown: ") || signature.starts_with("data integrity: ") {
+        Predicate::Problem(Some(signature.to_string()))
+    } else {
+        Predicate::Report(Some(signature.to_string()))
     }
 }
 
@@ -421,6 +446,42 @@ mod tests {
         assert_eq!(s.classify(&o, None), RunVerdict::Skip);
         assert_eq!(s.classify(&o, Some(&o)), RunVerdict::Good);
         assert_eq!(s.classify(&o, Some(&h)), RunVerdict::Bad);
+    }
+
+    #[test]
+    fn refcount_teardown_and_integrity_findings_are_problems_not_reports() {
+        let mut o = outcome(&[Ret::Value(0)]);
+        o.refcounts = Some(vec![serde_json::from_value(serde_json::json!({
+            "role": "devdax", "pgmap_ref": -512, "ref0": 1, "ref1": -1, "ref2": 0,
+            "ref3_plus": 0, "negative": 0, "note": null, "underflow": false
+        }))
+        .unwrap()]);
+        let title = "refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1";
+        assert_eq!(o.problems(), [title]);
+        let by_finding = crash_predicate(title);
+        assert_eq!(
+            describe(&by_finding),
+            "problem 'refcount underflow on devdax'"
+        );
+        assert!(by_finding.holds(&o, None));
+        assert!(
+            !p(&format!("report {title}")).holds(&o, None),
+            "not a kernel report"
+        );
+        assert!(p("problem").holds(&o, None));
+        assert!(p("problem underflow on devdax").holds(&o, None));
+        assert!(!p("problem refcount leak").holds(&o, None));
+        assert!(!p("problem").holds(&outcome(&[Ret::Value(0)]), None));
+        assert_eq!(
+            crash_predicate("WARNING in try_grab_page"),
+            Predicate::Report(Some("WARNING in try_grab_page".into()))
+        );
+        assert_eq!(
+            crash_predicate("teardown: disable devdax blocked in hrtimer_nanosleep"),
+            Predicate::Problem(Some(
+                "teardown: disable devdax blocked in hrtimer_nanosleep".into()
+            ))
+        );
     }
 
     #[test]
