@@ -25,7 +25,6 @@ fi
 mkdir -p /dev/pts /dev/shm /run /tmp
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /dev/shm
 mkdir -p /run/daxdiff
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -47,6 +46,23 @@ while read -r m; do
     fi
 done < /etc/daxdiff/modules.probe
 say "modules-loaded"
+
+# The tests work in directories under /tmp (meson runs them in its build directory, on
+# disk), and device-dax opens its data file there O_DIRECT, which tmpfs refuses before 6.6:
+# /tmp is ext4 on the scratch disk the controller attaches.
+scratch=
+tries=0
+while [ -z "$scratch" ] && [ $tries -le 25 ]; do
+    for s in /sys/block/vd*/serial; do
+        [ -e "$s" ] && [ "$(cat "$s")" = daxdiff-scratch ] && scratch=/dev/$(basename "$(dirname "$s")")
+    done
+    [ -n "$scratch" ] || { tries=$((tries + 1)); sleep 0.2; }
+done
+if [ -z "$scratch" ]; then
+    fail "no scratch disk (virtio-blk, serial daxdiff-scratch): is virtio_blk in the kernel?"
+fi
+mkfs.ext4 -q -F "$scratch" > /run/mkfs-scratch.log 2>&1 || fail "mkfs.ext4 $scratch: $(cat /run/mkfs-scratch.log)"
+mount -t ext4 "$scratch" /tmp || fail "mount $scratch on /tmp"
 
 # The kernel log the tests read back (check_dmesg: `journalctl -k --since …`).
 tr -d '-' < /proc/sys/kernel/random/uuid > /etc/machine-id

@@ -18,6 +18,7 @@ fn files(kernel: &Kernel, profile: &MachineProfile, accel: Accel) -> BootFiles {
         nvdimm_files: (0..profile.nvdimms.len())
             .map(|i| PathBuf::from(format!("nvdimm{i}.img")))
             .collect(),
+        scratch_file: profile.scratch_disk.map(|_| PathBuf::from("scratch.img")),
         qmp_socket: "qmp.sock".into(),
         ssh_port: 10022,
         ssh_pubkey: "SSH_PUBKEY".into(),

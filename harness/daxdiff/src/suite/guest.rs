@@ -10,7 +10,7 @@ use super::ndctl::{NdctlBuild, GUEST_DIR};
 use crate::images::guest::{Flavour, Overlay};
 use crate::images::{GuestBuilder, GuestImage, Kernel, KernelStore};
 use crate::setup::Env;
-use crate::vm::profile::{LegacyPmem, Nvdimm, GIB};
+use crate::vm::profile::{LegacyPmem, Nvdimm, GIB, MIB};
 use crate::vm::{accel, Accel, BootOptions, MachineProfile, Role, Vm};
 
 pub const RECIPE: &str = include_str!("../../../../vm-images/suite/recipe.toml");
@@ -49,8 +49,13 @@ pub fn profile() -> MachineProfile {
             start: 4 * GIB,
         }),
         cmdline: vec![],
+        // The tests' working directories: device-dax opens its data file O_DIRECT.
+        scratch_disk: Some(SCRATCH_DISK),
     }
 }
+
+/// Size of the suite guest's scratch disk, formatted ext4 and mounted on /tmp by /init.
+pub const SCRATCH_DISK: u64 = 512 * MIB;
 
 /// A kernel with its suite image.
 pub struct SuiteGuest {

@@ -44,7 +44,8 @@ pub struct SuiteConfig {
 /// writes the report into `cfg.out` after every test (a killed run leaves what it had).
 ///
 /// A report already in `cfg.out` from the same ndctl build is resumed: a test that has a
-/// result there for the same kernel image (by the bzImage's SHA-256) is not run again. A
+/// result there for the same kernel image (by the bzImage's SHA-256) and suite image is not
+/// run again. A
 /// report whose results cannot all be kept is first copied to `report.previous.json`.
 pub fn run(
     env: &Env,
@@ -64,15 +65,23 @@ pub fn run(
         let guest = guest::SuiteGuest::prepare(env, name, &ndctl)
             .with_context(|| format!("prepare kernel {name} for the suite"))?;
         let sha = crate::cache::sha256_file(&guest.kernel.bzimage)?;
+        let image = guest
+            .image
+            .initramfs
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let kept = previous
             .as_ref()
-            .and_then(|p| p.resumable(&ndctl.version, name, &sha));
+            .and_then(|p| p.resumable(&ndctl.version, name, &sha, &image));
         report.kernels.push(KernelRun {
             kernel: name.clone(),
             release: guest.kernel.release.clone(),
             package_version: guest.kernel.version.clone(),
             accel: guest.accel.to_string(),
             bzimage_sha256: sha,
+            image,
             wall: kept.map(|k| k.wall).unwrap_or_default(),
             results: vec![],
         });

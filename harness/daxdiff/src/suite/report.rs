@@ -29,6 +29,9 @@ pub struct KernelRun {
     /// for the same image (a name can be rebuilt with another config).
     #[serde(default)]
     pub bzimage_sha256: String,
+    /// The suite image's cache name (it changes with the image's recipe, /init and ndctl).
+    #[serde(default)]
+    pub image: String,
     /// Wall time of the kernel's whole run: boots, tests and reruns.
     #[serde(with = "secs")]
     pub wall: Duration,
@@ -124,15 +127,21 @@ impl SuiteReport {
         })
     }
 
-    /// Kernel `name`'s run in this report, if a run of ndctl `ndctl_version` on the image
-    /// with SHA-256 `sha` can continue from it.
-    pub fn resumable(&self, ndctl_version: &str, name: &str, sha: &str) -> Option<&KernelRun> {
-        if self.ndctl_version != ndctl_version || sha.is_empty() {
+    /// Kernel `name`'s run in this report, if a run of ndctl `ndctl_version` on the kernel
+    /// image with SHA-256 `sha` and the suite image `image` can continue from it.
+    pub fn resumable(
+        &self,
+        ndctl_version: &str,
+        name: &str,
+        sha: &str,
+        image: &str,
+    ) -> Option<&KernelRun> {
+        if self.ndctl_version != ndctl_version || sha.is_empty() || image.is_empty() {
             return None;
         }
         self.kernels
             .iter()
-            .find(|k| k.kernel == name && k.bzimage_sha256 == sha)
+            .find(|k| k.kernel == name && k.bzimage_sha256 == sha && k.image == image)
     }
 
     /// Writes `report.json` and `report.md` into `dir`.
@@ -451,6 +460,7 @@ mod tests {
             package_version: "v".into(),
             accel: "tcg".into(),
             bzimage_sha256: format!("sha of {name}"),
+            image: format!("{name}-suite-0123"),
             wall: Duration::from_secs(754),
             results,
         }
@@ -617,14 +627,25 @@ mod tests {
         };
         r.write(d.path()).unwrap();
         let back = SuiteReport::load(d.path()).unwrap().unwrap();
-        let k = back.resumable("81", "A", "sha of A").unwrap();
+        let k = back
+            .resumable("81", "A", "sha of A", "A-suite-0123")
+            .unwrap();
         assert_eq!(k.results.len(), 1);
         assert_eq!(k.result("mmap.sh").unwrap().verdict, Outcome::Pass);
-        assert!(back.resumable("81", "A", "sha of a rebuild").is_none());
-        assert!(back.resumable("82", "A", "sha of A").is_none());
-        assert!(back.resumable("81", "B", "sha of A").is_none());
+        assert!(back
+            .resumable("81", "A", "sha of a rebuild", "A-suite-0123")
+            .is_none());
+        assert!(back
+            .resumable("81", "A", "sha of A", "A-suite-4567")
+            .is_none());
+        assert!(back
+            .resumable("82", "A", "sha of A", "A-suite-0123")
+            .is_none());
+        assert!(back
+            .resumable("81", "B", "sha of A", "A-suite-0123")
+            .is_none());
         // A report from before images were recorded resumes nothing.
-        assert!(back.resumable("81", "A", "").is_none());
+        assert!(back.resumable("81", "A", "", "").is_none());
         std::fs::write(d.path().join(JSON_FILE), "{ not json").unwrap();
         let e = format!("{:#}", SuiteReport::load(d.path()).unwrap_err());
         assert!(e.contains("report.json is not a suite report"), "{e}");

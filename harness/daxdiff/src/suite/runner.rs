@@ -304,13 +304,17 @@ fn partial_log(vm: &Vm, dir: &Path) -> String {
     }
 }
 
-/// Drops what a boot leaves that a report does not need: the NVDIMM backing files (sparse,
-/// but gigabytes apparent), the key pair and the QMP socket.
+/// Drops what a boot leaves that a report does not need: the NVDIMM and scratch disk
+/// backing files (sparse, but gigabytes apparent), the key pair and the QMP socket.
 fn clean_run_dir(dir: &Path) {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("nvdimm") || name.starts_with("id_ed25519") || name == "qmp.sock" {
+            if name.starts_with("nvdimm")
+                || name.starts_with("id_ed25519")
+                || name == "qmp.sock"
+                || name == "scratch.img"
+            {
                 let _ = fs::remove_file(e.path());
             }
         }

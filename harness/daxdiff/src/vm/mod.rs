@@ -141,11 +141,22 @@ impl Vm {
             }
             nvdimm_files.push(p);
         }
+        let scratch_file = match opts.profile.scratch_disk {
+            Some(size) => {
+                let p = run_dir.join("scratch.img");
+                let f = fs::File::create(&p)
+                    .with_context(|| format!("create the scratch disk {}", p.display()))?;
+                f.set_len(size)?;
+                Some(p)
+            }
+            None => None,
+        };
         let files = BootFiles {
             qemu,
             kernel: kernel.bzimage.clone(),
             initramfs: image.initramfs.clone(),
             nvdimm_files,
+            scratch_file,
             qmp_socket: run_dir.join("qmp.sock"),
             ssh_port: free_port()?,
             ssh_pubkey: keys.public_blob.clone(),

@@ -79,6 +79,10 @@ pub struct MachineProfile {
     pub legacy_pmem: Option<LegacyPmem>,
     /// Extra kernel command line words.
     pub cmdline: Vec<String>,
+    /// A blank virtio disk of this size (serial `daxdiff-scratch`) for a guest that needs a
+    /// block-backed file system for its work files (O_DIRECT, which tmpfs refuses before
+    /// Linux 6.6).
+    pub scratch_disk: Option<u64>,
 }
 
 impl Default for MachineProfile {
@@ -95,6 +99,7 @@ impl Default for MachineProfile {
             nvdimms: vec![dimm(Role::Ext4), dimm(Role::Xfs), dimm(Role::Devdax)],
             legacy_pmem: None,
             cmdline: vec![],
+            scratch_disk: None,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct BootFiles {
     pub initramfs: PathBuf,
     /// One backing file per NVDIMM, in profile order.
     pub nvdimm_files: Vec<PathBuf>,
+    /// Backing file of the profile's scratch disk.
+    pub scratch_file: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub ssh_port: u16,
     /// The guest's authorized key (base64 of the ed25519 public key blob).
@@ -211,6 +218,18 @@ impl MachineProfile {
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22",
             files.ssh_port
         );
+        if let Some(f) = &files.scratch_file {
+            let drive = format!(
+                "file={},format=raw,if=none,id=scratch,cache=unsafe",
+                f.display()
+            );
+            push(&[
+                "-drive",
+                &drive,
+                "-device",
+                "virtio-blk-pci,drive=scratch,serial=daxdiff-scratch",
+            ]);
+        }
         push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
         push(&["-serial", "stdio"]);
         let qmp = format!("unix:{},server=on,wait=off", files.qmp_socket.display());
@@ -289,6 +308,7 @@ mod tests {
             kernel: "/c/vmlinuz".into(),
             initramfs: "/c/initramfs.cpio".into(),
             nvdimm_files: vec!["/r/nv0".into(), "/r/nv1".into(), "/r/nv2".into()],
+            scratch_file: None,
             qmp_socket: "/r/qmp.sock".into(),
             ssh_port: 40022,
             ssh_pubkey: "AAAAC3Nza".into(),
@@ -352,6 +372,23 @@ mod tests {
         let args = MachineProfile::default().qemu_args(&f);
         assert_eq!(after(&args, "-accel"), ["kvm"]);
         assert_eq!(after(&args, "-cpu"), ["host"]);
+    }
+
+    #[test]
+    fn a_scratch_disk_is_a_virtio_disk_named_for_the_guest() {
+        assert!(!MachineProfile::default()
+            .qemu_args(&files())
+            .iter()
+            .any(|a| a.contains("scratch")));
+        let mut f = files();
+        f.scratch_file = Some("/r/scratch.img".into());
+        let args = MachineProfile::default().qemu_args(&f);
+        assert_eq!(
+            after(&args, "-drive"),
+            ["file=/r/scratch.img,format=raw,if=none,id=scratch,cache=unsafe"]
+        );
+        assert!(after(&args, "-device")
+            .contains(&"virtio-blk-pci,drive=scratch,serial=daxdiff-scratch"));
     }
 
     #[test]
