@@ -54,11 +54,7 @@ pub struct SuiteArgs {
 pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
     if args.list {
         for t in spec::DAX_SUITE {
-            let needs: Vec<String> = t
-                .needs
-                .iter()
-                .map(|spec::Need::Module(m)| format!("needs module {m}"))
-                .collect();
+            let needs: Vec<String> = t.needs.iter().map(spec::Need::describe).collect();
             println!("{:<18} {:<12} {}", t.name, t.uses, needs.join(", "));
         }
         return Ok(ExitCode::SUCCESS);

@@ -132,8 +132,11 @@ impl Runner<'_> {
     pub fn run(&self, spec: &TestSpec, progress: &mut dyn FnMut(Progress)) -> Result<TestResult> {
         let modules = self.guest.kernel.modules_dir();
         for need in spec.needs {
-            let Need::Module(m) = need;
-            if !kernel_has_module(modules.as_deref(), m) {
+            let lacks = match need {
+                Need::Module(m) => !kernel_has_module(modules.as_deref(), m),
+                Need::Config(o) => self.guest.kernel.config_enabled(o) == Some(false),
+            };
+            if lacks {
                 return Ok(TestResult {
                     test: spec.test_name(),
                     uses: spec.uses.into(),

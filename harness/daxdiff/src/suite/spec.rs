@@ -31,6 +31,10 @@ pub enum Need {
     /// from the kernel's tools/testing trees, which Debian kernels do not build; `dm_mod`
     /// from device-mapper, which lean built kernels have only with the `suite` fragment.
     Module(&'static str),
+    /// A kernel option (without `CONFIG_`): revoke-devmem reads `/dev/mem`, which lean built
+    /// kernels have only with the `suite` fragment. A kernel whose .config is unknown is
+    /// taken to have it.
+    Config(&'static str),
 }
 
 impl Need {
@@ -45,6 +49,19 @@ impl Need {
                 "kernel {kernel} has no {m} module (it comes from a kernel build with the \
                  tools/testing test modules)"
             ),
+            Need::Config("DEVMEM") => format!(
+                "kernel {kernel} has no /dev/mem (CONFIG_DEVMEM); a kernel built with \
+                 `daxdiff kernel build` has it with --fragment suite"
+            ),
+            Need::Config(o) => format!("kernel {kernel} was built without CONFIG_{o}"),
+        }
+    }
+
+    /// How `--list` shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            Need::Module(m) => format!("needs module {m}"),
+            Need::Config(o) => format!("needs CONFIG_{o}"),
         }
     }
 }
@@ -124,7 +141,7 @@ pub const DAX_SUITE: &[TestSpec] = &[
     TestSpec {
         name: "revoke-devmem",
         program: Program::Binary("revoke_devmem"),
-        needs: &[],
+        needs: &[Need::Config("DEVMEM")],
         uses: E820,
         evidence: Some("devmem revoked!"),
     },
@@ -267,7 +284,7 @@ endif";
     }
 
     #[test]
-    fn only_nfit_cxl_and_dm_tests_need_modules() {
+    fn only_nfit_cxl_dm_and_devmem_tests_need_more_than_the_machine() {
         let needing: Vec<&str> = DAX_SUITE
             .iter()
             .filter(|t| !t.needs.is_empty())
@@ -278,9 +295,23 @@ endif";
             [
                 "daxdev-errors.sh",
                 "multi-dax.sh",
+                "revoke-devmem",
                 "daxctl-create.sh",
                 "dm.sh"
             ]
         );
+        let devmem = DAX_SUITE
+            .iter()
+            .find(|t| t.name == "revoke-devmem")
+            .unwrap();
+        assert_eq!(devmem.needs, [Need::Config("DEVMEM")]);
+        let why = devmem.needs[0].missing("6.1-kasan");
+        assert!(
+            why.contains("/dev/mem") && why.contains("--fragment suite"),
+            "{why}"
+        );
+        assert!(crate::kbuild::config::SHIPPED
+            .iter()
+            .any(|(name, text)| *name == "suite" && text.contains("CONFIG_DEVMEM=y")));
     }
 }
