@@ -98,7 +98,7 @@ impl SuiteGuest {
                 accel: self.accel,
                 run_dir: Some(run_dir.to_path_buf()),
                 nvdimm_images: None,
-                timeout: boot_timeout(&self.kernel),
+                timeout: crate::vm::DEFAULT_BOOT_TIMEOUT * slowdown(&self.kernel),
                 ..BootOptions::default()
             },
         )
@@ -111,15 +111,22 @@ fn lacks_cgroups(kernel: &Kernel) -> Option<&'static str> {
     (kernel.config_enabled("CGROUPS") == Some(false)).then_some("CONFIG_CGROUPS is not set")
 }
 
-/// The suite guest boots systemd; a KASAN kernel under TCG takes about three times as long
-/// to get there (110 s to /init measured on a loaded machine, against 30–40 s), so it gets
-/// three times the usual allowance.
-fn boot_timeout(kernel: &Kernel) -> std::time::Duration {
-    let kasan = kernel.config_enabled("KASAN") == Some(true);
-    if kasan {
-        crate::vm::DEFAULT_BOOT_TIMEOUT * 3
+/// How many times the usual allowance a kernel gets, to boot and for each test. A KASAN
+/// kernel under TCG is about three times slower: 110 s to /init measured on a loaded machine
+/// against 30–40 s, and mmap.sh's ext4 half alone took 580 s on a 6.1 KASAN build, where
+/// the whole test takes about 6 min on a Debian kernel.
+pub fn slowdown(kernel: &Kernel) -> u32 {
+    if kernel.config_enabled("KASAN") == Some(true) {
+        3
     } else {
-        crate::vm::DEFAULT_BOOT_TIMEOUT
+        1
+    }
+}
+
+impl SuiteGuest {
+    /// This guest's [`slowdown`].
+    pub fn slowdown(&self) -> u32 {
+        slowdown(&self.kernel)
     }
 }
 
@@ -161,16 +168,10 @@ mod tests {
             packages: vec![],
         };
         std::fs::write(&config, "CONFIG_KCOV=y\nCONFIG_KASAN=y\n").unwrap();
-        assert_eq!(
-            boot_timeout(&kernel(Some(config.clone()))),
-            crate::vm::DEFAULT_BOOT_TIMEOUT * 3
-        );
+        assert_eq!(slowdown(&kernel(Some(config.clone()))), 3);
         std::fs::write(&config, "# CONFIG_KASAN is not set\n").unwrap();
-        assert_eq!(
-            boot_timeout(&kernel(Some(config.clone()))),
-            crate::vm::DEFAULT_BOOT_TIMEOUT
-        );
-        assert_eq!(boot_timeout(&kernel(None)), crate::vm::DEFAULT_BOOT_TIMEOUT);
+        assert_eq!(slowdown(&kernel(Some(config.clone()))), 1);
+        assert_eq!(slowdown(&kernel(None)), 1);
         // The lean configuration has no cgroups; journald needs them.
         std::fs::write(&config, "# CONFIG_CGROUPS is not set\n").unwrap();
         assert!(lacks_cgroups(&kernel(Some(config.clone()))).is_some());

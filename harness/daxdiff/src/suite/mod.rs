@@ -128,7 +128,7 @@ pub fn run(
                 guest,
                 kernel: name,
                 root: &cfg.out,
-                timeout: cfg.timeout,
+                timeout: cfg.timeout * guest.slowdown(),
                 reruns: cfg.reruns,
             };
             let started = Instant::now();
