@@ -111,6 +111,29 @@ fn check_dax_guest(kernel: &str) {
         "{kernel}: {chardev} is not a character device"
     );
 
+    // A deadline bounds the whole command, also one that keeps printing (each line would
+    // reset a per-read timeout), and the guest still answers afterwards.
+    let started = Instant::now();
+    let late = vm
+        .run(
+            "for i in $(seq 12); do echo $i; sleep 1; done",
+            Duration::from_secs(3),
+        )
+        .unwrap_err();
+    assert!(
+        format!("{late:#}").contains("did not finish within 3s"),
+        "{late:#}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "cut at the deadline, not when the command ended"
+    );
+    let again = vm.run("echo still here", Duration::from_secs(30));
+    assert!(
+        again.is_ok_and(|o| o.stdout_str().contains("still here")),
+        "{kernel}: the guest no longer answers after a cut command"
+    );
+
     vm.shutdown().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(

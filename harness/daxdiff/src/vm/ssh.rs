@@ -109,10 +109,26 @@ impl Ssh {
             ch.write_all(data).context("send input to the guest")?;
         }
         ch.send_eof()?;
+        // The session's timeout bounds each read, not the command: a command that prints
+        // now and then would run forever. Each read gets what is left of the deadline.
+        let deadline = Instant::now() + timeout;
+        let late = || anyhow::anyhow!("`{cmd}` did not finish within {timeout:?}");
         let mut stdout = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            self.session
+                .set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
+            match ch.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => stdout.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(anyhow::Error::new(e).context(late())),
+            }
+        }
         let mut stderr = Vec::new();
-        ch.read_to_end(&mut stdout)
-            .with_context(|| format!("`{cmd}` did not finish within {timeout:?}"))?;
         ch.stderr().read_to_end(&mut stderr)?;
         ch.wait_close()?;
         Ok(Output {
