@@ -446,7 +446,12 @@ pub fn render(i: &ReplyInput) -> String {
     if let Some((table, version)) = &i.suite {
         let _ = writeln!(s, "ndctl's dax tests (ndctl {version}), base and series:\n");
         for l in table.lines() {
-            let _ = writeln!(s, "  {}", l.trim_end());
+            if l.starts_with("  ") {
+                // Why a test did not pass: prose, wrapped like the rest of the mail.
+                s.push_str(&wrap(&format!("  {}", l.trim()), WIDTH, 6));
+            } else {
+                let _ = writeln!(s, "  {}", l.trim_end());
+            }
         }
         s.push('\n');
     }
@@ -672,11 +677,17 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
                 origin: "built locally".into(),
             },
             patches: &patches,
-            suite: None,
+            suite: Some((
+                "test     base  series\nmmap.sh  pass  pass\n  6.1-kasan revoke-devmem: fail: exit \
+                 254: test_devmem: failed to open /dev/mem: No such file or directory\n"
+                    .into(),
+                "81-1".into(),
+            )),
             stats: None,
             items: &items,
         });
         assert!(text.starts_with("Subject: Re: [PATCH v2 00/18] Fix the DAX-gup mistake\n"));
+        assert!(text.contains("ndctl's dax tests (ndctl 81-1), base and series:\n\n  test"));
         assert!(text.contains(
             "\nIn-Reply-To: <166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>\n"
         ));

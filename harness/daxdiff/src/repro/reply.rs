@@ -121,7 +121,7 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
                     format!("read {} (a `daxdiff suite --out` directory)", p.display())
                 })?)
                 .with_context(|| format!("{} is damaged", p.display()))?;
-            Some((r.table(), r.ndctl_version.clone()))
+            Some((r.mail_table(&["base", "series"]), r.ndctl_version.clone()))
         }
         None => None,
     };

@@ -159,12 +159,27 @@ impl SuiteReport {
 
     /// The terminal table: one row per test, outcome and test time per kernel, differences.
     pub fn table(&self) -> String {
+        let labels: Vec<&str> = self.kernels.iter().map(|k| k.kernel.as_str()).collect();
+        self.render_table(&labels, true)
+    }
+
+    /// The table for a mail (rows of at most 66 columns): no pmem column, and the kernels
+    /// headed by `labels` (`base`, `series`) rather than by their names.
+    pub fn mail_table(&self, labels: &[&str]) -> String {
+        self.render_table(labels, false)
+    }
+
+    fn render_table(&self, labels: &[&str], wide: bool) -> String {
         let mut s = String::new();
         let names = self.test_names();
         let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
-        let _ = write!(s, "{:<w$}  {:<11}", "test", "uses");
-        for k in &self.kernels {
-            let _ = write!(s, "  {:<22}", k.kernel);
+        let (uses_w, cell_w, verdict_w) = if wide { (11, 22, 15) } else { (0, 15, 8) };
+        let _ = write!(s, "{:<w$}", "test");
+        if wide {
+            let _ = write!(s, "  {:<uses_w$}", "uses");
+        }
+        for (i, _) in self.kernels.iter().enumerate() {
+            let _ = write!(s, "  {:<cell_w$}", labels.get(i).copied().unwrap_or("?"));
         }
         if self.kernels.len() == 2 {
             s.push_str("  difference");
@@ -178,7 +193,10 @@ impl SuiteReport {
                 .find_map(|k| k.result(name))
                 .map(|r| r.uses.clone())
                 .unwrap_or_default();
-            let _ = write!(s, "{name:<w$}  {uses:<11}");
+            let _ = write!(s, "{name:<w$}");
+            if wide {
+                let _ = write!(s, "  {uses:<uses_w$}");
+            }
             for k in &self.kernels {
                 let cell = match k.result(name) {
                     Some(r) => {
@@ -187,11 +205,11 @@ impl SuiteReport {
                             v.push_str(" (flaky)");
                         }
                         let t = r.duration().map(fmt_secs).unwrap_or_else(|| "-".into());
-                        format!("{v:<15}{t:>7}")
+                        format!("{v:<verdict_w$}{t:>7}")
                     }
                     None => "-".into(),
                 };
-                let _ = write!(s, "  {cell:<22}");
+                let _ = write!(s, "  {cell:<cell_w$}");
             }
             if let Some(d) = diffs.iter().find(|d| &d.test == name) {
                 s.push_str(if d.regression {
@@ -204,18 +222,19 @@ impl SuiteReport {
             }
             s.push('\n');
         }
-        let _ = write!(s, "{:<w$}  {:<11}", "really ran", "");
+        let pad = if wide { uses_w + 2 } else { 0 };
+        let _ = write!(s, "{:<w$}{:pad$}", "really ran", "");
         for k in &self.kernels {
             let _ = write!(
                 s,
-                "  {:<22}",
+                "  {:<cell_w$}",
                 format!("{}/{}", k.really_ran(), k.results.len())
             );
         }
         s.push('\n');
-        let _ = write!(s, "{:<w$}  {:<11}", "wall time", "");
+        let _ = write!(s, "{:<w$}{:pad$}", "wall time", "");
         for k in &self.kernels {
-            let _ = write!(s, "  {:<22}", fmt_secs(k.wall));
+            let _ = write!(s, "  {:<cell_w$}", fmt_secs(k.wall));
         }
         s.push('\n');
         // Why each test that did not pass did not.
@@ -649,5 +668,33 @@ mod tests {
         std::fs::write(d.path().join(JSON_FILE), "{ not json").unwrap();
         let e = format!("{:#}", SuiteReport::load(d.path()).unwrap_err());
         assert!(e.contains("report.json is not a suite report"), "{e}");
+    }
+
+    #[test]
+    fn the_mail_table_fits_a_mail() {
+        let long = "a-test-name-sh";
+        let r = SuiteReport {
+            ndctl_version: "81".into(),
+            kernels: vec![
+                kernel("6.1-kasan", vec![result(long, &[Outcome::Pass], &[])]),
+                kernel(
+                    "6.1-kasan+dax-gup-v2",
+                    vec![result(long, &[fail("x"), fail("x")], &[])],
+                ),
+            ],
+        };
+        let t = r.mail_table(&["base", "series"]);
+        let rows: Vec<&str> = t.lines().filter(|l| !l.starts_with("  ")).collect();
+        assert!(
+            rows[0].starts_with("test") && rows[0].contains("base") && rows[0].contains("series")
+        );
+        assert!(!t.contains("e820 pmem"), "no pmem column:\n{t}");
+        for l in &rows {
+            assert!(l.trim_end().len() <= 66, "too wide for a mail: {l:?}");
+        }
+        assert!(rows[1].contains("REGRESSION"), "{t}");
+        // The terminal table keeps the kernel names and the pmem column.
+        let wide = r.table();
+        assert!(wide.contains("6.1-kasan+dax-gup-v2") && wide.contains("e820 pmem"));
     }
 }
