@@ -17,6 +17,8 @@ use crate::setup::Env;
 #[command(
     after_help = "Each test runs in a fresh guest with an ACPI NVDIMM (labels initialized, all capacity free) and 4 GiB of \
 e820 pmem (memmap=4G!4G); a failure runs once more. Tests needing nfit_test or cxl_test skip on kernels without those modules.\n\
+The report in --out is written after every test; the same command again resumes, keeping the results of unchanged kernel \
+and suite images.\n\
 Exit status: 0 no test passes on A and fails on B; 1 at least one does; 2 error."
 )]
 pub struct SuiteArgs {
