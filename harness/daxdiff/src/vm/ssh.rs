@@ -128,6 +128,10 @@ impl Ssh {
                 Err(e) => return Err(anyhow::Error::new(e).context(late())),
             }
         }
+        // What is left of the deadline may be a millisecond: the rest of the exchange, and
+        // whoever uses the session next, get the whole allowance as before.
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         let mut stderr = Vec::new();
         ch.stderr().read_to_end(&mut stderr)?;
         ch.wait_close()?;
