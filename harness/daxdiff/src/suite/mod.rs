@@ -45,8 +45,8 @@ pub struct SuiteConfig {
 ///
 /// A report already in `cfg.out` from the same ndctl build is resumed: a test that has a
 /// result there for the same kernel image (by the bzImage's SHA-256) and suite image is not
-/// run again. A
-/// report whose results cannot all be kept is first copied to `report.previous.json`.
+/// run again. A report whose results cannot all be kept is first copied to
+/// `report.previous.json`.
 pub fn run(
     env: &Env,
     cfg: &SuiteConfig,
@@ -87,6 +87,8 @@ pub fn run(
         });
         guests.push((guest, kept.cloned()));
     }
+    // A result of a test this run asks for.
+    let asked = |r: &TestResult| cfg.tests.iter().any(|t| t.name == r.test.0);
     if let Some(p) = &previous {
         // Results of another kernel image, another ndctl or a test not asked for now are
         // not carried over: keep the old report beside the new one.
@@ -94,9 +96,7 @@ pub fn run(
             guests
                 .iter()
                 .any(|(_, kept)| kept.as_ref().is_some_and(|c| c.kernel == k.kernel))
-                && k.results
-                    .iter()
-                    .all(|r| cfg.tests.iter().any(|t| t.name == r.test.0))
+                && k.results.iter().all(asked)
         };
         if !p.kernels.iter().all(carried) {
             let from = cfg.out.join(report::JSON_FILE);
@@ -106,12 +106,9 @@ pub fn run(
         }
     }
     for (name, (_, kept)) in cfg.kernels.iter().zip(&guests) {
-        let n = kept.as_ref().map_or(0, |k| {
-            k.results
-                .iter()
-                .filter(|r| cfg.tests.iter().any(|t| t.name == r.test.0))
-                .count()
-        });
+        let n = kept
+            .as_ref()
+            .map_or(0, |k| k.results.iter().filter(|r| asked(r)).count());
         if n > 0 {
             progress(Progress::Kept {
                 kernel: name,
