@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use daxdiff_prog::wire::{Response, Status, PROTOCOL_VERSION};
 
 use crate::diff::{normalize, Outcome};
@@ -13,8 +13,6 @@ use crate::vm::{MachineProfile, Vm};
 
 /// The start of an outcome's `detail` when the guest, not just the program, stopped.
 pub const GUEST_STOPPED: &str = "guest stopped answering";
-
-const BOOT_ATTEMPTS: usize = 3;
 
 /// One run of one program on one kernel.
 #[derive(Clone, Debug)]
@@ -83,38 +81,26 @@ impl KernelSide {
         }
     }
 
-    /// Boots the guest now (the first boot is slow; callers show it). A kernel that dies
-    /// while booting is retried: under TCG, SMP boots occasionally oops while patching
-    /// kernel text (int3), which says nothing about the program that ran before.
+    /// Boots the guest now (the first boot is slow; callers show it). A kernel that oopses
+    /// while booting is booted again ([`crate::setup::boot_retrying_transient`]): under TCG,
+    /// SMP boots occasionally oops while patching kernel text (int3), which says nothing about
+    /// the program that ran before.
     pub fn ensure_booted(&mut self) -> Result<()> {
         if self.guest.is_some() {
             return Ok(());
         }
-        let mut last = None;
-        for _ in 0..BOOT_ATTEMPTS {
-            match self
-                .prepared
-                .boot(MachineProfile::default(), None)
-                .and_then(|vm| {
-                    let runner = Runner::start(&vm)?;
-                    Ok((vm, runner))
-                }) {
-                Ok(guest) => {
-                    if self.booted > 0 {
-                        self.restarts += 1;
-                    }
-                    self.booted += 1;
-                    self.guest = Some(guest);
-                    return Ok(());
-                }
-                Err(e) => last = Some(e),
-            }
+        let vm = self
+            .prepared
+            .boot(MachineProfile::default(), None)
+            .with_context(|| format!("{}: the guest does not boot", self.name))?;
+        let runner = Runner::start(&vm)
+            .with_context(|| format!("{}: the executor does not start", self.name))?;
+        if self.booted > 0 {
+            self.restarts += 1;
         }
-        let e = last.expect("at least one attempt");
-        Err(e.context(format!(
-            "{}: {BOOT_ATTEMPTS} boots in a row failed",
-            self.name
-        )))
+        self.booted += 1;
+        self.guest = Some((vm, runner));
+        Ok(())
     }
 
     /// Runs a program. A guest that stops answering gives a `Crashed` outcome carrying the

@@ -71,6 +71,7 @@ pub struct DevDax {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
+#[derive(Clone)]
 pub struct BootOptions {
     pub profile: MachineProfile,
     pub accel: Accel,
@@ -93,6 +94,26 @@ impl Default for BootOptions {
             run_dir: None,
             nvdimm_images: None,
         }
+    }
+}
+
+/// The kernel printed an oops or a panic before the guest was ready.
+#[derive(Debug, thiserror::Error)]
+#[error("kernel {kernel} died during boot: {first}\nconsole tail:\n{tail}")]
+pub struct DiedDuringBoot {
+    pub kernel: String,
+    /// The first fatal console line.
+    pub first: String,
+    pub tail: String,
+}
+
+impl DiedDuringBoot {
+    /// Whether booting again may well succeed. An oops in early boot can be TCG's doing: with
+    /// several vCPUs, a CPU occasionally executes kernel text that another CPU is patching
+    /// (`Oops: int3` in a function that holds a static key). A panic with nothing before it
+    /// (no init, no root) is the kernel or image, and happens every time.
+    pub fn may_be_transient(&self) -> bool {
+        !self.first.contains("Kernel panic - not syncing")
     }
 }
 
@@ -262,12 +283,12 @@ impl Vm {
 
     fn check_alive(&mut self) -> Result<()> {
         if let Some(l) = self.console.first_fatal(0) {
-            bail!(
-                "kernel {} died during boot: {}\nconsole tail:\n{}",
-                self.kernel_name,
-                l.text,
-                self.console.tail(40)
-            );
+            return Err(DiedDuringBoot {
+                kernel: self.kernel_name.clone(),
+                first: l.text,
+                tail: self.console.tail(40),
+            }
+            .into());
         }
         if let Some(child) = &mut self.child {
             if let Some(st) = child.try_wait()? {
