@@ -82,7 +82,7 @@ impl KernelSide {
     }
 
     /// Boots the guest now (the first boot is slow; callers show it). A kernel that oopses
-    /// while booting is booted again ([`crate::setup::boot_retrying_transient`]): under TCG,
+    /// while booting is booted again ([`crate::vm::boot_retrying_transient`]): under TCG,
     /// SMP boots occasionally oops while patching kernel text (int3), which says nothing about
     /// the program that ran before.
     pub fn ensure_booted(&mut self) -> Result<()> {

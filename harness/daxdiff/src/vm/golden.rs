@@ -55,7 +55,8 @@ pub fn images(
     );
     e.build(|dir| {
         let fresh = BootOptions { profile: profile.clone(), accel: opts.accel, timeout: opts.timeout, bare: false, run_dir: Some(dir.join("run")), nvdimm_images: None };
-        let mut vm = Vm::boot(kernel, image, fresh)?;
+        let run_dir = dir.join("run");
+        let mut vm = super::boot_retrying_transient(|| Vm::boot(kernel, image, fresh.clone()), Some(&run_dir))?;
         if !vm.topology.ok {
             bail!("bring-up on blank NVDIMMs failed: {:?}", vm.topology.error);
         }

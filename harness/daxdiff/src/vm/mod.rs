@@ -117,6 +117,52 @@ impl DiedDuringBoot {
     }
 }
 
+/// How many boots a kernel that oopses in early boot gets before the error stands.
+pub const BOOT_TRIES: usize = 3;
+
+/// Runs `boot` again while the kernel dies in a way that may be transient
+/// ([`DiedDuringBoot::may_be_transient`]), up to [`BOOT_TRIES`] times, saying so on stderr;
+/// each failed boot's console is kept as `boot-failure-N.log` in `run_dir`. The error of the
+/// last try says how many were made.
+pub fn boot_retrying_transient(
+    mut boot: impl FnMut() -> Result<Vm>,
+    run_dir: Option<&Path>,
+) -> Result<Vm> {
+    let mut n = 0;
+    loop {
+        n += 1;
+        let e = match boot() {
+            Ok(vm) => return Ok(vm),
+            Err(e) => e,
+        };
+        let Some(death) = e.downcast_ref::<DiedDuringBoot>() else {
+            return Err(e);
+        };
+        if !death.may_be_transient() {
+            return Err(e);
+        }
+        if n >= BOOT_TRIES {
+            let kernel = death.kernel.clone();
+            return Err(e.context(format!(
+                "kernel {kernel} died during boot {n} times in a row: not a passing fault of the emulator"
+            )));
+        }
+        if let Some(d) = run_dir {
+            let console = fs::read_to_string(d.join("console.log")).unwrap_or_default();
+            let _ = fs::write(
+                d.join(format!("boot-failure-{n}.log")),
+                format!("{e:#}\n\n{console}"),
+            );
+        }
+        eprintln!(
+            "kernel {} died during boot ({}); booting again, try {} of {BOOT_TRIES}",
+            death.kernel,
+            death.first.trim(),
+            n + 1
+        );
+    }
+}
+
 /// A running guest. Dropping it kills QEMU.
 pub struct Vm {
     child: Option<Child>,
@@ -450,4 +496,70 @@ fn qmp_quit(socket: &Path) -> Result<()> {
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
     Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn death(first: &str) -> anyhow::Error {
+        DiedDuringBoot {
+            kernel: "debian-7.3".into(),
+            first: first.into(),
+            tail: "[    2.7] RIP: 0010:sched_clock_cpu+0x9/0x1f0".into(),
+        }
+        .into()
+    }
+
+    fn tries(make: impl Fn() -> anyhow::Error, run_dir: Option<&Path>) -> (usize, String) {
+        let mut n = 0;
+        let e = boot_retrying_transient(
+            || {
+                n += 1;
+                Err(make())
+            },
+            run_dir,
+        )
+        .err()
+        .expect("every boot fails");
+        (n, format!("{e:#}"))
+    }
+
+    #[test]
+    fn an_early_oops_is_booted_again_and_each_console_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("console.log"), "Oops: int3\n").unwrap();
+        let (n, err) = tries(
+            || death("[    2.710700] Oops: int3: 0000 [#1] SMP NOPTI"),
+            Some(dir.path()),
+        );
+        assert_eq!(n, BOOT_TRIES);
+        assert!(err.contains("died during boot 3 times in a row"), "{err}");
+        assert!(err.contains("Oops: int3"), "{err}");
+        for i in 1..BOOT_TRIES {
+            let kept = std::fs::read_to_string(dir.path().join(format!("boot-failure-{i}.log")));
+            assert!(kept.unwrap().contains("Oops: int3"));
+        }
+    }
+
+    #[test]
+    fn a_death_found_under_added_context_is_still_recognized() {
+        let (n, _) = tries(|| death("Oops: int3").context("waiting for SSH"), None);
+        assert_eq!(n, BOOT_TRIES);
+    }
+
+    #[test]
+    fn a_panic_without_init_and_other_errors_are_not_retried() {
+        let (n, err) = tries(
+            || death("Kernel panic - not syncing: No working init found."),
+            None,
+        );
+        assert_eq!(n, 1);
+        assert!(!err.contains("times in a row"), "{err}");
+        let (n, _) = tries(
+            || anyhow::anyhow!("start qemu-system-x86_64: not found"),
+            None,
+        );
+        assert_eq!(n, 1);
+    }
 }
