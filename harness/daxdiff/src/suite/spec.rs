@@ -31,9 +31,9 @@ pub enum Need {
     /// from the kernel's tools/testing trees, which Debian kernels do not build; `dm_mod`
     /// from device-mapper, which lean built kernels have only with the `suite` fragment.
     Module(&'static str),
-    /// A kernel option (without `CONFIG_`): revoke-devmem reads `/dev/mem`, which lean built
-    /// kernels have only with the `suite` fragment. A kernel whose .config is unknown is
-    /// taken to have it.
+    /// A kernel option (without `CONFIG_`): revoke-devmem reads `/dev/mem`, and daxctl onlines
+    /// memory through the NUMA node directories in sysfs; lean built kernels have both only
+    /// with the `suite` fragment. A kernel whose .config is unknown is taken to have it.
     Config(&'static str),
 }
 
@@ -52,6 +52,11 @@ impl Need {
             Need::Config("DEVMEM") => format!(
                 "kernel {kernel} has no /dev/mem (CONFIG_DEVMEM); a kernel built with \
                  `daxdiff kernel build` has it with --fragment suite"
+            ),
+            Need::Config("NUMA") => format!(
+                "kernel {kernel} has no /sys/devices/system/node (CONFIG_NUMA), where daxctl \
+                 finds the memory blocks it onlines; a kernel built with `daxdiff kernel build` \
+                 has it with --fragment suite"
             ),
             Need::Config(o) => format!("kernel {kernel} was built without CONFIG_{o}"),
         }
@@ -155,7 +160,9 @@ pub const DAX_SUITE: &[TestSpec] = &[
     TestSpec {
         name: "daxctl-devices.sh",
         program: Program::Script("daxctl-devices.sh"),
-        needs: &[],
+        // libdaxctl walks /sys/devices/system/node/nodeN/memoryM for the device's memory
+        // blocks; without it: "dax0.0: failed to get number of memory sections".
+        needs: &[Need::Config("NUMA")],
         uses: ACPI,
         evidence: None,
     },
@@ -284,7 +291,7 @@ endif";
     }
 
     #[test]
-    fn only_nfit_cxl_dm_and_devmem_tests_need_more_than_the_machine() {
+    fn only_nfit_cxl_dm_devmem_and_numa_tests_need_more_than_the_machine() {
         let needing: Vec<&str> = DAX_SUITE
             .iter()
             .filter(|t| !t.needs.is_empty())
@@ -296,6 +303,7 @@ endif";
                 "daxdev-errors.sh",
                 "multi-dax.sh",
                 "revoke-devmem",
+                "daxctl-devices.sh",
                 "daxctl-create.sh",
                 "dm.sh"
             ]
@@ -310,8 +318,22 @@ endif";
             why.contains("/dev/mem") && why.contains("--fragment suite"),
             "{why}"
         );
-        assert!(crate::kbuild::config::SHIPPED
+        let suite = |option: &str| {
+            crate::kbuild::config::SHIPPED
+                .iter()
+                .any(|(name, text)| *name == "suite" && text.contains(option))
+        };
+        assert!(suite("CONFIG_DEVMEM=y"));
+        let devices = DAX_SUITE
             .iter()
-            .any(|(name, text)| *name == "suite" && text.contains("CONFIG_DEVMEM=y")));
+            .find(|t| t.name == "daxctl-devices.sh")
+            .unwrap();
+        assert_eq!(devices.needs, [Need::Config("NUMA")]);
+        let why = devices.needs[0].missing("6.1-kasan");
+        assert!(
+            why.contains("/sys/devices/system/node") && why.contains("--fragment suite"),
+            "{why}"
+        );
+        assert!(suite("CONFIG_NUMA=y"));
     }
 }
