@@ -14,6 +14,7 @@ use daxdiff_prog::{
     Arg, BufRef, CallDesc, CallKind, ParamType, Program, ResId, ResourceKind, Target, ThreadId,
 };
 
+use super::confine::ProgramMaps;
 use super::env::{resolve_path, ProgDirs, RunEnv};
 use super::integrity::{self, MapTarget, Mapped, MappingSeen};
 use super::kcov::{self, ThreadCover};
@@ -24,6 +25,7 @@ const PROT_READ: u64 = 0x1;
 const PROT_WRITE: u64 = 0x2;
 const MAP_SHARED: u64 = 0x1;
 const MAP_POPULATE: u64 = 0x8000;
+const MREMAP_DONTUNMAP: u64 = 4;
 /// Calls that write a file's data through a descriptor (the integrity check then covers
 /// every shared mapping the program still holds).
 const FD_WRITERS: [&str; 5] = ["write", "pwrite64", "writev", "pwritev", "pwritev2"];
@@ -178,6 +180,8 @@ pub struct Interp<'a> {
     /// Mappings (by the call that made them) already checked.
     checked: Mutex<HashSet<usize>>,
     edges: Mutex<BTreeSet<u32>>,
+    /// What the program mapped: its address-space calls act on that alone.
+    maps: Mutex<ProgramMaps>,
 }
 
 impl<'a> Interp<'a> {
@@ -204,6 +208,7 @@ impl<'a> Interp<'a> {
             wrote_fd: AtomicBool::new(false),
             checked: Mutex::new(HashSet::new()),
             edges: Mutex::new(BTreeSet::new()),
+            maps: Mutex::new(ProgramMaps::default()),
         }
     }
 
@@ -213,15 +218,22 @@ impl<'a> Interp<'a> {
         let second = self.prog.calls.iter().any(|c| c.thread != ThreadId::MAIN);
         let with_kcov = kcov::available();
         let (tx, rx) = mpsc::channel::<usize>();
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
         std::thread::scope(|s| {
             if second {
                 s.spawn(move || {
                     let cover = self.start_cover(with_kcov);
+                    let _ = ready_tx.send(());
                     for idx in rx {
                         self.exec(idx);
                     }
                     self.finish_cover(cover);
                 });
+            }
+            // The second thread's stack and KCOV area are in place before the first call:
+            // where the program's mappings land then does not depend on thread timing.
+            if second {
+                let _ = ready_rx.recv();
             }
             let cover = self.start_cover(with_kcov);
             for (idx, call) in self.prog.calls.iter().enumerate() {
@@ -327,7 +339,10 @@ impl<'a> Interp<'a> {
         self.wait_done(&producers);
         let done = match self.target.call(&call.name) {
             Some(desc) => {
-                let m = self.marshal(idx, desc, &call.args);
+                let mut m = self.marshal(idx, desc, &call.args);
+                if let Some(i) = confined_len(desc) {
+                    m.raw[i] = self.maps.lock().unwrap().confine(m.arg(0), m.arg(i));
+                }
                 if desc.base_name() == "munmap" {
                     // The check needs the mapping: before it goes, not at the end.
                     self.check_mappings(Some((m.arg(0), m.arg(1))));
@@ -477,6 +492,13 @@ impl<'a> Interp<'a> {
         if done.errno.is_some() {
             return done;
         }
+        match desc.base_name() {
+            "munmap" => self.maps.lock().unwrap().remove(m.arg(0), m.arg(1)),
+            "mremap" if m.arg(3) & MREMAP_DONTUNMAP == 0 => {
+                self.maps.lock().unwrap().remove(m.arg(0), m.arg(1))
+            }
+            _ => {}
+        }
         done.checksum = seen_checksum(&m.bufs, Dir::Out, rc);
         for b in m.bufs.iter().filter(|b| b.dir != Dir::In) {
             self.note_write(b.addr, b.len as u64);
@@ -502,6 +524,7 @@ impl<'a> Interp<'a> {
             let readable = param("prot").is_some_and(|p| p & PROT_READ != 0);
             let len = param("len").or_else(|| param("new_len")).unwrap_or(0) as usize;
             let flags = param("flags").unwrap_or(0);
+            self.maps.lock().unwrap().add(rc as u64, len as u64);
             let target = param("fd").and_then(|fd| MapTarget::of_fd(self.env, fd as i32));
             if let (true, Some(target)) = (flags & MAP_SHARED != 0, target) {
                 self.mapped.lock().unwrap().push(Mapped {
@@ -521,6 +544,15 @@ impl<'a> Interp<'a> {
         }
         done
     }
+}
+
+/// For a call on a range of the program's memory (an address inside a mapping, then its
+/// length: `munmap`, `mremap`, `madvise`, `mprotect`, `msync`, `mlock`, the touch
+/// pseudo-calls), the length's position.
+fn confined_len(desc: &CallDesc) -> Option<usize> {
+    let addr = desc.params.first()?;
+    let len = desc.params.get(1)?;
+    (matches!(addr.ty, ParamType::Vma) && (len.name == "len" || len.name == "old_len")).then_some(1)
 }
 
 /// Length of a buffer argument: a scratch buffer's own size, else the `len[...]` parameter

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cleanup;
+pub mod confine;
 pub mod env;
 pub mod integrity;
 pub mod interp;

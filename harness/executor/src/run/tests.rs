@@ -206,6 +206,28 @@ fn fork_touch_children_are_reaped_with_their_status() {
 }
 
 #[test]
+fn an_unmap_longer_than_the_programs_memory_stops_where_that_memory_ends() {
+    let r = run_inline(
+        "confine",
+        "r0 = mmap$anon(0x0, 0x10000, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, 0xffffffffffffffff, 0x0)\n\
+         munmap(&r0+0x1000, 0x1000)\n\
+         munmap(&r0+0x0, 0x10000)\n\
+         r1 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         pwrite64(r1, &r0+0x2000, 0x1000, 0x0)\n\
+         pwrite64(r1, &r0+0x0, 0x1000, 0x0)\n",
+    );
+    assert_eq!(ok(&r[2]), 0, "munmap");
+    // The hole at +0x1000 is not the program's memory any more (another test of this process
+    // may have mapped it since): the unmap stopped there, and the rest of r0 is still mapped.
+    assert_eq!(ok(&r[4]), 0x1000, "the part past the hole is still mapped");
+    assert_eq!(
+        r[5].errno,
+        Some(libc::EFAULT),
+        "the first page was unmapped"
+    );
+}
+
+#[test]
 fn io_uring_reads_and_writes_files() {
     let r = run_inline(
         "uring",
