@@ -108,6 +108,9 @@ pub enum Class {
     Both,
     /// The kernels differ and nobody has said yet whether that is intended.
     Unclassified,
+    /// Triage showed the difference is not the kernels' (the test machine's, or the
+    /// harness's, since fixed): listed last, with the reason, so nobody chases it.
+    Artefact,
 }
 
 impl Class {
@@ -118,6 +121,7 @@ impl Class {
             Class::Intended => "Changed, as the series intends",
             Class::Both => "Present on both kernels (not the series' doing)",
             Class::Unclassified => "Changed, not yet classified",
+            Class::Artefact => "Set aside: not a difference of the kernels",
         }
     }
 
@@ -321,6 +325,11 @@ fn item_text(n: usize, it: &Item) -> String {
     }
     if let Some(why) = &it.why {
         s.push_str(&wrap(&format!("   {why}"), WIDTH, 3));
+    }
+    if it.class == Class::Artefact {
+        // Its reproducer and bisection would only mislead: the reason above is the point.
+        s.push('\n');
+        return s;
     }
     match &it.reliability {
         Some(r) => s.push_str(&wrap(
@@ -663,7 +672,14 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
                 failed: vec!["mm/memremap.c: Hunk #2 FAILED at 505.".into()],
             },
         }];
-        let items = vec![fixed, hang];
+        let mut harness = item(finding(
+            FindingKind::Divergence,
+            "status completed vs crashed",
+            &["status completed vs crashed"],
+        ));
+        harness.class = Class::Artefact;
+        harness.why = Some("a munmap one page too long hit the executor's KCOV area".into());
+        let items = vec![harness, fixed, hang];
         let text = render(&ReplyInput {
             cover: &cover,
             base: KernelLine {
@@ -696,6 +712,17 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
         let introduced = text.find("Introduced by the series (1):").unwrap();
         let fixed = text.find("Fixed by the series (1):").unwrap();
         assert!(introduced < fixed, "{text}");
+        // Set aside after triage: last, with its reason, and no reproducer or bisection line.
+        let aside = text
+            .find("Set aside: not a difference of the kernels (1):")
+            .unwrap();
+        assert!(fixed < aside, "{text}");
+        let tail = &text[aside..];
+        assert!(tail.contains("KCOV area"), "{tail}");
+        assert!(
+            !tail.contains("Not bisected") && !tail.contains("not triaged"),
+            "{tail}"
+        );
         // Wrapping may break these anywhere between words.
         let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(flat.contains(
