@@ -94,6 +94,15 @@ fn patch_tag(subject: &str) -> Option<(String, usize)> {
     Some((prefix.to_string(), total.parse().ok()?))
 }
 
+/// One `daxdiff suite` run of the pair, as the reply shows it.
+pub struct SuiteTable {
+    /// Side by side, as `SuiteReport::mail_table` writes it.
+    pub table: String,
+    pub ndctl: String,
+    /// How many tests the run covered.
+    pub tests: usize,
+}
+
 /// What a finding means for the series.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -225,8 +234,8 @@ pub struct ReplyInput<'a> {
     pub base: KernelLine,
     pub series: KernelLine,
     pub patches: &'a [PatchReport],
-    /// The suite's side-by-side table and its ndctl version.
-    pub suite: Option<(String, String)>,
+    /// The suite's side-by-side tables: the run, then any later runs of some of its tests.
+    pub suite: Vec<SuiteTable>,
     pub stats: Option<&'a Stats>,
     pub items: &'a [Item],
 }
@@ -452,9 +461,21 @@ pub fn render(i: &ReplyInput) -> String {
         s.push_str(&applied_summary(c, i.patches));
         s.push('\n');
     }
-    if let Some((table, version)) = &i.suite {
-        let _ = writeln!(s, "ndctl's dax tests (ndctl {version}), base and series:\n");
-        for l in table.lines() {
+    for (n, t) in i.suite.iter().enumerate() {
+        if n == 0 {
+            let _ = writeln!(
+                s,
+                "ndctl's dax tests (ndctl {}), base and series:\n",
+                t.ndctl
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "A later run of {} of these tests (ndctl {}), base and series:\n",
+                t.tests, t.ndctl
+            );
+        }
+        for l in t.table.lines() {
             if l.starts_with("  ") {
                 // Why a test did not pass: prose, wrapped like the rest of the mail.
                 s.push_str(&wrap(&format!("  {}", l.trim()), WIDTH, 6));
@@ -693,17 +714,32 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
                 origin: "built locally".into(),
             },
             patches: &patches,
-            suite: Some((
-                "test     base  series\nmmap.sh  pass  pass\n  6.1-kasan revoke-devmem: fail: exit \
-                 254: test_devmem: failed to open /dev/mem: No such file or directory\n"
-                    .into(),
-                "81-1".into(),
-            )),
+            suite: vec![
+                SuiteTable {
+                    table:
+                        "test     base  series\nmmap.sh  pass  pass\n  6.1-kasan revoke-devmem: \
+                            fail: exit 254: test_devmem: failed to open /dev/mem: No such file \
+                            or directory\n"
+                            .into(),
+                    ndctl: "81-1".into(),
+                    tests: 13,
+                },
+                SuiteTable {
+                    table: "test           base  series\nrevoke-devmem  pass  pass\n".into(),
+                    ndctl: "81-1".into(),
+                    tests: 1,
+                },
+            ],
             stats: None,
             items: &items,
         });
         assert!(text.starts_with("Subject: Re: [PATCH v2 00/18] Fix the DAX-gup mistake\n"));
         assert!(text.contains("ndctl's dax tests (ndctl 81-1), base and series:\n\n  test"));
+        let first = text.find("  mmap.sh  pass  pass").unwrap();
+        let later = text
+            .find("A later run of 1 of these tests (ndctl 81-1), base and series:\n\n  test")
+            .unwrap();
+        assert!(first < later && text[later..].contains("  revoke-devmem  pass  pass"));
         assert!(text.contains(
             "\nIn-Reply-To: <166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>\n"
         ));

@@ -70,11 +70,12 @@ pub struct ReportArgs {
     /// With --reply-to: the fuzzing workdir of the base (A) against the series (B)
     #[arg(long)]
     pub campaign: Option<PathBuf>,
-    /// With --reply-to: a `daxdiff suite` output directory (its report.json) for the same pair
+    /// With --reply-to: a `daxdiff suite` output directory (its report.json) for the same pair;
+    /// repeat for later runs of some of the tests (each gets its own table, in order)
     #[arg(long, requires = "reply_to")]
-    pub suite: Option<PathBuf>,
+    pub suite: Vec<PathBuf>,
     /// With --reply-to: the reviewer's verdicts, TOML: [[finding]] signature = "...",
-    /// class = "introduced|fixed|intended|both", why = "..."; findings without one are
+    /// class = "introduced|fixed|intended|both|unclassified|artefact", why = "..."; findings without one are
     /// classified by which kernel shows them, or listed as not yet classified
     #[arg(long, requires = "reply_to")]
     pub verdicts: Option<PathBuf>,

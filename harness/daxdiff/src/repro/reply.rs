@@ -13,7 +13,9 @@ use super::state::Triage;
 use crate::bisect::result::Bisection;
 use crate::kbuild::series::{self, Patch, PatchReport};
 use crate::kbuild::Built;
-use crate::report::reply::{self, Class, Cover, Item, KernelLine, ReplyInput, Verdicts};
+use crate::report::reply::{
+    self, Class, Cover, Item, KernelLine, ReplyInput, SuiteTable, Verdicts,
+};
 use crate::setup::Env;
 use crate::workdir::{FindingKind, Workdir};
 
@@ -113,18 +115,20 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
             .origin
             .push_str(&format!(", plus the {} patches", applied.len()));
     }
-    let suite = match &args.suite {
-        Some(d) => {
-            let p = d.join(crate::suite::report::JSON_FILE);
-            let r: crate::suite::report::SuiteReport =
-                serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| {
-                    format!("read {} (a `daxdiff suite --out` directory)", p.display())
-                })?)
-                .with_context(|| format!("{} is damaged", p.display()))?;
-            Some((r.mail_table(&["base", "series"]), r.ndctl_version.clone()))
-        }
-        None => None,
-    };
+    let mut suite = Vec::new();
+    for d in &args.suite {
+        let p = d.join(crate::suite::report::JSON_FILE);
+        let r: crate::suite::report::SuiteReport =
+            serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| {
+                format!("read {} (a `daxdiff suite --out` directory)", p.display())
+            })?)
+            .with_context(|| format!("{} is damaged", p.display()))?;
+        suite.push(SuiteTable {
+            table: r.mail_table(&["base", "series"]),
+            ndctl: r.ndctl_version.clone(),
+            tests: r.tests_run(),
+        });
+    }
     let text = reply::render(&ReplyInput {
         cover: &cover,
         base,

@@ -78,6 +78,11 @@ pub fn is_regression(a: &Outcome, b: &Outcome) -> bool {
 }
 
 impl SuiteReport {
+    /// How many tests the run covered (those of its first kernel).
+    pub fn tests_run(&self) -> usize {
+        self.kernels.first().map_or(0, |k| k.results.len())
+    }
+
     pub fn differences(&self) -> Vec<Difference> {
         let [a, b] = match self.kernels.as_slice() {
             [a, b] => [a, b],
