@@ -128,6 +128,16 @@ fn check_dax_guest(kernel: &str) {
         started.elapsed() < Duration::from_secs(12),
         "cut at the deadline, not when the command ended"
     );
+    // A command that writes more to stderr than the channel's window (2 MiB) before its
+    // stdout: both streams arrive whole, well before the deadline.
+    let chatty = vm
+        .run(
+            "head -c 4194304 /dev/zero >&2; echo done",
+            Duration::from_secs(120),
+        )
+        .expect("a command with 4 MiB of stderr finishes");
+    assert_eq!(chatty.stderr.len(), 4 << 20);
+    assert_eq!(chatty.stdout_str().trim(), "done");
     let again = vm.run("echo still here", Duration::from_secs(30));
     assert!(
         again.is_ok_and(|o| o.stdout_str().contains("still here")),

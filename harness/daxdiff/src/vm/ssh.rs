@@ -109,31 +109,19 @@ impl Ssh {
             ch.write_all(data).context("send input to the guest")?;
         }
         ch.send_eof()?;
-        // The session's timeout bounds each read, not the command: a command that prints
-        // now and then would run forever. Each read gets what is left of the deadline.
+        // Both streams are read as they come: a command that fills the channel's window with
+        // stderr while we wait on stdout would otherwise stall until the deadline. Without
+        // blocking, the deadline bounds the whole command, not each read.
         let deadline = Instant::now() + timeout;
-        let late = || anyhow::anyhow!("`{cmd}` did not finish within {timeout:?}");
-        let mut stdout = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(late());
-            }
-            self.session
-                .set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
-            match ch.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => stdout.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(anyhow::Error::new(e).context(late())),
-            }
-        }
-        // What is left of the deadline may be a millisecond: the rest of the exchange, and
-        // whoever uses the session next, get the whole allowance as before.
+        self.session.set_blocking(false);
+        let read = drain_both(&mut ch, deadline);
+        self.session.set_blocking(true);
         self.session
             .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
-        let mut stderr = Vec::new();
-        ch.stderr().read_to_end(&mut stderr)?;
+        let (stdout, stderr) = read.map_err(|e| match e {
+            Drain::Late => anyhow::anyhow!("`{cmd}` did not finish within {timeout:?}"),
+            Drain::Io(e) => anyhow::Error::new(e).context(format!("read the output of `{cmd}`")),
+        })?;
         ch.wait_close()?;
         Ok(Output {
             status: ch.exit_status()?,
@@ -164,6 +152,48 @@ impl Ssh {
     pub fn session(&self) -> &ssh2::Session {
         &self.session
     }
+}
+
+enum Drain {
+    Late,
+    Io(std::io::Error),
+}
+
+/// Reads a channel's stdout and stderr until both end, on a session set not to block.
+fn drain_both(
+    ch: &mut ssh2::Channel,
+    deadline: Instant,
+) -> std::result::Result<(Vec<u8>, Vec<u8>), Drain> {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let (mut out_done, mut err_done) = (false, false);
+    let mut buf = vec![0u8; 64 * 1024];
+    while !(out_done && err_done) {
+        let mut moved = false;
+        for (stream, sink, done) in [
+            (0, &mut stdout, &mut out_done),
+            (ssh2::EXTENDED_DATA_STDERR, &mut stderr, &mut err_done),
+        ] {
+            if *done {
+                continue;
+            }
+            match ch.stream(stream).read(&mut buf) {
+                Ok(0) => *done = true,
+                Ok(n) => {
+                    sink.extend_from_slice(&buf[..n]);
+                    moved = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Drain::Io(e)),
+            }
+        }
+        if !moved {
+            if Instant::now() >= deadline {
+                return Err(Drain::Late);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok((stdout, stderr))
 }
 
 #[cfg(test)]
