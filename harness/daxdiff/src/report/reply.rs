@@ -238,6 +238,9 @@ pub struct ReplyInput<'a> {
     pub suite: Vec<SuiteTable>,
     pub stats: Option<&'a Stats>,
     pub items: &'a [Item],
+    /// The reviewer's own text (`--note FILE`), placed as written before the fuzzing figures:
+    /// what the tool cannot know, e.g. reference counts at rest from `daxdiff refcounts`.
+    pub note: Option<String>,
 }
 
 fn applied_summary(cover: &Cover, patches: &[PatchReport]) -> String {
@@ -484,6 +487,10 @@ pub fn render(i: &ReplyInput) -> String {
             }
         }
         s.push('\n');
+    }
+    if let Some(note) = &i.note {
+        s.push_str(note.trim_end());
+        s.push_str("\n\n");
     }
     if let Some(st) = i.stats {
         s.push_str(&wrap(
@@ -732,6 +739,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             ],
             stats: None,
             items: &items,
+            note: Some("At rest, base: fsdax pages at 1; series: at 0.\n".into()),
         });
         assert!(text.starts_with("Subject: Re: [PATCH v2 00/18] Fix the DAX-gup mistake\n"));
         assert!(text.contains("ndctl's dax tests (ndctl 81-1), base and series:\n\n  test"));
@@ -740,6 +748,11 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             .find("A later run of 1 of these tests (ndctl 81-1), base and series:\n\n  test")
             .unwrap();
         assert!(first < later && text[later..].contains("  revoke-devmem  pass  pass"));
+        // The reviewer's note, as written, after the suite and before the findings.
+        let note = text
+            .find("\nAt rest, base: fsdax pages at 1; series: at 0.\n\n")
+            .unwrap();
+        assert!(later < note && note < text.find("Introduced by the series").unwrap());
         assert!(text.contains(
             "\nIn-Reply-To: <166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>\n"
         ));

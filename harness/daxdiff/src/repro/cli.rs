@@ -79,6 +79,10 @@ pub struct ReportArgs {
     /// classified by which kernel shows them, or listed as not yet classified
     #[arg(long, requires = "reply_to")]
     pub verdicts: Option<PathBuf>,
+    /// With --reply-to: a text file put into the reply as written, after the suite tables
+    /// (what daxdiff cannot know, e.g. `daxdiff refcounts` tables of both kernels at rest)
+    #[arg(long, requires = "reply_to")]
+    pub note: Option<PathBuf>,
     /// With --reply-to: where the message goes [default: reply.eml in the campaign workdir]
     #[arg(long, requires = "reply_to")]
     pub out: Option<PathBuf>,

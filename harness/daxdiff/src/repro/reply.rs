@@ -129,6 +129,13 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
             tests: r.tests_run(),
         });
     }
+    let note = match &args.note {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("read the note {} (--note)", p.display()))?,
+        ),
+        None => None,
+    };
     let text = reply::render(&ReplyInput {
         cover: &cover,
         base,
@@ -137,6 +144,7 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
         suite,
         stats: Some(&stats),
         items: &items,
+        note,
     });
     let out = args
         .out
