@@ -362,7 +362,7 @@ fn item_text(n: usize, it: &Item) -> String {
         )),
         None => s.push_str(&wrap(
             &format!(
-                "   Seen in {} run(s) per kernel while fuzzing; not triaged.",
+                "   Seen in {} run(s) per kernel while fuzzing; reliability not measured (no daxdiff repro run).",
                 f.runs
             ),
             WIDTH,
@@ -769,7 +769,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
         let tail = &text[aside..];
         assert!(tail.contains("KCOV area"), "{tail}");
         assert!(
-            !tail.contains("Not bisected") && !tail.contains("not triaged"),
+            !tail.contains("Not bisected") && !tail.contains("reliability not measured"),
             "{tail}"
         );
         // Wrapping may break these anywhere between words.
