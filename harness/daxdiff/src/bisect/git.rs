@@ -142,13 +142,7 @@ impl GitBisect {
                 ),
             }
         }
-        if self.git_output(&["bisect", "log"])?.status.success() {
-            bail!(
-                "a git bisect is already in progress in {}; finish it with `git -C {} bisect reset`",
-                self.repo.display(),
-                self.repo.display()
-            );
-        }
+        self.clear_interrupted()?;
         let g = self.build_end(kernels, &good, "good end")?;
         session.provenance = Some(self.provenance(&g));
         let good_rec = session.end(tester, &g, &good, Role::GoodEnd)?;
@@ -175,13 +169,14 @@ impl GitBisect {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        self.mark_ours()?;
         // Adjacent ends: git names the culprit at once and leaves BISECT_HEAD where the
         // checkout was, which is no step of this bisection.
         let result = match parse_bisect_step(&text, new_term) {
             Some(done) => Ok(done),
             None => self.drive(session, kernels, tester),
         };
-        let _ = self.git(&["bisect", "reset"]);
+        self.reset()?;
         let (first_new, could_be) = result?;
         let identical_to_parent = match &first_new {
             Some(c) => self.identical_to_parent(session, kernels, c)?,
@@ -199,6 +194,55 @@ impl GitBisect {
             confidence: session.confidence(),
             steps: session.state.steps.clone(),
         })
+    }
+
+    /// The file in the repository's git directory that says the bisect in progress is one
+    /// this tool started (and so may be reset when a later run finds it left behind).
+    fn marker(&self) -> Result<PathBuf> {
+        let p = PathBuf::from(self.git(&["rev-parse", "--git-path", MARKER])?);
+        Ok(if p.is_absolute() {
+            p
+        } else {
+            self.repo.join(p)
+        })
+    }
+
+    fn mark_ours(&self) -> Result<()> {
+        let m = self.marker()?;
+        std::fs::write(&m, "started by daxdiff bisect\n")
+            .with_context(|| format!("write {}", m.display()))
+    }
+
+    fn reset(&self) -> Result<()> {
+        let _ = self.git(&["bisect", "reset"]);
+        let m = self.marker()?;
+        match std::fs::remove_file(&m) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("remove {}", m.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A bisect in progress that an earlier daxdiff run started and did not finish (it was
+    /// killed) is reset: its steps are in the bisection's state and are not redone. Anybody
+    /// else's is left alone.
+    fn clear_interrupted(&self) -> Result<()> {
+        if !self.git_output(&["bisect", "log"])?.status.success() {
+            return Ok(());
+        }
+        if !self.marker()?.exists() {
+            bail!(
+                "a git bisect is already in progress in {}; finish it with `git -C {} bisect reset`",
+                self.repo.display(),
+                self.repo.display()
+            );
+        }
+        eprintln!(
+            "bisect: resetting the git bisect an earlier daxdiff run left in {} (it was interrupted)",
+            self.repo.display()
+        );
+        self.reset()
     }
 
     fn build_end(
@@ -319,6 +363,9 @@ impl GitBisect {
         Ok(Some(mine == theirs))
     }
 }
+
+/// Marks a git bisect as daxdiff's own, in the repository's git directory.
+const MARKER: &str = "daxdiff-bisect-in-progress";
 
 /// The words `git bisect` is driven with: (old, new). A fix bisection marks revisions
 /// `broken` or `fixed`, so that git names the first fixed commit.
@@ -514,6 +561,7 @@ mod tests {
             .unwrap();
         // The bisection leaves no bisect state and the checkout where it was.
         assert!(!r.dir.path().join(".git/BISECT_START").exists());
+        assert!(!r.dir.path().join(".git").join(MARKER).exists());
         assert_eq!(git(r.dir.path(), &["rev-parse", "HEAD"]), r.commits[15]);
         let seen = seen.borrow().clone();
         (res, seen)
@@ -662,6 +710,48 @@ mod tests {
             .to_string();
         assert!(e.contains("fix bisection needs the bad revision"), "{e}");
         assert!(b.built.is_empty(), "built before checking the ends");
+    }
+
+    #[test]
+    fn a_bisect_an_earlier_run_left_behind_is_reset_and_the_bisection_goes_on() {
+        let r = repo(|i| match i {
+            9 => ("src.c", "regression\n".into()),
+            _ => ("src.c", format!("v{i}\n")),
+        });
+        // A daxdiff bisect killed half way: git's state and the marker are still there.
+        git(
+            r.dir.path(),
+            &["bisect", "start", "--no-checkout", "main", &r.commits[0]],
+        );
+        git(r.dir.path(), &["bisect", "bad", &r.commits[12]]);
+        std::fs::write(r.dir.path().join(".git").join(MARKER), "").unwrap();
+        let (res, _) = bisect(&r);
+        assert_eq!(res.first_new.unwrap().label, r.commits[9]);
+    }
+
+    #[test]
+    fn somebody_elses_bisect_in_progress_is_left_alone() {
+        let r = repo(|i| ("src.c", format!("v{i}\n")));
+        git(
+            r.dir.path(),
+            &["bisect", "start", "--no-checkout", "main", &r.commits[0]],
+        );
+        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
+        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
+        let mut session = Session::new(&signal, Settings::default(), state);
+        let mut b = Builder {
+            repo: r.dir.path().to_path_buf(),
+            out: tempfile::tempdir().unwrap(),
+            built: vec![],
+        };
+        let e = GitBisect::new(r.dir.path())
+            .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a git bisect is already in progress"), "{e}");
+        assert!(e.contains("bisect reset"), "{e}");
+        assert!(b.built.is_empty());
+        assert!(r.dir.path().join(".git/BISECT_START").exists());
     }
 
     #[test]
