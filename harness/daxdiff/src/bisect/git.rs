@@ -692,13 +692,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_fix_bisection_refuses_ends_the_wrong_way_round() {
-        let r = repo(|i| ("src.c", format!("v{i}\n")));
+    /// A bisection from commit 0 to main that must fail: its error, and what it built.
+    fn refused(r: &Repo, kind: Kind) -> (String, Vec<String>) {
         let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
         let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
         let mut session = Session::new(&signal, Settings::default(), state);
-        session.kind = Kind::Fix;
+        session.kind = kind;
         let mut b = Builder {
             repo: r.dir.path().to_path_buf(),
             out: tempfile::tempdir().unwrap(),
@@ -708,8 +707,15 @@ mod tests {
             .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
             .unwrap_err()
             .to_string();
+        (e, b.built)
+    }
+
+    #[test]
+    fn a_fix_bisection_refuses_ends_the_wrong_way_round() {
+        let r = repo(|i| ("src.c", format!("v{i}\n")));
+        let (e, built) = refused(&r, Kind::Fix);
         assert!(e.contains("fix bisection needs the bad revision"), "{e}");
-        assert!(b.built.is_empty(), "built before checking the ends");
+        assert!(built.is_empty(), "built before checking the ends");
     }
 
     #[test]
@@ -736,21 +742,10 @@ mod tests {
             r.dir.path(),
             &["bisect", "start", "--no-checkout", "main", &r.commits[0]],
         );
-        let signal = Signal::BadIf(vec!["call 0 returns 1".parse().unwrap()]);
-        let state = State::open(&r.dir.path().join(".git/daxdiff-bisect.json"), "k").unwrap();
-        let mut session = Session::new(&signal, Settings::default(), state);
-        let mut b = Builder {
-            repo: r.dir.path().to_path_buf(),
-            out: tempfile::tempdir().unwrap(),
-            built: vec![],
-        };
-        let e = GitBisect::new(r.dir.path())
-            .run(&mut session, &mut b, &mut Simulated, &r.commits[0], "main")
-            .unwrap_err()
-            .to_string();
+        let (e, built) = refused(&r, Kind::Regression);
         assert!(e.contains("a git bisect is already in progress"), "{e}");
         assert!(e.contains("bisect reset"), "{e}");
-        assert!(b.built.is_empty());
+        assert!(built.is_empty());
         assert!(r.dir.path().join(".git/BISECT_START").exists());
     }
 
