@@ -52,6 +52,7 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
         env: env.clone(),
         program: program(),
         timeout: Duration::from_secs(30),
+        probe: signal.reads_refcounts(),
         status: Box::new(|m| eprintln!("{m}")),
     };
     let mut session = Session::new(&signal, settings, State::open(&state_path, "t").unwrap());

@@ -130,10 +130,61 @@ pub struct KbuildKernels {
     pub jobs: usize,
     /// `--reuse-build`: the output directory and tree the first build starts from.
     pub seed_from: Option<(PathBuf, PathBuf)>,
+    /// Each kernel gets the reference-count probe: a kernel built before, whose probe is
+    /// not built yet while the shared output directory has moved on to another revision,
+    /// is built again (the probe needs the revision's own tree).
+    pub probe: bool,
+}
+
+impl KbuildKernels {
+    /// Whether the kernel's probe can be had: built already, or its tree still holds it.
+    fn probe_ready(&self, k: &StepKernel) -> bool {
+        let Some(modules) = &k.modules else {
+            return true;
+        };
+        let entry = crate::catalogue::KernelEntry {
+            name: crate::catalogue::KernelName(format!("bisect-{}", &k.rev[..k.rev.len().min(12)])),
+            source: crate::catalogue::KernelSource::Local {
+                bzimage: k.bzimage.clone(),
+                modules: Some(modules.clone()),
+                config: k.config.clone(),
+                vmlinux: None,
+                scheme: None,
+            },
+        };
+        let Ok(kernel) = crate::images::KernelStore::new(&self.cache).get(&entry) else {
+            return true;
+        };
+        crate::images::probe::ProbeBuilder::new(&self.cache).local_cached(&kernel)
+            || crate::images::probe::check_tree_holds(&modules.join("build"), &kernel).is_ok()
+    }
 }
 
 impl StepKernels for KbuildKernels {
     fn kernel_at(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
+        let k = self.build_rev(rev)?;
+        if !self.probe || self.probe_ready(&k) {
+            return Ok(k);
+        }
+        eprintln!(
+            "kernel bisect-{}: building it again: the reference-count probe needs its tree, \
+             which now holds another revision",
+            &rev[..rev.len().min(12)]
+        );
+        let dir = k.bzimage.parent().map(Path::to_path_buf);
+        if let Some(dir) = dir {
+            std::fs::remove_dir_all(&dir).map_err(|e| BuildFailed {
+                rev: rev.to_string(),
+                reason: format!("remove {} to rebuild it: {e}", dir.display()),
+                secs: 0.0,
+            })?;
+        }
+        self.build_rev(rev)
+    }
+}
+
+impl KbuildKernels {
+    fn build_rev(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
         let req = crate::kbuild::BuildRequest {
             name: crate::catalogue::KernelName(format!("bisect-{}", &rev[..rev.len().min(12)])),
             source: crate::kbuild::SourceSpec::Git {

@@ -163,7 +163,7 @@ pub fn run_bisect(env: &Env, args: BisectArgs) -> Result<ExitCode> {
         signal.describe()
     );
     let (bar, mut session) = start(&args, &header, key.finish(), signal, settings)?;
-    let mut tester = vm_tester(env, &args, repro.program.clone(), &bar);
+    let mut tester = vm_tester(env, &args, &repro, &bar);
     let result = versions::bisect(&mut session, &mut tester, &cands);
     bar.finish_and_clear();
     let result = result?;
@@ -243,9 +243,10 @@ fn run_git(env: &Env, args: &BisectArgs, repo: &Path) -> Result<ExitCode> {
             fragments,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             seed_from,
+            probe: repro.signal.reads_refcounts(),
         }),
     };
-    let mut tester = vm_tester(env, args, repro.program.clone(), &bar);
+    let mut tester = vm_tester(env, args, &repro, &bar);
     let result = git.run(&mut session, kernels.as_mut(), &mut tester, &good, &bad);
     bar.finish_and_clear();
     let result = result?;
@@ -360,14 +361,15 @@ fn start<'a>(
 fn vm_tester(
     env: &Env,
     args: &BisectArgs,
-    program: String,
+    repro: &Reproducer,
     bar: &indicatif::ProgressBar,
 ) -> VmTester {
     let status_bar = bar.clone();
     VmTester {
         env: env.clone(),
-        program,
+        program: repro.program.clone(),
         timeout: Duration::from_secs(args.timeout),
+        probe: repro.signal.reads_refcounts(),
         status: Box::new(move |m| status_bar.set_message(m)),
     }
 }
@@ -412,8 +414,15 @@ fn bisection_key(
         .part("settings", serde_json::to_string(settings)?);
     // Only a fix adds to the key, so that regression states written before --fix existed
     // still resume.
-    Ok(if args.fix {
+    let key = if args.fix {
         key.part("kind", "fix")
+    } else {
+        key
+    };
+    // Guests of refcount signals had no probe before, and every run read "good": such
+    // states are not resumed.
+    Ok(if signal.reads_refcounts() {
+        key.part("refcounts", "probe in every guest")
     } else {
         key
     })

@@ -170,6 +170,28 @@ impl Predicate {
             _ => false,
         }
     }
+
+    /// Whether the predicate is about reference counts: a run that read none cannot be
+    /// judged by it.
+    fn about_refcounts(&self) -> bool {
+        match self {
+            Predicate::Not(p) => p.about_refcounts(),
+            Predicate::Problem(None) => true,
+            Predicate::Problem(Some(t)) => t.starts_with("refcount"),
+            _ => false,
+        }
+    }
+
+    /// Whether judging wants the reference-count probe in the guest (`differs` compares the
+    /// counts too).
+    fn reads_refcounts(&self) -> bool {
+        self.about_refcounts()
+            || match self {
+                Predicate::Not(p) => p.reads_refcounts(),
+                Predicate::Differs => true,
+                _ => false,
+            }
+    }
 }
 
 /// The recorded divergence of a fuzzing finding: a run is bad when it shows B's side of the
@@ -214,6 +236,9 @@ fn same_subject(x: &Difference, y: &Difference) -> bool {
             Call { index: i, .. } | Checksum { index: i, .. },
             Call { index: j, .. } | Checksum { index: j, .. },
         ) => i == j,
+        (Teardown { step: a, .. }, Teardown { step: b, .. }) => a == b,
+        (Refcounts { role: a, .. }, Refcounts { role: b, .. }) => a == b,
+        (Integrity { index: i, .. }, Integrity { index: j, .. }) => i == j,
         _ => false,
     }
 }
@@ -229,17 +254,36 @@ pub enum Signal {
 
 impl Signal {
     pub fn classify(&self, o: &Outcome, reference: Option<&Outcome>) -> RunVerdict {
+        // A run that read no counts (no probe, or the probe failed) cannot be good for a
+        // signal about counts: it says nothing, unless it is bad for another reason.
+        let blind = o.refcounts.is_none()
+            && match self {
+                Signal::BadIf(ps) => ps.iter().any(Predicate::about_refcounts),
+                Signal::Finding(f) => matches!(f.difference, Difference::Refcounts { .. }),
+            };
         match self {
             Signal::BadIf(ps) => {
                 if ps.iter().any(|p| p.needs_reference()) && reference.is_none() {
                     RunVerdict::Skip
                 } else if ps.iter().any(|p| p.holds(o, reference)) {
                     RunVerdict::Bad
+                } else if blind {
+                    RunVerdict::Skip
                 } else {
                     RunVerdict::Good
                 }
             }
+            Signal::Finding(_) if blind => RunVerdict::Skip,
             Signal::Finding(f) => f.classify(o),
+        }
+    }
+
+    /// Whether runs must read reference counts (the guest needs the probe): a refcount
+    /// problem, `differs`, or a finding whose difference is in the counts.
+    pub fn reads_refcounts(&self) -> bool {
+        match self {
+            Signal::BadIf(ps) => ps.iter().any(Predicate::reads_refcounts),
+            Signal::Finding(f) => matches!(f.difference, Difference::Refcounts { .. }),
         }
     }
 
@@ -481,6 +525,57 @@ mod tests {
             Predicate::Problem(Some(
                 "teardown: disable devdax blocked in hrtimer_nanosleep".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_refcount_signal_asks_for_the_probe_and_a_run_without_counts_says_nothing() {
+        let title = "refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1";
+        let signal = Signal::BadIf(vec![crash_predicate(title)]);
+        assert!(signal.reads_refcounts());
+        for reads in ["problem", "not problem refcount leak", "differs"] {
+            assert!(Signal::BadIf(vec![p(reads)]).reads_refcounts(), "{reads}");
+        }
+        for blind in ["report WARNING", "call 2 fails", "problem teardown: umount"] {
+            assert!(!Signal::BadIf(vec![p(blind)]).reads_refcounts(), "{blind}");
+        }
+        let mut counted = outcome(&[Ret::Value(0)]);
+        counted.refcounts = Some(vec![]);
+        assert_eq!(signal.classify(&counted, None), RunVerdict::Good);
+        let mut under = counted.clone();
+        under.refcounts = Some(vec![serde_json::from_value(serde_json::json!({
+            "role": "devdax", "pgmap_ref": -512, "ref0": 1, "ref1": -1, "ref2": 0,
+            "ref3_plus": 0, "negative": 0, "note": null, "underflow": false
+        }))
+        .unwrap()]);
+        assert_eq!(signal.classify(&under, None), RunVerdict::Bad);
+        // No probe in the guest: not "good", which would bisect to the wrong commit.
+        assert_eq!(
+            signal.classify(&outcome(&[Ret::Value(0)]), None),
+            RunVerdict::Skip
+        );
+        // A signal about something else is judged as before.
+        let report = Signal::BadIf(vec![p("report WARNING")]);
+        assert_eq!(
+            report.classify(&outcome(&[Ret::Value(0)]), None),
+            RunVerdict::Good
+        );
+
+        // A divergence in the counts: judged by the namespace role that differs.
+        let finding = Signal::Finding(Box::new(FindingSignal {
+            a: counted.clone(),
+            b: under.clone(),
+            difference: differences(&counted, &under).remove(0),
+            kernel_a: "a".into(),
+            kernel_b: "b".into(),
+            a_is_bad: false,
+        }));
+        assert!(finding.reads_refcounts());
+        assert_eq!(finding.classify(&under, None), RunVerdict::Bad);
+        assert_eq!(finding.classify(&counted, None), RunVerdict::Good);
+        assert_eq!(
+            finding.classify(&outcome(&[Ret::Value(0)]), None),
+            RunVerdict::Skip
         );
     }
 

@@ -62,6 +62,8 @@ pub struct VmTester {
     pub env: Env,
     pub program: String,
     pub timeout: Duration,
+    /// Guests get the reference-count probe (the signal reads counts).
+    pub probe: bool,
     /// Called with a line of what is happening (progress).
     pub status: Box<dyn Fn(String)>,
 }
@@ -129,7 +131,7 @@ impl Tester<Candidate> for VmTester {
                 scheme: None,
             },
         };
-        match prepare_entry(&self.env, &entry, false) {
+        match prepare_entry(&self.env, &entry, self.probe) {
             Ok(p) => self.run_prepared(&c.version, p, classify, stop, started),
             Err(e) => Ok(Trial::untestable(
                 &c.release,
@@ -154,7 +156,7 @@ impl Tester<StepKernel> for VmTester {
                 scheme: None,
             },
         };
-        match prepare_entry(&self.env, &entry, false) {
+        match prepare_entry(&self.env, &entry, self.probe) {
             Ok(p) => self.run_prepared(short, p, classify, stop, started),
             Err(e) => Ok(Trial::untestable(
                 short,

@@ -349,19 +349,12 @@ impl ProbeBuilder {
             .map(|o| first_line(&o))
             .context("run gcc: building the probe for a local kernel needs the host's gcc")?;
         let toolchain = Toolchain::Host { compiler };
-        let mut key = KeyBuilder::default().part("probe-layout", "v1");
-        for (name, text) in SOURCES {
-            key = key.part(name, text);
-        }
-        for f in ["Module.symvers", ".config"] {
-            key = key.part(f, cache::sha256_file(&build.join(f))?);
-        }
-        let key = key.part("toolchain", toolchain.describe()).finish();
-        let e = Entry::new(&self.cache, "probes", &kernel.name.0, &key);
+        let e = self.local_entry(kernel, &toolchain)?;
         if let Some(m) = e.verify() {
             return Ok(self.module(&e, &m));
         }
         self.refuse_known_failure(&e)?;
+        check_tree_holds(&build, kernel)?;
         eprintln!(
             "probe: building {MODULE_FILE} for {} against {}",
             kernel.name,
@@ -373,6 +366,34 @@ impl ProbeBuilder {
             self.compile(&e, &toolchain, work.path(), &tree, kernel, dir)
         })?;
         Ok(self.module(&e, &m))
+    }
+
+    /// A local kernel's probe is keyed by the kernel itself (its image and config): one
+    /// build tree holds one revision after another during a bisection, and a probe built
+    /// against another revision's headers would misread the structures it walks.
+    fn local_entry(&self, kernel: &Kernel, toolchain: &Toolchain) -> Result<Entry> {
+        let mut key = KeyBuilder::default().part("probe-layout", "v2");
+        for (name, text) in SOURCES {
+            key = key.part(name, text);
+        }
+        key = key.part("bzImage", cache::sha256_file(&kernel.bzimage)?);
+        if let Some(c) = &kernel.config {
+            key = key.part("config", cache::sha256_file(c)?);
+        }
+        let key = key.part("toolchain", toolchain.describe()).finish();
+        Ok(Entry::new(&self.cache, "probes", &kernel.name.0, &key))
+    }
+
+    /// Whether the probe of a local kernel is built already (no build tree needed).
+    pub fn local_cached(&self, kernel: &Kernel) -> bool {
+        let Ok(o) = Command::new("gcc").arg("--version").output() else {
+            return false;
+        };
+        let toolchain = Toolchain::Host {
+            compiler: first_line(&o),
+        };
+        self.local_entry(kernel, &toolchain)
+            .is_ok_and(|e| e.verify().is_some())
     }
 
     fn module(&self, e: &Entry, m: &cache::Manifest) -> ProbeModule {
@@ -685,6 +706,27 @@ pub fn for_guest(cache_dir: &Path, kernel: &Kernel) -> Option<ProbeModule> {
     }
 }
 
+/// The build tree a local kernel names must still hold that kernel: kbuild reuses one output
+/// directory for consecutive revisions, so after a later build it holds another kernel's
+/// headers and configuration.
+pub fn check_tree_holds(build: &Path, kernel: &Kernel) -> Result<()> {
+    let theirs = build.join("arch/x86/boot/bzImage");
+    if !theirs.is_file() {
+        return Ok(());
+    }
+    if cache::sha256_file(&theirs)? != cache::sha256_file(&kernel.bzimage)? {
+        bail!(
+            "{} now holds another build than kernel {} (a later build reused the directory): \
+             the probe would be compiled against the wrong headers; rebuild {} (a bisection \
+             rebuilds such a step by itself)",
+            build.display(),
+            kernel.name,
+            kernel.name
+        );
+    }
+    Ok(())
+}
+
 /// Appends a second newc archive holding the module to an initramfs: the kernel unpacks
 /// concatenated archives in order, so the guest image's own writer stays untouched.
 pub fn append_to_initramfs(initramfs: &Path, release: &str, module: &ProbeModule) -> Result<()> {
@@ -725,6 +767,64 @@ pub fn append_to_initramfs(initramfs: &Path, release: &str, module: &ProbeModule
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local_kernel(dir: &Path, image: &str) -> Kernel {
+        fs::write(dir.join("bzImage"), image).unwrap();
+        Kernel {
+            name: crate::catalogue::KernelName("bisect-0123456789ab".into()),
+            version: "local".into(),
+            release: "6.1.0".into(),
+            scheme: crate::catalogue::Scheme::Old,
+            bzimage: dir.join("bzImage"),
+            modules_root: None,
+            config: None,
+            vmlinux: None,
+            packages: vec![],
+        }
+    }
+
+    #[test]
+    fn a_build_tree_that_moved_on_to_another_revision_is_refused() {
+        let k = tempfile::tempdir().unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let kernel = local_kernel(k.path(), "revision 16");
+        // A tree without a kernel image (a user's own layout): nothing to compare.
+        check_tree_holds(tree.path(), &kernel).unwrap();
+        let image = tree.path().join("arch/x86/boot/bzImage");
+        fs::create_dir_all(image.parent().unwrap()).unwrap();
+        fs::write(&image, "revision 16").unwrap();
+        check_tree_holds(tree.path(), &kernel).unwrap();
+        fs::write(&image, "revision 17").unwrap();
+        let e = check_tree_holds(tree.path(), &kernel)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bisect-0123456789ab") && e.contains("rebuild"),
+            "{e}"
+        );
+        assert!(e.contains(&tree.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn each_local_kernel_has_its_own_probe() {
+        let cache = tempfile::tempdir().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let builder = ProbeBuilder::new(cache.path());
+        let tc = Toolchain::Host {
+            compiler: "gcc 12".into(),
+        };
+        let key = |k: &Kernel| builder.local_entry(k, &tc).unwrap().dir;
+        // Same name, same tree files, another image: another probe.
+        assert_ne!(
+            key(&local_kernel(a.path(), "revision 16")),
+            key(&local_kernel(b.path(), "revision 17"))
+        );
+        assert_eq!(
+            key(&local_kernel(a.path(), "revision 16")),
+            key(&local_kernel(b.path(), "revision 16"))
+        );
+        assert!(!builder.local_cached(&local_kernel(a.path(), "revision 16")));
+    }
 
     #[test]
     fn compiler_from_both_debian_kernels() {
