@@ -53,6 +53,7 @@ fn uring_devdax_registration_changes_between_6_1_and_6_12() {
         program: program(),
         timeout: Duration::from_secs(30),
         probe: signal.reads_refcounts(),
+        boot_per_run: false,
         status: Box::new(|m| eprintln!("{m}")),
     };
     let mut session = Session::new(&signal, settings, State::open(&state_path, "t").unwrap());

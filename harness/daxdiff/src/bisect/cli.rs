@@ -103,6 +103,10 @@ pub struct BisectArgs {
     /// Guests per step before an undecided step is skipped
     #[arg(long, default_value_t = 2)]
     pub max_boots: u32,
+    /// Boot a fresh guest for every run: for behaviour that only the first program after
+    /// bring-up shows (a run then costs a boot)
+    #[arg(long)]
+    pub boot_per_run: bool,
     /// Seconds each program may run
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -370,6 +374,7 @@ fn vm_tester(
         program: repro.program.clone(),
         timeout: Duration::from_secs(args.timeout),
         probe: repro.signal.reads_refcounts(),
+        boot_per_run: args.boot_per_run,
         status: Box::new(move |m| status_bar.set_message(m)),
     }
 }
@@ -421,8 +426,13 @@ fn bisection_key(
     };
     // Guests of refcount signals had no probe before, and every run read "good": such
     // states are not resumed.
-    Ok(if signal.reads_refcounts() {
+    let key = if signal.reads_refcounts() {
         key.part("refcounts", "probe in every guest")
+    } else {
+        key
+    };
+    Ok(if args.boot_per_run {
+        key.part("runs", "one per boot")
     } else {
         key
     })
@@ -459,4 +469,39 @@ pub fn format_record(r: &StepRecord, kind: Kind) -> String {
         line.push_str(&format!("  [{}]", n.lines().next().unwrap_or("")));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bisect: BisectArgs,
+    }
+
+    fn key(extra: &[&str], bad_if: &str) -> String {
+        let mut argv = vec!["bisect", "--git", "r", "--good", "a", "--bad", "b"];
+        argv.extend(["--prog", "p", "--bad-if", bad_if]);
+        argv.extend(extra);
+        let args = Cli::try_parse_from(argv).unwrap().bisect;
+        let signal = Signal::BadIf(vec![bad_if.parse().unwrap()]);
+        bisection_key(&args, "prog", &signal, &Settings::default())
+            .unwrap()
+            .finish()
+    }
+
+    #[test]
+    fn a_state_is_resumed_only_by_a_bisection_that_judges_runs_the_same_way() {
+        let report = key(&[], "report WARNING");
+        assert_eq!(report, key(&[], "report WARNING"));
+        // One boot per run measures something else than runs in one guest.
+        assert_ne!(report, key(&["--boot-per-run"], "report WARNING"));
+        assert_ne!(
+            key(&[], "problem refcount underflow"),
+            key(&["--boot-per-run"], "problem refcount underflow")
+        );
+    }
 }

@@ -191,7 +191,7 @@ pub enum CalibrationError {
     },
     #[error("the reproducer does not tell the ends apart (good end {good_label}: {good}; bad end {bad_label}: {bad}): \
 its result flips from run to run on both, so it cannot be bisected; raise --runs, or make the program deterministic \
-(a finding from only a few fuzzing runs may be unstable)")]
+(a finding from only a few fuzzing runs may be unstable); if only the first run after a boot shows it, add --boot-per-run")]
     Indistinct {
         good_label: String,
         good: Tally,

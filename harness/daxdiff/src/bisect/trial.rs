@@ -64,6 +64,9 @@ pub struct VmTester {
     pub timeout: Duration,
     /// Guests get the reference-count probe (the signal reads counts).
     pub probe: bool,
+    /// Every run on a freshly booted guest: for behaviour only the first program after
+    /// bring-up shows (state the boot leaves, which the first teardown resets).
+    pub boot_per_run: bool,
     /// Called with a line of what is happening (progress).
     pub status: Box<dyn Fn(String)>,
 }
@@ -95,6 +98,7 @@ impl VmTester {
             tally.add(classify(&run.outcome));
             outcomes.push(run.outcome);
             match stop(tally, round) {
+                None if self.boot_per_run => side.shutdown(),
                 None => {}
                 Some(d) if d.verdict == StepVerdict::Retest => {
                     side.shutdown();
