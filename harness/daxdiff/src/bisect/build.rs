@@ -118,6 +118,11 @@ impl StepKernels for CommandKernels {
     }
 }
 
+/// The name a git revision's kernel goes by (its build, its guest image, its probe).
+pub fn step_kernel_name(rev: &str) -> crate::catalogue::KernelName {
+    crate::catalogue::KernelName(format!("bisect-{}", &rev[..rev.len().min(12)]))
+}
+
 /// Kernels for git mode built by `daxdiff kernel build` itself: the same fragments and
 /// cache as every other build, one shared output directory per repository and
 /// configuration (consecutive revisions rebuild only what changed), each revision's result
@@ -143,7 +148,7 @@ impl KbuildKernels {
             return true;
         };
         let entry = crate::catalogue::KernelEntry {
-            name: crate::catalogue::KernelName(format!("bisect-{}", &k.rev[..k.rev.len().min(12)])),
+            name: step_kernel_name(&k.rev),
             source: crate::catalogue::KernelSource::Local {
                 bzimage: k.bzimage.clone(),
                 modules: Some(modules.clone()),
@@ -167,9 +172,9 @@ impl StepKernels for KbuildKernels {
             return Ok(k);
         }
         eprintln!(
-            "kernel bisect-{}: building it again: the reference-count probe needs its tree, \
+            "kernel {}: building it again: the reference-count probe needs its tree, \
              which now holds another revision",
-            &rev[..rev.len().min(12)]
+            step_kernel_name(rev)
         );
         let dir = k.bzimage.parent().map(Path::to_path_buf);
         if let Some(dir) = dir {
@@ -186,7 +191,7 @@ impl StepKernels for KbuildKernels {
 impl KbuildKernels {
     fn build_rev(&mut self, rev: &str) -> Result<StepKernel, BuildFailed> {
         let req = crate::kbuild::BuildRequest {
-            name: crate::catalogue::KernelName(format!("bisect-{}", &rev[..rev.len().min(12)])),
+            name: step_kernel_name(rev),
             source: crate::kbuild::SourceSpec::Git {
                 repo: self.repo.clone(),
                 rev: rev.to_string(),

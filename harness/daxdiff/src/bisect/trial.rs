@@ -151,7 +151,7 @@ impl Tester<StepKernel> for VmTester {
         let started = Instant::now();
         let short = &k.rev[..k.rev.len().min(12)];
         let entry = KernelEntry {
-            name: KernelName(format!("bisect-{short}")),
+            name: super::build::step_kernel_name(&k.rev),
             source: KernelSource::Local {
                 bzimage: k.bzimage.clone(),
                 modules: k.modules.clone(),
