@@ -256,11 +256,7 @@ impl Signal {
     pub fn classify(&self, o: &Outcome, reference: Option<&Outcome>) -> RunVerdict {
         // A run that read no counts (no probe, or the probe failed) cannot be good for a
         // signal about counts: it says nothing, unless it is bad for another reason.
-        let blind = o.refcounts.is_none()
-            && match self {
-                Signal::BadIf(ps) => ps.iter().any(Predicate::about_refcounts),
-                Signal::Finding(f) => matches!(f.difference, Difference::Refcounts { .. }),
-            };
+        let blind = o.refcounts.is_none() && self.about_refcounts();
         match self {
             Signal::BadIf(ps) => {
                 if ps.iter().any(|p| p.needs_reference()) && reference.is_none() {
@@ -278,13 +274,19 @@ impl Signal {
         }
     }
 
+    /// Whether what is bad is about reference counts: a run that read none cannot be judged.
+    fn about_refcounts(&self) -> bool {
+        match self {
+            Signal::BadIf(ps) => ps.iter().any(Predicate::about_refcounts),
+            Signal::Finding(f) => matches!(f.difference, Difference::Refcounts { .. }),
+        }
+    }
+
     /// Whether runs must read reference counts (the guest needs the probe): a refcount
     /// problem, `differs`, or a finding whose difference is in the counts.
     pub fn reads_refcounts(&self) -> bool {
-        match self {
-            Signal::BadIf(ps) => ps.iter().any(Predicate::reads_refcounts),
-            Signal::Finding(f) => matches!(f.difference, Difference::Refcounts { .. }),
-        }
+        self.about_refcounts()
+            || matches!(self, Signal::BadIf(ps) if ps.iter().any(Predicate::reads_refcounts))
     }
 
     /// The signal of a fix bisection: a finding's bad side becomes A's (predicates and
