@@ -130,10 +130,17 @@ impl Triage {
         }
     }
 
+    /// Writes the state. A bisection is `daxdiff bisect`'s to record, and one may finish while
+    /// `daxdiff repro` works on the same finding from a state it loaded earlier: a bisection
+    /// already on disk is kept when this state has none.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut t = self.clone();
+        if t.bisection.is_none() {
+            t.bisection = Triage::load(dir).ok().and_then(|on_disk| on_disk.bisection);
+        }
         write_atomic(
             &Triage::path(dir),
-            serde_json::to_string_pretty(self)?.as_bytes(),
+            serde_json::to_string_pretty(&t)?.as_bytes(),
         )
     }
 
@@ -146,7 +153,32 @@ impl Triage {
 
 #[cfg(test)]
 mod tests {
-    use super::{Rate, Reliability};
+    use super::{BisectNote, Rate, Reliability, Stage, Triage};
+    use crate::bisect::search::Kind;
+
+    #[test]
+    fn a_bisection_recorded_while_repro_ran_survives_repro_saving_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repro = Triage::default();
+        repro.save(dir.path()).unwrap();
+        // bisect finishes meanwhile and records its result
+        let mut bisect = Triage::load(dir.path()).unwrap();
+        bisect.bisection = Some(BisectNote {
+            kind: Kind::Regression,
+            first_new: Some("f4532d52d".into()),
+            confidence: 0.99,
+        });
+        bisect.save(dir.path()).unwrap();
+        // repro goes on from the state it loaded before
+        repro.reach(Stage::Minimized);
+        repro.save(dir.path()).unwrap();
+        let back = Triage::load(dir.path()).unwrap();
+        assert_eq!(back.stage, Stage::Minimized);
+        assert_eq!(
+            back.bisection.and_then(|b| b.first_new).as_deref(),
+            Some("f4532d52d")
+        );
+    }
 
     #[test]
     fn a_reproducer_needs_the_threshold_of_run_pairs_or_all_of_fewer() {
