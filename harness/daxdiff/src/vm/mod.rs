@@ -130,6 +130,39 @@ pub struct StalledBeforeInit {
 /// How many boots a kernel that oopses or stalls in early boot gets before the error stands.
 pub const BOOT_TRIES: usize = 3;
 
+/// QEMU could not bind the loopback port picked for the guest's SSH forward: between daxdiff
+/// finding it free and QEMU binding it, something else on the host took it (another guest, or
+/// the source port of a connection). Nothing to do with the kernel: [`Vm::boot`] picks
+/// another port and starts QEMU again.
+#[derive(Debug, thiserror::Error)]
+#[error("QEMU could not forward loopback port {port} to the guest's SSH: another process took the port after daxdiff picked it")]
+pub struct PortTaken {
+    pub port: u16,
+}
+
+/// How many ports [`Vm::boot`] tries before a taken port is an error.
+const PORT_TRIES: usize = 5;
+
+/// QEMU's complaint when its host forward for `port` cannot be bound.
+fn port_taken(qemu_stderr: &str, port: u16) -> bool {
+    qemu_stderr.contains("Could not set up host forwarding rule")
+        && qemu_stderr.contains(&format!("127.0.0.1:{port}-"))
+}
+
+/// Runs `start` again while it fails with [`PortTaken`], up to [`PORT_TRIES`] times.
+fn retrying_taken_ports<T>(mut start: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut n = 0;
+    loop {
+        n += 1;
+        match start() {
+            Err(e) if n < PORT_TRIES && e.downcast_ref::<PortTaken>().is_some() => {
+                eprintln!("{e}; starting QEMU again on another port");
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs `boot` again while the kernel dies in a way that may be transient
 /// ([`DiedDuringBoot::may_be_transient`]), up to [`BOOT_TRIES`] times, saying so on stderr;
 /// each failed boot's console is kept as `boot-failure-N.log` in `run_dir`. The error of the
@@ -183,6 +216,8 @@ pub fn boot_retrying_transient(
 /// A running guest. Dropping it kills QEMU.
 pub struct Vm {
     child: Option<Child>,
+    /// Writes QEMU's stderr to `qemu.stderr` once QEMU exits.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub console: Console,
     pub ssh: Option<Ssh>,
     pub times: BootTimes,
@@ -196,7 +231,13 @@ pub struct Vm {
 
 impl Vm {
     /// Boots `kernel` with `image` and waits until DAX bring-up is done and SSH answers.
+    /// A loopback port taken by someone else before QEMU bound it ([`PortTaken`]) is
+    /// replaced by another.
     pub fn boot(kernel: &Kernel, image: &GuestImage, opts: BootOptions) -> Result<Vm> {
+        retrying_taken_ports(|| Vm::boot_once(kernel, image, opts.clone()))
+    }
+
+    fn boot_once(kernel: &Kernel, image: &GuestImage, opts: BootOptions) -> Result<Vm> {
         let qemu = profile::find_qemu().map_err(anyhow::Error::msg)?;
         let (tmp, run_dir) = match &opts.run_dir {
             Some(d) => {
@@ -267,13 +308,14 @@ impl Vm {
         let mut stderr = child.stderr.take().expect("piped");
         let stderr_log = run_dir.join("qemu.stderr");
         let stderr_path = stderr_log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = stderr.read_to_end(&mut buf);
             let _ = fs::write(stderr_path, buf);
         });
         let mut vm = Vm {
             child: Some(child),
+            stderr_reader: Some(stderr_reader),
             console,
             ssh: None,
             times: BootTimes::default(),
@@ -355,11 +397,20 @@ impl Vm {
         }
         if let Some(child) = &mut self.child {
             if let Some(st) = child.try_wait()? {
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
+                let stderr =
+                    fs::read_to_string(self.run_dir.join("qemu.stderr")).unwrap_or_default();
+                if port_taken(&stderr, self.files.ssh_port) {
+                    return Err(PortTaken {
+                        port: self.files.ssh_port,
+                    }
+                    .into());
+                }
                 bail!(
                     "QEMU exited ({st}) before the guest was ready: {}\nconsole tail:\n{}",
-                    fs::read_to_string(self.run_dir.join("qemu.stderr"))
-                        .unwrap_or_default()
-                        .trim(),
+                    stderr.trim(),
                     self.console.tail(40)
                 );
             }
@@ -599,6 +650,50 @@ mod retry_tests {
             "{err}"
         );
         assert!(err.contains("init did not start"), "{err}");
+    }
+
+    #[test]
+    fn qemus_complaint_about_a_taken_forward_port_is_recognized() {
+        // What QEMU 7.2 prints when the port is bound by someone else (measured).
+        let stderr = "qemu-system-x86_64: -netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:46885-:22: \
+                      Could not set up host forwarding rule 'tcp:127.0.0.1:46885-:22'\n";
+        assert!(port_taken(stderr, 46885));
+        assert!(!port_taken(stderr, 4688), "another port's complaint");
+        assert!(!port_taken(
+            "qemu-system-x86_64: -device nvdimm: bad",
+            46885
+        ));
+    }
+
+    #[test]
+    fn a_taken_port_is_replaced_and_other_errors_stand() {
+        let mut n = 0;
+        let r = retrying_taken_ports(|| {
+            n += 1;
+            if n < 3 {
+                Err(PortTaken {
+                    port: 40000 + n as u16,
+                }
+                .into())
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut n = 0;
+        let e = retrying_taken_ports::<()>(|| {
+            n += 1;
+            Err(PortTaken { port: 40022 }.into())
+        })
+        .unwrap_err();
+        assert_eq!(n, PORT_TRIES);
+        assert!(format!("{e}").contains("port 40022"), "{e}");
+        let mut n = 0;
+        let _ = retrying_taken_ports::<()>(|| {
+            n += 1;
+            Err(anyhow::anyhow!("QEMU exited (exit status: 1)"))
+        });
+        assert_eq!(n, 1, "only a taken port is retried");
     }
 
     #[test]
