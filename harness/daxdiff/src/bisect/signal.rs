@@ -8,7 +8,7 @@ use daxdiff_prog::wire::Status;
 use serde::{Deserialize, Serialize};
 
 use super::search::RunVerdict;
-use crate::diff::{differences, Difference, Outcome, Ret};
+use crate::diff::{differences, CrashTitle, Difference, Outcome, Ret};
 use crate::workdir::{Finding, FindingKind};
 
 /// What one call is expected to have returned.
@@ -403,18 +403,11 @@ pub fn load_finding(dir: &Path) -> Result<(String, Signal)> {
 }
 
 /// What makes a run bad for a crash finding: its kernel report, or the oracle's problem of
-/// the same kind. A refcount problem's title ends in the counts that moved
-/// (`refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1`), which vary with what
-/// the pages did before; the kind and the device (`refcount underflow on devdax`) are the
-/// behaviour.
+/// the same kind ([`CrashTitle`]).
 fn crash_predicate(signature: &str) -> Predicate {
-    if signature.starts_with("refcount ") {
-        let kind = signature.split(':').next().unwrap_or(signature);
-        Predicate::Problem(Some(kind.to_string()))
-    } else if signature.starts_with("teardown: ") || signature.starts_with("data integrity: ") {
-        Predicate::Problem(Some(signature.to_string()))
-    } else {
-        Predicate::Report(Some(signature.to_string()))
+    match CrashTitle::of(signature) {
+        CrashTitle::Problem(kind) => Predicate::Problem(Some(kind.to_string())),
+        CrashTitle::Report(title) => Predicate::Report(Some(title.to_string())),
     }
 }
 

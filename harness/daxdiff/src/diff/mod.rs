@@ -6,5 +6,5 @@ mod outcome;
 mod suppress;
 
 pub use compare::{compare, differences, judge, Difference, Side, Verdict};
-pub use outcome::{normalize, CallOutcome, KernelReport, Outcome, Ret, StepOutcome};
+pub use outcome::{normalize, CallOutcome, CrashTitle, KernelReport, Outcome, Ret, StepOutcome};
 pub use suppress::{Suppression, SuppressionError, Suppressions};

@@ -235,6 +235,46 @@ impl Outcome {
     pub fn teardown_blocked(&self) -> bool {
         self.teardown.iter().any(StepOutcome::blocked)
     }
+
+    /// Whether this run shows the crash finding titled `title` ([`CrashTitle`]).
+    pub fn shows_crash(&self, title: &str) -> bool {
+        match CrashTitle::of(title) {
+            CrashTitle::Report(t) => self.reports.iter().any(|r| r.title == t),
+            CrashTitle::Problem(kind) => self.problems().iter().any(|p| p.starts_with(kind)),
+        }
+    }
+}
+
+/// What a crash finding's title stands for, and how a run is matched against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashTitle<'a> {
+    /// A kernel report, matched by its whole title.
+    Report(&'a str),
+    /// One of the oracle's [`Outcome::problems`], matched by the part that names the
+    /// behaviour. A refcount problem's title ends in the counts that moved
+    /// (`refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1`), which vary with
+    /// what the pages did before: the kind and the device (`refcount underflow on devdax`)
+    /// are the behaviour. A teardown or data problem is matched by its whole title.
+    Problem(&'a str),
+}
+
+impl<'a> CrashTitle<'a> {
+    pub fn of(title: &'a str) -> CrashTitle<'a> {
+        if title.starts_with("refcount ") {
+            CrashTitle::Problem(title.split(':').next().unwrap_or(title))
+        } else if title.starts_with("teardown: ") || title.starts_with("data integrity: ") {
+            CrashTitle::Problem(title)
+        } else {
+            CrashTitle::Report(title)
+        }
+    }
+
+    /// Only daxdiff's own checks after the program see it (the reference-count probe, the
+    /// teardown steps, the data check), not the kernel log: a program run on its own, like
+    /// the C reproducer, cannot show it.
+    pub fn needs_daxdiff_checks(&self) -> bool {
+        matches!(self, CrashTitle::Problem(_))
+    }
 }
 
 /// The kind of resource a call returns, from the descriptions.
@@ -390,6 +430,18 @@ mod tests {
                 "teardown: umount xfs blocked in dax_break_layout_final",
                 "data integrity: ext4 mapping differs from the file after teardown",
             ]
+        );
+        // A crash finding is matched by its behaviour, not by the counts of one run.
+        assert!(o.shows_crash("refcount leak on devdax: pgmap_ref +512, ref1 -1, ref2 +1"));
+        assert!(!o.shows_crash("refcount underflow on devdax: pgmap_ref -512"));
+        assert!(!o.shows_crash("refcount leak on ext4: pgmap_ref +1"));
+        assert!(o.shows_crash("teardown: umount xfs blocked in dax_break_layout_final"));
+        assert!(!o.shows_crash("teardown: umount ext4 blocked in dax_break_layout_final"));
+        assert!(o.shows_crash("data integrity: ext4 mapping differs from the file after teardown"));
+        assert!(!o.shows_crash("data integrity: ext4 mapping differs from the file at the end"));
+        assert!(
+            !o.shows_crash("WARNING in dax_insert_entry"),
+            "no such kernel report"
         );
         // Durations and coverage are not part of the outcome.
         let again = normalize(

@@ -202,6 +202,16 @@ pub fn render(i: &ReportInput) -> String {
         s.push_str("The C reproducer, once on a freshly booted guest of each kernel:\n");
         let _ = writeln!(s, "{}", c_line("A", &t.c_a));
         let _ = writeln!(s, "{}", c_line("B", &t.c_b));
+    } else if let Some(why) = &t.c_not_judged {
+        let _ = writeln!(
+            s,
+            "{}",
+            bisection::wrap(
+                &format!("The C reproducer is attached but was not judged: {why}."),
+                bisection::WIDTH,
+                0
+            )
+        );
     }
     s.push('\n');
     if let Some(b) = i.bisection {
@@ -340,6 +350,7 @@ mod tests {
                 unfinished: Some("#8 unlink$ext4".into()),
             }),
             differences: vec!["call 8 unlink$ext4: 0 vs did not run".into()],
+            c_not_judged: None,
             bisection: None,
         };
         let (a, b) = (
@@ -408,6 +419,27 @@ mod tests {
         assert!(!text.contains("Kernel report on B"), "{text}");
         assert!(text.contains("  r0 = openat$ext4("), "{text}");
         assert!(text.contains("Attached: repro.c"), "{text}");
+    }
+
+    #[test]
+    fn a_refcount_finding_says_why_its_c_reproducer_was_not_judged() {
+        let finding = crash_only_on_b("refcount underflow on devdax: pgmap_ref -512, ref0 +1");
+        let (a, b) = (
+            kernel("6.1-kasan", "6.1.192", Scheme::Old),
+            kernel("6.1-kasan+dax-gup-v2", "6.1.192+", Scheme::Old),
+        );
+        let t = Triage {
+            c_not_judged: Some(crate::repro::not_judged(&finding.signature, "B")),
+            ..Triage::default()
+        };
+        let text = render(&bare(&finding, &t, (&a, &b)));
+        assert!(
+            text.contains(
+                "The C reproducer is attached but was not judged: only the\nreference-count probe"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("The C reproducer, once on"), "{text}");
     }
 
     #[test]

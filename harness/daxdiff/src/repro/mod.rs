@@ -224,6 +224,13 @@ fn run_steps(
             format!("A = {}, B = {}", finding.kernel_a, finding.kernel_b),
         ];
         let bin = creproducer::build(dir, &prog, &header)?;
+        if signal.needs_daxdiff_checks() {
+            let why = not_judged(&t.signal, &finding.kernel_b);
+            say(&pair.bar, format!("C reproducer: built, not judged: {why}"));
+            t.c_not_judged = Some(why);
+            t.save(dir)?;
+            return Ok(());
+        }
         let mut shown = true;
         for (side, k, other) in [
             (Side::A, kernels.0, &measured.usual_b),
@@ -277,6 +284,25 @@ fn run_steps(
         t.save(dir)?;
     }
     Ok(())
+}
+
+/// Why a C reproducer is not run for `signal`, and how to see the signal instead.
+pub(crate) fn not_judged(signal: &str, kernel: &str) -> String {
+    let (what, command) = if signal.starts_with("refcount ") {
+        ("the reference-count probe", "refcounts")
+    } else if signal.starts_with("teardown: ") {
+        (
+            "the teardown steps (unmount, mount, device disable and enable)",
+            "run",
+        )
+    } else {
+        ("the data check of the mappings", "run")
+    };
+    format!(
+        "only {what} that daxdiff runs after the program can show this, and the C program \
+         runs the program alone; `daxdiff {command} --teardown --kernel {kernel} prog.min.txt` \
+         shows it"
+    )
 }
 
 /// `minimized: 13 -> 9 calls, 4 arguments simplified (… budget spent)`.

@@ -32,8 +32,8 @@ impl Pair {
     }
 
     /// Whether `prog` shows the signal over `runs` runs per kernel (judged by
-    /// `Signal::holds`). A report seen on one kernel only is looked for there first, and a
-    /// candidate without it is rejected without running the other kernel.
+    /// `Signal::holds`). A report or problem seen on one kernel only is looked for there
+    /// first, and a candidate without it is rejected without running the other kernel.
     pub fn shows(&mut self, signal: &Signal, prog: &Program) -> Result<bool> {
         let text = prog.to_text();
         let mut a: Vec<Outcome> = Vec::new();
@@ -45,8 +45,8 @@ impl Pair {
         for side in order {
             for _ in 0..self.runs {
                 let o = self.run(side, &text)?.outcome;
-                if let Some((s, title)) = signal.decisive_side() {
-                    if s == side && !o.reports.iter().any(|r| r.title == title) {
+                if let Some((s, _)) = signal.decisive_side() {
+                    if s == side && !signal.decisive_half(&o) {
                         return Ok(false);
                     }
                 }

@@ -1,19 +1,21 @@
 //! What a finding's program must keep showing while it is minimized and reproduced: the
-//! divergence's signature (as `diff::judge` computes it), or a kernel report on the kernels
-//! that printed it.
+//! divergence's signature (as `diff::judge` computes it), or a crash finding (a kernel
+//! report, or a refcount, teardown or data problem the oracle found) on the kernels that
+//! showed it.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::diff::{differences, judge, Outcome, Side, Suppressions, Verdict};
+use crate::diff::{differences, judge, CrashTitle, Outcome, Side, Suppressions, Verdict};
 use crate::workdir::{Finding, FindingKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
     /// A difference between A and B with this position-free signature text.
     Divergence { signature: String },
-    /// A kernel report with this title on the kernels marked, and on no other.
+    /// A crash finding with this title (a kernel report, or an oracle problem: see
+    /// [`CrashTitle`]) on the kernels marked, and on no other.
     Report {
         title: String,
         on_a: bool,
@@ -36,12 +38,22 @@ impl Signal {
                         .with_context(|| format!("read {}", p.display()))?;
                     let o: Option<Outcome> = serde_json::from_str(&text)
                         .with_context(|| format!("{} is damaged", p.display()))?;
-                    Ok(o.is_some_and(|o| o.reports.iter().any(|r| r.title == finding.signature)))
+                    Ok(o.is_some_and(|o| o.shows_crash(&finding.signature)))
                 };
+                let (on_a, on_b) = (has("a")?, has("b")?);
+                if !on_a && !on_b {
+                    anyhow::bail!(
+                        "{}: neither kernel's recorded outcome shows `{}`, so there is nothing \
+                         to reproduce (outcome-a.json and outcome-b.json are from another \
+                         daxdiff, or were edited)",
+                        dir.display(),
+                        finding.signature
+                    );
+                }
                 Signal::Report {
                     title: finding.signature.clone(),
-                    on_a: has("a")?,
-                    on_b: has("b")?,
+                    on_a,
+                    on_b,
                 }
             }
             FindingKind::Unstable => anyhow::bail!(
@@ -112,7 +124,25 @@ impl Signal {
             return false;
         };
         let expected = if side == Side::A { *on_a } else { *on_b };
-        o.reports.iter().any(|r| &r.title == title) == expected
+        o.shows_crash(title) == expected
+    }
+
+    /// Whether this run shows the decisive side's half of the signal (see
+    /// [`Signal::decisive_side`]).
+    pub fn decisive_half(&self, o: &Outcome) -> bool {
+        match self.decisive_side() {
+            Some((_, title)) => o.shows_crash(title),
+            None => true,
+        }
+    }
+
+    /// Only daxdiff's own checks show it (the refcount probe, the teardown steps, the data
+    /// check): a C reproducer run on its own cannot, and is not judged by it.
+    pub fn needs_daxdiff_checks(&self) -> bool {
+        match self {
+            Signal::Report { title, .. } => CrashTitle::of(title).needs_daxdiff_checks(),
+            Signal::Divergence { .. } => false,
+        }
     }
 
     /// For a report seen on one kernel only: that kernel and the report's title, so a
@@ -197,6 +227,60 @@ mod tests {
         );
     }
 
+    /// A run whose teardown left the devdax instance's counts moved by `pgmap_ref`.
+    fn counted(pgmap_ref: i64) -> Outcome {
+        let json = format!(
+            r#"{{"id":1,"status":"completed","stack":null,"detail":null,"calls":[],"refcounts":[
+            {{"role":"devdax","pgmap_ref":{pgmap_ref},"ref0":1,"ref1":-1,"ref2":0,"ref3_plus":0,
+              "negative":0,"note":null,"underflow":false}}]}}"#
+        );
+        normalize(&serde_json::from_str::<Response>(&json).unwrap(), &[])
+    }
+
+    #[test]
+    fn a_refcount_finding_is_looked_for_in_the_counts_not_in_the_kernel_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let title = "refcount underflow on devdax: pgmap_ref -512, ref0 +1, ref1 -1";
+        let finding: Finding = serde_json::from_str(&format!(
+            r#"{{"kind":"crash","signature":"{title}","kernel_a":"6.1-kasan",
+            "kernel_b":"6.1-kasan+dax-gup-v2","differences":[],"runs":1,"found_at_exec":3}}"#
+        ))
+        .unwrap();
+        let quiet = run(&[]);
+        let write = |side: &str, o: &Outcome| {
+            std::fs::write(
+                dir.path().join(format!("outcome-{side}.json")),
+                serde_json::to_string(&Some(o)).unwrap(),
+            )
+            .unwrap()
+        };
+        write("a", &quiet);
+        write("b", &counted(-512));
+        let sig = Signal::of_finding(dir.path(), &finding).unwrap();
+        assert_eq!(
+            sig,
+            Signal::Report {
+                title: title.into(),
+                on_a: false,
+                on_b: true
+            }
+        );
+        assert!(sig.needs_daxdiff_checks());
+        let k = ("a", "b");
+        let s = Suppressions::default();
+        let holds =
+            |b: &Outcome| sig.holds(std::slice::from_ref(&quiet), std::slice::from_ref(b), k, &s);
+        assert!(holds(&counted(-1024)), "the same kind, other counts");
+        assert!(!holds(&quiet), "counts that did not move");
+        assert!(!holds(&counted(512)), "a leak is not an underflow");
+        assert!(sig.decisive_half(&counted(-512)));
+        assert!(!sig.decisive_half(&quiet));
+
+        write("b", &quiet);
+        let err = Signal::of_finding(dir.path(), &finding).unwrap_err();
+        assert!(err.to_string().contains("nothing to reproduce"), "{err}");
+    }
+
     #[test]
     fn a_crash_signal_wants_the_report_where_it_was_seen() {
         let sig = Signal::Report {
@@ -224,6 +308,10 @@ mod tests {
         assert_eq!(
             sig.describe(),
             "WARNING in dax_disassociate_entry (only on A)"
+        );
+        assert!(
+            !sig.needs_daxdiff_checks(),
+            "a kernel report shows in any run"
         );
     }
 }

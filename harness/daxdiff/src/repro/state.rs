@@ -105,6 +105,10 @@ pub struct Triage {
     pub differences: Vec<String>,
     pub c_a: Option<CRun>,
     pub c_b: Option<CRun>,
+    /// Why the C reproducer was built but not judged: the signal is one only daxdiff's
+    /// checks after the program see (refcount probe, teardown, data check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c_not_judged: Option<String>,
     /// Bisected (any time after it was found: bisection does not need the other stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bisection: Option<BisectNote>,
@@ -148,6 +152,15 @@ impl Triage {
     /// steps found until they run again).
     pub fn reach(&mut self, stage: Stage) {
         self.stage = self.stage.max(stage);
+    }
+
+    /// The finding reproduced: its C reproducer showed the signal on both kernels, or, for a
+    /// signal a C program cannot show on its own, the minimized program showed it reliably.
+    pub fn reproduced(&self) -> bool {
+        let c = |r: &Option<CRun>| r.as_ref().is_some_and(|c| c.shows_signal);
+        (c(&self.c_a) && c(&self.c_b))
+            || (self.c_not_judged.is_some()
+                && self.reliability.as_ref().is_some_and(Reliability::reliable))
     }
 }
 
