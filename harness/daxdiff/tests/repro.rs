@@ -71,6 +71,7 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
             suppressions: Suppressions::default(),
             minimize: true,
             c_reproducer: true,
+            boot_per_run: false,
             progress: false,
         },
     )

@@ -49,6 +49,10 @@ pub struct ReproArgs {
     /// Do not build and run the C reproducer
     #[arg(long)]
     pub no_c: bool,
+    /// Boot a fresh guest for every run: for behaviour that only the first program after
+    /// bring-up shows (a run then costs a boot)
+    #[arg(long)]
+    pub boot_per_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +111,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         suppressions: crate::fuzz::cli::load_suppressions(args.suppressions.as_deref())?,
         minimize: !args.no_minimize,
         c_reproducer: !args.no_c,
+        boot_per_run: args.boot_per_run,
         progress: true,
     };
     let out = triage(env, &cfg)?;

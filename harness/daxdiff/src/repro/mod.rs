@@ -54,6 +54,8 @@ pub struct ReproConfig {
     pub suppressions: Suppressions,
     pub minimize: bool,
     pub c_reproducer: bool,
+    /// A fresh guest for every run.
+    pub boot_per_run: bool,
     pub progress: bool,
 }
 
@@ -104,6 +106,7 @@ pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Triaged> {
         b: KernelSide::new(&finding.kernel_b, kb.clone(), cfg.timeout),
         suppressions: cfg.suppressions.clone(),
         runs: cfg.min_runs,
+        boot_per_run: cfg.boot_per_run,
         bar: bar.clone(),
     };
     let result = run_steps(
@@ -138,7 +141,7 @@ fn run_steps(
             .set_message("checking the recorded program still shows the signal");
         if !pair.shows(signal, original)? {
             bail!(
-                "the recorded program of {} no longer shows `{}` on {} vs {}; nothing to minimize (try more --min-runs, or the finding was a fluke)",
+                "the recorded program of {} no longer shows `{}` on {} vs {}; nothing to minimize (try more --min-runs; if only the first program after a boot shows it, --boot-per-run; or the finding was a fluke)",
                 dir.display(),
                 t.signal,
                 finding.kernel_a,

@@ -16,6 +16,8 @@ pub struct Pair {
     pub suppressions: Suppressions,
     /// Runs per kernel before a candidate counts as showing the signal.
     pub runs: usize,
+    /// Every run on a freshly booted guest.
+    pub boot_per_run: bool,
     pub bar: ProgressBar,
 }
 
@@ -28,7 +30,11 @@ impl Pair {
     }
 
     pub fn run(&mut self, side: Side, program: &str) -> Result<Run> {
-        self.side(side).run(program)
+        let run = self.side(side).run(program);
+        if self.boot_per_run {
+            self.side(side).shutdown();
+        }
+        run
     }
 
     /// Whether `prog` shows the signal over `runs` runs per kernel (judged by
