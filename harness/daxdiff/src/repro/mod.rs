@@ -231,9 +231,13 @@ fn run_steps(
             let why = not_judged(&t.signal, &finding.kernel_b);
             say(&pair.bar, format!("C reproducer: built, not judged: {why}"));
             t.c_not_judged = Some(why);
+            // What an earlier triage recorded for C runs does not stand for this signal.
+            t.c_a = None;
+            t.c_b = None;
             t.save(dir)?;
             return Ok(());
         }
+        t.c_not_judged = None;
         let mut shown = true;
         for (side, k, other) in [
             (Side::A, kernels.0, &measured.usual_b),

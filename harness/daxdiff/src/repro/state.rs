@@ -194,6 +194,36 @@ mod tests {
     }
 
     #[test]
+    fn a_finding_only_daxdiffs_checks_see_reproduces_by_its_reliability() {
+        let reliable = |k| Reliability {
+            pair: Rate { k, n: 5 },
+            threshold: 3,
+            ..Reliability::default()
+        };
+        let t = |k, judged: bool| Triage {
+            reliability: Some(reliable(k)),
+            c_not_judged: (!judged).then(|| "only the reference-count probe".into()),
+            ..Triage::default()
+        };
+        assert!(t(5, false).reproduced());
+        assert!(!t(2, false).reproduced(), "2 of 5 is below the threshold");
+        assert!(
+            !t(5, true).reproduced(),
+            "a signal the C program can show needs the C runs"
+        );
+        let shown = super::CRun {
+            shows_signal: true,
+            ..super::CRun::default()
+        };
+        let c = Triage {
+            c_a: Some(shown.clone()),
+            c_b: Some(shown),
+            ..t(5, true)
+        };
+        assert!(c.reproduced());
+    }
+
+    #[test]
     fn a_reproducer_needs_the_threshold_of_run_pairs_or_all_of_fewer() {
         let r = |k, n| Reliability {
             pair: Rate { k, n },
