@@ -183,9 +183,17 @@ pub fn render(i: &ReportInput) -> String {
     if let Some(r) = &t.reliability {
         let _ = writeln!(
             s,
-            "Reproducibility over {} runs per kernel: A shows its side in {}, B in {}, both\n\
+            "Reproducibility over {} runs per kernel{}: A shows its side in {}, B in {}, both\n\
              sides in the same run pair {}.",
-            r.a.n, r.a, r.b, r.pair
+            r.a.n,
+            if r.fresh_boots {
+                " (each on a freshly booted guest)"
+            } else {
+                ""
+            },
+            r.a,
+            r.b,
+            r.pair
         );
         if !r.reliable() {
             let _ = writeln!(
@@ -334,6 +342,7 @@ mod tests {
                 b: Rate { k: 3, n: 3 },
                 pair: Rate { k: 3, n: 3 },
                 threshold: 3,
+                fresh_boots: false,
             }),
             c_a: Some(CRun {
                 shows_signal: true,
@@ -455,6 +464,7 @@ mod tests {
                 b: Rate { k, n: 10 },
                 pair: Rate { k, n: 10 },
                 threshold: 3,
+                fresh_boots: false,
             }),
             ..Triage::default()
         };

@@ -203,6 +203,8 @@ pub struct Item {
     /// The program (minimized when triage ran).
     pub program: String,
     pub has_c: bool,
+    /// Why the C reproducer cannot show it alone (refcount, teardown and data findings).
+    pub c_not_judged: Option<String>,
     /// The patch a bisection inside the series named, and its confidence.
     pub bisected: Option<(String, f64)>,
     /// A bisection ran but could not name one patch: why.
@@ -346,8 +348,13 @@ fn item_text(n: usize, it: &Item) -> String {
     match &it.reliability {
         Some(r) => s.push_str(&wrap(
             &format!(
-                "   Reproducibility: base shows its side in {}, the series in {}, both in the \
-                 same run pair {}{}.",
+                "   Reproducibility{}: base shows its side in {}, the series in {}, both in \
+                 the same run pair {}{}.",
+                if r.fresh_boots {
+                    " (each run on a freshly booted guest)"
+                } else {
+                    ""
+                },
                 r.a,
                 r.b,
                 r.pair,
@@ -390,6 +397,13 @@ fn item_text(n: usize, it: &Item) -> String {
             WIDTH,
             3,
         ));
+        if let Some(why) = &it.c_not_judged {
+            s.push_str(&wrap(
+                &format!("   The C program alone does not show it: {why}."),
+                WIDTH,
+                3,
+            ));
+        }
     } else {
         s.push_str(&wrap(
             &format!(
@@ -587,6 +601,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             minimized_differences: vec![],
             program: "r0 = openat$ext4()\n".into(),
             has_c: false,
+            c_not_judged: None,
             bisected: None,
             bisect_note: None,
         }
@@ -677,7 +692,9 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             b: Rate { k: 10, n: 10 },
             pair: Rate { k: 10, n: 10 },
             threshold: 3,
+            fresh_boots: true,
         });
+        hang.c_not_judged = Some("only the teardown steps that daxdiff runs can show this".into());
         hang.bisected = Some((
             cover.patch_name(
                 4,
@@ -777,7 +794,12 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
         assert!(flat.contains(
             "Bisected inside the series to [PATCH v2 04/18] ext4: Add ext4_break_layouts() to the inode eviction path (confidence 0.99)"
         ));
-        assert!(flat.contains("base shows its side in 10/10"));
+        assert!(flat.contains(
+            "Reproducibility (each run on a freshly booted guest): base shows its side in 10/10"
+        ));
+        assert!(flat.contains(
+            "The C program alone does not show it: only the teardown steps that daxdiff runs can show this."
+        ));
         assert!(flat.contains("[PATCH v2 16/18] mm/memremap_pages"));
         assert!(flat.contains("mm/memremap.c: Hunk #2 FAILED at 505"));
         // The body stays within the mail width (headers may fold longer).

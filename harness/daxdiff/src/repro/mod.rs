@@ -194,6 +194,7 @@ fn run_steps(
     let measured = reliability::measure(pair, signal, &prog, cfg.runs)?;
     let r = Reliability {
         threshold: cfg.reliable_at,
+        fresh_boots: cfg.boot_per_run,
         ..measured.reliability.clone()
     };
     say(

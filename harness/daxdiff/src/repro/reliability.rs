@@ -76,6 +76,7 @@ pub fn count(
             b: rate(on_b),
             pair: rate(pair),
             threshold: 0,
+            fresh_boots: false,
         },
         usual_a,
         usual_b,

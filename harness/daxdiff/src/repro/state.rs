@@ -49,6 +49,9 @@ pub struct Reliability {
     /// (a triage.json from before the threshold existed).
     #[serde(default)]
     pub threshold: usize,
+    /// Every run was on a freshly booted guest (`repro --boot-per-run`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_boots: bool,
 }
 
 impl Reliability {
