@@ -114,10 +114,6 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-/// Seconds after which the kernel reports a task blocked in D state, while programs run:
-/// below the teardown steps' deadline, so a blocked step comes with the kernel's report.
-const HUNG_TASK_TIMEOUT_SECS: u64 = 10;
-
 fn executor(o: &Opts) -> Result<Executor> {
     if let Some((e, x)) = &o.dirs {
         return Ok(Executor::new(RunEnv::plain_dirs(e, x)));
@@ -153,7 +149,9 @@ fn cmd_run(args: &[String]) -> Result<()> {
     let o = parse_opts(args)?;
     let mut exec = executor(&o)?;
     if o.dirs.is_none() {
-        if let Err(e) = daxdiff_exec::run::lower_hung_task_timeout(HUNG_TASK_TIMEOUT_SECS) {
+        if let Err(e) =
+            daxdiff_exec::run::lower_hung_task_timeout(daxdiff_prog::wire::HUNG_TASK_TIMEOUT_SECS)
+        {
             eprintln!("daxdiff-exec: could not lower the hung-task timeout: {e}");
         }
     }

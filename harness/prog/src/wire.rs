@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 /// liveness, reference-count deltas, data integrity and KCOV coverage.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// Seconds after which the guest kernel reports a task blocked in D state while programs
+/// (and C reproducers) run: below the teardown steps' deadline, so a blocked step comes with
+/// the kernel's report.
+pub const HUNG_TASK_TIMEOUT_SECS: u64 = 10;
+
 /// Size of the edge map KCOV coverage is hashed into (entries of [`Response::coverage`] are
 /// below it).
 pub const COVERAGE_MAP_SIZE: usize = 1 << 16;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use daxdiff_prog::wire::{Response, Status};
+use daxdiff_prog::wire::{Response, Status, HUNG_TASK_TIMEOUT_SECS};
 use daxdiff_prog::{csource, Program, Target};
 
 use crate::cache::write_atomic;
@@ -88,15 +88,33 @@ pub fn run_in_guest(kernel: &Prepared, binary: &Path, timeout: Duration) -> Resu
     // In the background with a marker file: a reproducer blocked in the kernel cannot be
     // killed, but its results so far can still be read.
     let secs = timeout.as_secs().max(1);
+    // As while fuzzing: a task the reproducer leaves blocked is reported within seconds,
+    // not after the kernel's default two minutes.
     let cmd = format!(
-        "(sh /tmp/repro.sh /tmp/repro >/tmp/repro.out 2>/tmp/repro.err; echo $? >/tmp/repro.rc) \
+        "h=/proc/sys/kernel/hung_task_timeout_secs; [ -w $h ] && echo {HUNG_TASK_TIMEOUT_SECS} >$h; \
+         (sh /tmp/repro.sh /tmp/repro >/tmp/repro.out 2>/tmp/repro.err; echo $? >/tmp/repro.rc) \
          </dev/null >/dev/null 2>&1 & \
          i=0; while [ ! -f /tmp/repro.rc ] && [ $i -lt {secs} ]; do sleep 1; i=$((i+1)); done; \
          if [ -f /tmp/repro.rc ]; then echo \"{MARK} exit $(cat /tmp/repro.rc)\"; \
          else echo '{MARK} timeout'; fi; cat /tmp/repro.out"
     );
     let result = vm.run(&cmd, timeout + Duration::from_secs(60));
-    // The kernel may still be printing the report the last call caused.
+    // The kernel may still be printing the report the last call caused. A reproducer still
+    // blocked at the deadline is given the time khungtaskd needs to notice it (it looks
+    // once per timeout period, so up to twice the timeout).
+    let timed_out = matches!(&result, Ok(o) if o.stdout_str().contains(&format!("{MARK} timeout")));
+    if timed_out {
+        let until = std::time::Instant::now() + Duration::from_secs(2 * HUNG_TASK_TIMEOUT_SECS + 5);
+        let reported = |vm: &crate::vm::Vm| {
+            vm.console
+                .since(from)
+                .iter()
+                .any(|l| l.text.contains("blocked for more than"))
+        };
+        while std::time::Instant::now() < until && !reported(&vm) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     std::thread::sleep(Duration::from_secs(2));
     let console: Vec<String> = vm.console.since(from).into_iter().map(|l| l.text).collect();
     let dead = vm.console.first_fatal(from).is_some();
