@@ -359,6 +359,7 @@ mod tests {
                 unfinished: Some("#8 unlink$ext4".into()),
             }),
             differences: vec!["call 8 unlink$ext4: 0 vs did not run".into()],
+            not_shown_again: None,
             c_not_judged: None,
             bisection: None,
         };

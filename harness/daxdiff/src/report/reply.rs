@@ -203,6 +203,8 @@ pub struct Item {
     /// The program (minimized when triage ran).
     pub program: String,
     pub has_c: bool,
+    /// `daxdiff repro` reran the recorded program and it did not show the signal (what ran).
+    pub not_shown_again: Option<String>,
     /// Why the C reproducer cannot show it alone (refcount, teardown and data findings).
     pub c_not_judged: Option<String>,
     /// The patch a bisection inside the series named, and its confidence.
@@ -368,10 +370,18 @@ fn item_text(n: usize, it: &Item) -> String {
             3,
         )),
         None => s.push_str(&wrap(
-            &format!(
-                "   Seen in {} run(s) per kernel while fuzzing; reliability not measured (no daxdiff repro run).",
-                f.runs
-            ),
+            &match &it.not_shown_again {
+                Some(what) => format!(
+                    "   Seen in {} run(s) per kernel while fuzzing; not shown again when the \
+                     program was rerun on its own ({what}, daxdiff repro): it needs what earlier \
+                     programs in the campaign's guest left behind.",
+                    f.runs
+                ),
+                None => format!(
+                    "   Seen in {} run(s) per kernel while fuzzing; reliability not measured (no daxdiff repro run).",
+                    f.runs
+                ),
+            },
             WIDTH,
             3,
         )),
@@ -601,6 +611,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             minimized_differences: vec![],
             program: "r0 = openat$ext4()\n".into(),
             has_c: false,
+            not_shown_again: None,
             c_not_judged: None,
             bisected: None,
             bisect_note: None,
@@ -703,11 +714,12 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             0.99,
         ));
         hang.has_c = true;
-        let fixed = item(finding(
+        let mut fixed = item(finding(
             FindingKind::Divergence,
             "report only on A: WARNING in dax_disassociate_entry",
             &["report only on A: WARNING in dax_disassociate_entry"],
         ));
+        fixed.not_shown_again = Some("1 run(s) per kernel in a freshly booted guest".into());
         let patches = vec![PatchReport {
             index: 16,
             subject: "mm/memremap_pages: Support initializing pages to a zero reference count"
@@ -801,6 +813,9 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             "The C program alone does not show it: only the teardown steps that daxdiff runs can show this."
         ));
         assert!(flat.contains("[PATCH v2 16/18] mm/memremap_pages"));
+        assert!(flat.contains(
+            "not shown again when the program was rerun on its own (1 run(s) per kernel in a freshly booted guest, daxdiff repro)"
+        ));
         assert!(flat.contains("mm/memremap.c: Hunk #2 FAILED at 505"));
         // The body stays within the mail width (headers may fold longer).
         let body = &text[text.find("\n\n").unwrap()..];

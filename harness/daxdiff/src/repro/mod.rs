@@ -140,6 +140,16 @@ fn run_steps(
         pair.bar
             .set_message("checking the recorded program still shows the signal");
         if !pair.shows(signal, original)? {
+            t.not_shown_again = Some(format!(
+                "{} run(s) per kernel{}",
+                cfg.min_runs,
+                if cfg.boot_per_run {
+                    ", each on a freshly booted guest"
+                } else {
+                    " in a freshly booted guest"
+                }
+            ));
+            t.save(dir)?;
             bail!(
                 "the recorded program of {} no longer shows `{}` on {} vs {}; nothing to minimize (try more --min-runs; if only the first program after a boot shows it, --boot-per-run; or the finding was a fluke)",
                 dir.display(),
@@ -148,6 +158,7 @@ fn run_steps(
                 finding.kernel_b
             );
         }
+        t.not_shown_again = None;
         let before = original.calls.len();
         let mut asked = 0;
         let mut oracle = |cand: &Program, change: &str| -> Result<bool> {

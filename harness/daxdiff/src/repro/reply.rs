@@ -218,6 +218,7 @@ fn item(dir: &Path, name: String, cover: &Cover, patches: &[Patch]) -> Result<It
         minimized_differences: triage.differences,
         program,
         has_c: dir.join(super::creproducer::SOURCE).is_file(),
+        not_shown_again: triage.not_shown_again,
         c_not_judged: triage.c_not_judged,
         bisected,
         bisect_note,

@@ -108,6 +108,10 @@ pub struct Triage {
     pub differences: Vec<String>,
     pub c_a: Option<CRun>,
     pub c_b: Option<CRun>,
+    /// The recorded program did not show the signal again when triage reran it (what was
+    /// run), so nothing was minimized or measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_shown_again: Option<String>,
     /// Why the C reproducer was built but not judged: the signal is one only daxdiff's
     /// checks after the program see (refcount probe, teardown, data check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
