@@ -373,8 +373,8 @@ fn item_text(n: usize, it: &Item) -> String {
             &match &it.not_shown_again {
                 Some(what) => format!(
                     "   Seen in {} run(s) per kernel while fuzzing; not shown again when the \
-                     program was rerun on its own ({what}, daxdiff repro): it needs what earlier \
-                     programs in the campaign's guest left behind.",
+                     program was rerun on its own ({what}, daxdiff repro): it may need what \
+                     earlier programs in the campaign's guest left behind.",
                     f.runs
                 ),
                 None => format!(
