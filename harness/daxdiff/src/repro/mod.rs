@@ -240,7 +240,16 @@ fn run_steps(
         ];
         let bin = creproducer::build(dir, &prog, &header)?;
         if signal.needs_daxdiff_checks() {
-            let why = not_judged(&t.signal, &finding.kernel_b);
+            // The kernel that shows it, for the command that does.
+            let shows_on = match signal {
+                Signal::Report {
+                    on_a: true,
+                    on_b: false,
+                    ..
+                } => &finding.kernel_a,
+                _ => &finding.kernel_b,
+            };
+            let why = not_judged(&t.signal, shows_on);
             say(&pair.bar, format!("C reproducer: built, not judged: {why}"));
             t.c_not_judged = Some(why);
             // What an earlier triage recorded for C runs does not stand for this signal.
