@@ -105,15 +105,9 @@ pub fn run_in_guest(kernel: &Prepared, binary: &Path, timeout: Duration) -> Resu
     let timed_out = matches!(&result, Ok(o) if o.stdout_str().contains(&format!("{MARK} timeout")));
     if timed_out {
         let until = std::time::Instant::now() + Duration::from_secs(2 * HUNG_TASK_TIMEOUT_SECS + 5);
-        let reported = |vm: &crate::vm::Vm| {
-            vm.console
-                .since(from)
-                .iter()
-                .any(|l| l.text.contains("blocked for more than"))
-        };
-        while std::time::Instant::now() < until && !reported(&vm) {
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let _ = vm
+            .console
+            .wait_for(from, until, |l| l.text.contains("blocked for more than"));
     }
     std::thread::sleep(Duration::from_secs(2));
     let console: Vec<String> = vm.console.since(from).into_iter().map(|l| l.text).collect();

@@ -241,12 +241,8 @@ fn run_steps(
         let bin = creproducer::build(dir, &prog, &header)?;
         if signal.needs_daxdiff_checks() {
             // The kernel that shows it, for the command that does.
-            let shows_on = match signal {
-                Signal::Report {
-                    on_a: true,
-                    on_b: false,
-                    ..
-                } => &finding.kernel_a,
+            let shows_on = match signal.decisive_side() {
+                Some((Side::A, _)) => &finding.kernel_a,
                 _ => &finding.kernel_b,
             };
             let why = not_judged(&t.signal, shows_on);
