@@ -10,6 +10,7 @@ pub mod exec;
 pub mod fuzz;
 pub mod images;
 pub mod kbuild;
+pub mod lock;
 pub mod refcounts;
 pub mod report;
 pub mod repro;
