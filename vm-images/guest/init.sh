@@ -60,7 +60,12 @@ mkdir -p /root/.ssh /etc/dropbear
 chmod 700 /root /root/.ssh
 echo "ssh-ed25519 $(param daxdiff.sshkey) daxdiff" > /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
-if dropbear -R -s -p 22 2>/run/dropbear.log; then
+# A host key made here and announced on the serial console, which only the controller reads:
+# it checks that the SSH server it reaches on the forwarded port is this guest.
+hostkey=/etc/dropbear/dropbear_ed25519_host_key
+dropbearkey -t ed25519 -f "$hostkey" >/dev/null 2>&1 || say "hostkey-failed: dropbearkey"
+say "hostkey $(dropbearkey -y -f "$hostkey" 2>/dev/null | grep '^ssh-ed25519 ' | cut -d' ' -f1-2)"
+if dropbear -r "$hostkey" -s -p 22 2>/run/dropbear.log; then
     say "sshd-started"
 else
     say "sshd-failed: $(cat /run/dropbear.log)"

@@ -19,6 +19,10 @@ pub const GRACE: Duration = Duration::from_secs(30);
 /// died is noticed within this, not after the whole timeout.
 const POLL: Duration = Duration::from_secs(2);
 
+/// How long the guest may take to start the executor: a guest that stalls right after
+/// bring-up is an error after this, not a wait for ever.
+const START: Duration = Duration::from_secs(60);
+
 /// A live `daxdiff-exec run` session in one guest.
 pub struct Runner {
     channel: ssh2::Channel,
@@ -30,7 +34,7 @@ impl Runner {
     pub fn start(vm: &Vm) -> Result<Runner> {
         let ssh = vm.ssh()?;
         let channel = ssh
-            .channel("daxdiff-exec run")
+            .channel("daxdiff-exec run", START)
             .context("start daxdiff-exec run in the guest")?;
         let reader = BufReader::new(channel.stream(0));
         Ok(Runner {
@@ -66,45 +70,51 @@ impl Runner {
         let timeout = Duration::from_millis(req.budget_ms());
         let mut line = serde_json::to_string(&req)?;
         line.push('\n');
-        let session = vm.ssh()?.session();
-        session.set_timeout((timeout + GRACE).as_millis() as u32);
+        let ssh = vm.ssh()?;
+        ssh.set_timeout(timeout + GRACE);
         self.channel
             .write_all(line.as_bytes())
             .context("send a program to the guest executor")?;
         self.channel.flush()?;
         let from = vm.console.len();
-        let mut resp = String::new();
         let sent = Instant::now();
-        session.set_timeout(POLL.as_millis() as u32);
-        let n = loop {
-            // A timed-out read keeps what it already read in `resp`: poll and go on.
-            match self.reader.read_line(&mut resp) {
-                Ok(0) if resp.is_empty() => break 0,
-                Ok(_) if resp.ends_with('\n') => break resp.len(),
-                Ok(_) => continue,
-                Err(e) => {
-                    if let Some(l) = vm.console.first_fatal(from) {
-                        bail!(
-                            "the guest kernel died while the program ran: {}\nconsole tail:\n{}",
-                            l.text,
-                            vm.console.tail(25)
-                        );
-                    }
-                    if sent.elapsed() > timeout + GRACE {
-                        bail!(
-                            "the guest executor did not answer in time ({e}, after {:.0}s); the guest may be hung\nconsole tail:\n{}",
-                            sent.elapsed().as_secs_f64(),
-                            vm.console.tail(25)
-                        );
-                    }
-                }
-            }
+        // Reads time out every POLL so the console and the deadline are looked at while
+        // the program runs.
+        ssh.set_timeout(POLL);
+        let kernel_died = || {
+            vm.console.first_fatal(from).map(|l| {
+                anyhow::anyhow!(
+                    "the guest kernel died while the program ran: {}\nconsole tail:\n{}",
+                    l.text,
+                    vm.console.tail(25)
+                )
+            })
         };
-        if n == 0 {
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut self.channel.stderr(), &mut err);
-            bail!("the guest executor exited: {}", err.trim());
-        }
+        let read = read_response(&mut self.reader, |e| {
+            if let Some(died) = kernel_died() {
+                return Err(died);
+            }
+            if sent.elapsed() > timeout + GRACE {
+                bail!(
+                    "the guest executor did not answer in time ({e}, after {:.0}s); the guest may be hung\nconsole tail:\n{}",
+                    sent.elapsed().as_secs_f64(),
+                    vm.console.tail(25)
+                );
+            }
+            Ok(())
+        });
+        let resp = match read {
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                if let Some(died) = kernel_died() {
+                    return Err(died);
+                }
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut self.channel.stderr(), &mut err);
+                bail!("the guest executor exited: {}", err.trim());
+            }
+            Err(e) => return Err(kernel_died().unwrap_or(e)),
+        };
         let r: Response = serde_json::from_str(&resp)
             .with_context(|| format!("the guest executor sent a bad response: {resp}"))?;
         if r.id != id {
@@ -122,6 +132,56 @@ impl Runner {
             );
         }
         Ok(r)
+    }
+}
+
+/// The executor stopped in the middle of a response line (killed, out of memory, or its
+/// channel closed): what it had sent is kept for the error.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest executor stopped in the middle of its response ({} bytes received: {}); it was killed or died", .partial.len(), .partial.chars().take(120).collect::<String>())]
+pub struct CutResponse {
+    pub partial: String,
+}
+
+/// Reads one response line. `Ok(None)`: the executor closed its output before sending
+/// anything. A read that times out (`WouldBlock`/`TimedOut`, what an SSH stream gives after
+/// its session timeout) keeps what was read and calls `waiting`, which decides whether to
+/// go on; any other read error, or the end of the stream in mid-line ([`CutResponse`]),
+/// ends the wait. The end of the stream always ends it: nothing more can come.
+pub fn read_response(
+    reader: &mut impl BufRead,
+    mut waiting: impl FnMut(&std::io::Error) -> Result<()>,
+) -> Result<Option<String>> {
+    let mut resp = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut resp) {
+            Ok(0) if resp.is_empty() => return Ok(None),
+            Ok(_) if resp.ends_with(b"\n") => {
+                return String::from_utf8(resp).map(Some).map_err(|e| {
+                    anyhow::anyhow!("the guest executor sent a response that is not UTF-8: {e}")
+                });
+            }
+            // read_until stops short of a newline only at the end of the stream.
+            Ok(_) => {
+                return Err(CutResponse {
+                    partial: String::from_utf8_lossy(&resp).into_owned(),
+                }
+                .into())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                waiting(&e)?
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("read the guest executor's response"))
+            }
+        }
     }
 }
 
@@ -324,5 +384,99 @@ impl Drop for Runner {
     fn drop(&mut self) {
         let _ = self.channel.send_eof();
         let _ = self.channel.wait_close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::io::{BufReader, ErrorKind, Read};
+
+    /// An executor stream as SSH delivers it: chunks, read timeouts, then the end.
+    struct Stream(VecDeque<std::io::Result<Vec<u8>>>);
+
+    impl Read for Stream {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop_front() {
+                None => Ok(0),
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut chunk)) => {
+                    let n = chunk.len().min(buf.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.0.push_front(Ok(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    fn timeout() -> std::io::Result<Vec<u8>> {
+        Err(std::io::Error::new(ErrorKind::TimedOut, "timed out"))
+    }
+
+    fn read(parts: Vec<std::io::Result<Vec<u8>>>) -> (Result<Option<String>>, usize) {
+        let mut r = BufReader::new(Stream(parts.into()));
+        let mut waits = 0;
+        let got = read_response(&mut r, |_| {
+            waits += 1;
+            if waits > 1000 {
+                bail!("gave up waiting");
+            }
+            Ok(())
+        });
+        (got, waits)
+    }
+
+    #[test]
+    fn a_line_split_by_timeouts_is_put_together() {
+        let (got, waits) = read(vec![
+            Ok(b"{\"id\":1,".to_vec()),
+            timeout(),
+            Ok(b"\"status\":\"ok\"}\n".to_vec()),
+        ]);
+        assert_eq!(got.unwrap().unwrap(), "{\"id\":1,\"status\":\"ok\"}\n");
+        assert_eq!(waits, 1);
+    }
+
+    #[test]
+    fn an_executor_that_dies_mid_line_is_an_error_at_once() {
+        // Before, the end of the stream after a partial line was read again and again: a
+        // campaign whose executor was killed while answering spun at full CPU for ever.
+        let (got, waits) = read(vec![Ok(b"{\"id\":1,\"calls\":[".to_vec())]);
+        let e = got.unwrap_err();
+        let cut = e.downcast_ref::<CutResponse>().expect("CutResponse");
+        assert_eq!(cut.partial, "{\"id\":1,\"calls\":[");
+        assert!(e.to_string().contains("killed or died"), "{e}");
+        assert_eq!(waits, 0, "the end of the stream is not waited on");
+        // Also after a timeout in between.
+        let (got, _) = read(vec![Ok(b"{\"id\"".to_vec()), timeout()]);
+        assert!(got.unwrap_err().downcast_ref::<CutResponse>().is_some());
+    }
+
+    #[test]
+    fn an_executor_that_exits_before_answering_is_none() {
+        let (got, _) = read(vec![timeout(), timeout()]);
+        assert!(got.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_hard_read_error_ends_the_wait() {
+        let (got, waits) = read(vec![Err(std::io::Error::new(
+            ErrorKind::ConnectionReset,
+            "reset",
+        ))]);
+        assert!(got.unwrap_err().to_string().contains("response"));
+        assert_eq!(waits, 0);
+    }
+
+    #[test]
+    fn the_waiter_decides_when_a_silent_executor_is_given_up() {
+        let parts = (0..5000).map(|_| timeout()).collect();
+        let (got, waits) = read(parts);
+        assert_eq!(got.unwrap_err().to_string(), "gave up waiting");
+        assert_eq!(waits, 1001);
     }
 }

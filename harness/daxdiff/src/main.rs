@@ -316,21 +316,9 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             let p = prepare(env, &kernel)?;
             let vm = p.boot(MachineProfile::default(), None)?;
             print_ready(&vm);
-            let key = vm.run_dir.join("id_ed25519");
-            let status = std::process::Command::new("ssh")
-                .args(["-i"])
-                .arg(&key)
-                .args([
-                    "-p",
-                    &vm.files.ssh_port.to_string(),
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "root@127.0.0.1",
-                ])
+            let ssh = vm.ssh_command();
+            let status = std::process::Command::new(&ssh[0])
+                .args(&ssh[1..])
                 .status()
                 .context("run ssh (package openssh-client)")?;
             vm.shutdown()?;
@@ -557,11 +545,7 @@ fn print_ready(vm: &daxdiff::vm::Vm) {
 }
 
 fn ssh_command(vm: &daxdiff::vm::Vm) -> String {
-    format!(
-        "ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
-        vm.run_dir.join("id_ed25519").display(),
-        vm.files.ssh_port
-    )
+    vm.ssh_command().join(" ")
 }
 
 fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {

@@ -192,11 +192,7 @@ fn boot(env: &Env, kernel: &str, out: &std::path::Path) -> Result<ExitCode> {
         "{kernel}: suite guest ready in {:.1}s",
         vm.times.ready.as_secs_f64()
     );
-    println!(
-        "connect: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
-        dir.join("id_ed25519").display(),
-        vm.files.ssh_port
-    );
+    println!("connect: {}", vm.ssh_command().join(" "));
     println!("test environment: {}", guest_environment());
     println!("console log: {}", dir.join("console.log").display());
     println!("Ctrl-C stops the guest.");

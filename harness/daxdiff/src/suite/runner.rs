@@ -298,7 +298,8 @@ fn reports_in(console: &str) -> Vec<String> {
 /// What a test cut off by the deadline had printed, over a second SSH connection.
 fn partial_log(vm: &Vm, dir: &Path) -> String {
     let key = dir.join("id_ed25519");
-    match Ssh::connect(vm.files.ssh_port, &key, Duration::from_secs(10)) {
+    let host_key = vm.host_key.as_deref();
+    match Ssh::connect(vm.files.ssh_port, &key, host_key, Duration::from_secs(10)) {
         Ok(s) => match s.exec(&format!("cat {GUEST_LOG}"), None, Duration::from_secs(30)) {
             Ok(o) => o.stdout_str(),
             Err(e) => format!("(the test's output could not be read: {e:#})"),

@@ -225,7 +225,9 @@ pub struct Vm {
     pub files: BootFiles,
     pub profile: MachineProfile,
     pub run_dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// The guest's SSH host key (base64 ed25519 blob), as it announced it on the console.
+    pub host_key: Option<String>,
+    _tmp: Option<reaper::PrivateDir>,
     pub kernel_name: String,
 }
 
@@ -239,13 +241,22 @@ impl Vm {
 
     fn boot_once(kernel: &Kernel, image: &GuestImage, opts: BootOptions) -> Result<Vm> {
         let qemu = profile::find_qemu().map_err(anyhow::Error::msg)?;
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            for d in reaper::sweep_stale(&std::env::temp_dir(), RUN_DIR_PREFIX) {
+                eprintln!(
+                    "vm: removed {}, left by a daxdiff that was killed",
+                    d.display()
+                );
+            }
+        });
         let (tmp, run_dir) = match &opts.run_dir {
             Some(d) => {
-                fs::create_dir_all(d)?;
+                private_dir(d)?;
                 (None, d.clone())
             }
             None => {
-                let t = tempfile::Builder::new().prefix("daxdiff-vm-").tempdir()?;
+                let t = reaper::PrivateDir::new(RUN_DIR_PREFIX)?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -304,7 +315,16 @@ impl Vm {
             .with_context(|| format!("start {}", files.qemu.display()))?;
         reaper::register(child.id());
         let stdout = child.stdout.take().expect("piped");
-        let console = Console::spawn(stdout, &run_dir.join("console.log"), start)?;
+        let console = match Console::spawn(stdout, &run_dir.join("console.log"), start) {
+            Ok(c) => c,
+            Err(e) => {
+                // Without a console nobody would ever stop this QEMU.
+                let _ = child.kill();
+                let _ = child.wait();
+                reaper::unregister(child.id());
+                return Err(anyhow::Error::new(e).context("start reading the guest console"));
+            }
+        };
         let mut stderr = child.stderr.take().expect("piped");
         let stderr_log = run_dir.join("qemu.stderr");
         let stderr_path = stderr_log.clone();
@@ -323,6 +343,7 @@ impl Vm {
             files,
             profile: opts.profile.clone(),
             run_dir,
+            host_key: None,
             _tmp: tmp,
             kernel_name: kernel.name.0.clone(),
         };
@@ -367,8 +388,25 @@ impl Vm {
         }
         self.times.bringup = done_at - self.times.kernel;
         let port = self.files.ssh_port;
+        let host_key = announced_host_key(&self.console.since(init.0).iter().map(|l| l.text.as_str()).collect::<Vec<_>>())
+            .with_context(|| format!(
+                "the guest on kernel {} did not announce its SSH host key on the console (an image older than this daxdiff? rebuild with ci/build.sh)\nconsole tail:\n{}",
+                self.kernel_name,
+                self.console.tail(20)
+            ))?;
+        fs::write(
+            self.run_dir.join("known_hosts"),
+            format!("[127.0.0.1]:{port} ssh-ed25519 {host_key}\n"),
+        )?;
         let mut alive = || self.check_alive();
-        let ssh = Ssh::connect_until(port, &keys.private_key, deadline, &mut alive)?;
+        let ssh = Ssh::connect_until(
+            port,
+            &keys.private_key,
+            Some(&host_key),
+            deadline,
+            &mut alive,
+        )?;
+        self.host_key = Some(host_key);
         self.times.ssh = start.elapsed();
         self.times.ready = self.times.ssh.max(done_at);
         let topo = ssh.exec(
@@ -523,6 +561,26 @@ impl Vm {
         }
     }
 
+    /// The `ssh` command that reaches this guest as root, checking its host key against the
+    /// one it announced (`known_hosts` in the run directory).
+    pub fn ssh_command(&self) -> Vec<String> {
+        let dir = &self.run_dir;
+        vec![
+            "ssh".into(),
+            "-i".into(),
+            dir.join("id_ed25519").display().to_string(),
+            "-p".into(),
+            self.files.ssh_port.to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "root@127.0.0.1".into(),
+        ]
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -579,6 +637,26 @@ fn qmp_quit(socket: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Prefix of the guests' private run directories in the temporary directory.
+pub const RUN_DIR_PREFIX: &str = "daxdiff-vm-";
+
+/// Makes `dir` (and missing parents) and sets it to 0700: it will hold a private key.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} private", dir.display()))
+}
+
+/// The host key blob from the guest's `daxdiff-init: hostkey ssh-ed25519 BLOB` console line.
+fn announced_host_key(lines: &[&str]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let rest = l.split("daxdiff-init: hostkey ssh-ed25519 ").nth(1)?;
+        let blob = rest.split_whitespace().next()?;
+        Some(blob.to_string())
+    })
+}
+
 /// A free TCP port on loopback for the SSH forward.
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
@@ -588,6 +666,31 @@ fn free_port() -> Result<u16> {
 #[cfg(test)]
 mod retry_tests {
     use super::*;
+
+    #[test]
+    fn the_host_key_is_taken_from_the_console_line() {
+        let lines = [
+            "[    3.1] random: crng init done",
+            "daxdiff-init: hostkey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbc",
+            "daxdiff-init: sshd-started",
+        ];
+        assert_eq!(
+            announced_host_key(&lines).as_deref(),
+            Some("AAAAC3NzaC1lZDI1NTE5AAAAIAbc")
+        );
+        // dropbearkey failed: the line carries no key.
+        assert_eq!(announced_host_key(&["daxdiff-init: hostkey "]), None);
+    }
+
+    #[test]
+    fn a_given_run_directory_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("a/b");
+        private_dir(&run).unwrap();
+        let mode = fs::metadata(&run).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 
     fn death(first: &str) -> anyhow::Error {
         DiedDuringBoot {

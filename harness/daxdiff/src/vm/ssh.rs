@@ -24,9 +24,19 @@ impl KeyPair {
         let pem = key
             .to_openssh(LineEnding::LF)
             .context("encode private key")?;
-        std::fs::write(&private_key, pem.as_bytes())?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&private_key, std::fs::Permissions::from_mode(0o600))?;
+        // Created 0600, never readable by others even for a moment; a leftover key of an
+        // earlier boot in the same directory is replaced, not reused.
+        let _ = std::fs::remove_file(&private_key);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&private_key)
+                .with_context(|| format!("create {}", private_key.display()))?;
+            f.write_all(pem.as_bytes())?;
+        }
         let public = key.public_key().to_openssh().context("encode public key")?;
         let public_blob = public
             .split_whitespace()
@@ -63,14 +73,24 @@ pub struct Ssh {
 }
 
 impl Ssh {
-    /// One connection attempt with a short timeout.
-    pub fn connect(port: u16, key: &Path, timeout: Duration) -> Result<Ssh> {
+    /// One connection attempt with a short timeout. With `host_key` (the base64 ed25519 blob
+    /// the guest announced on its console), a server presenting another key is refused
+    /// before we authenticate to it.
+    pub fn connect(
+        port: u16,
+        key: &Path,
+        host_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Ssh> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let tcp = TcpStream::connect_timeout(&addr, timeout)?;
         let mut session = ssh2::Session::new()?;
         session.set_tcp_stream(tcp);
-        session.set_timeout(timeout.as_millis() as u32);
+        session.set_timeout(libssh2_timeout(timeout));
         session.handshake()?;
+        if let Some(expected) = host_key {
+            check_host_key(session.host_key(), expected, port)?;
+        }
         session.userauth_pubkey_file("root", None, key, None)?;
         if !session.authenticated() {
             bail!("the guest refused the key");
@@ -78,18 +98,21 @@ impl Ssh {
         Ok(Ssh { session })
     }
 
-    /// Retries until the guest's SSH server accepts us or `deadline` passes.
+    /// Retries until the guest's SSH server accepts us or `deadline` passes. A server with
+    /// the wrong host key is an error at once: retrying would not make it the guest.
     pub fn connect_until(
         port: u16,
         key: &Path,
+        host_key: Option<&str>,
         deadline: Instant,
         alive: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Ssh> {
         let mut last = None;
         while Instant::now() < deadline {
             alive()?;
-            match Ssh::connect(port, key, Duration::from_secs(5)) {
+            match Ssh::connect(port, key, host_key, Duration::from_secs(5)) {
                 Ok(s) => return Ok(s),
+                Err(e) if e.downcast_ref::<WrongHostKey>().is_some() => return Err(e),
                 Err(e) => last = Some(e),
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -100,8 +123,7 @@ impl Ssh {
 
     /// Runs `cmd` through the guest's shell; `timeout` bounds the whole command.
     pub fn exec(&self, cmd: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output> {
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        self.session.set_timeout(libssh2_timeout(timeout));
         let mut ch = self.session.channel_session().context("open SSH channel")?;
         ch.exec(cmd)
             .with_context(|| format!("start `{cmd}` in the guest"))?;
@@ -116,8 +138,7 @@ impl Ssh {
         self.session.set_blocking(false);
         let read = drain_both(&mut ch, deadline);
         self.session.set_blocking(true);
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        self.session.set_timeout(libssh2_timeout(timeout));
         let (stdout, stderr) = read.map_err(|e| match e {
             Drain::Late => anyhow::anyhow!("`{cmd}` did not finish within {timeout:?}"),
             Drain::Io(e) => anyhow::Error::new(e).context(format!("read the output of `{cmd}`")),
@@ -141,17 +162,65 @@ impl Ssh {
         Ok(())
     }
 
-    /// A channel for streaming protocols (the executor's JSON lines).
-    pub fn channel(&self, cmd: &str) -> Result<ssh2::Channel> {
-        self.session.set_timeout(0);
-        let mut ch = self.session.channel_session()?;
-        ch.exec(cmd)?;
+    /// A channel for streaming protocols (the executor's JSON lines). Opening it and
+    /// starting `cmd` must finish within `timeout`: a guest that stalls right after bring-up
+    /// is an error, not a wait for ever. The caller sets the timeouts of its reads.
+    pub fn channel(&self, cmd: &str, timeout: Duration) -> Result<ssh2::Channel> {
+        self.session.set_timeout(libssh2_timeout(timeout));
+        let late = |e: ssh2::Error| {
+            anyhow::Error::new(e).context(format!(
+                "the guest did not start `{cmd}` within {timeout:?}; it may be hung"
+            ))
+        };
+        let mut ch = self.session.channel_session().map_err(late)?;
+        ch.exec(cmd).map_err(late)?;
         Ok(ch)
+    }
+
+    /// Bounds every blocking call on the session from now on (see [`libssh2_timeout`]).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.session.set_timeout(libssh2_timeout(timeout));
     }
 
     pub fn session(&self) -> &ssh2::Session {
         &self.session
     }
+}
+
+/// The SSH server on the guest's forwarded port is not the guest that booted.
+#[derive(Debug, thiserror::Error)]
+#[error("the SSH server on 127.0.0.1:{port} presented {found}, not the host key the guest announced on its console; another process may have taken the port: not connecting")]
+pub struct WrongHostKey {
+    pub port: u16,
+    pub found: String,
+}
+
+fn check_host_key(
+    presented: Option<(&[u8], ssh2::HostKeyType)>,
+    expected: &str,
+    port: u16,
+) -> Result<()> {
+    use base64ct::Encoding;
+    let found = match presented {
+        Some((blob, ssh2::HostKeyType::Ed25519)) => base64ct::Base64::encode_string(blob),
+        Some((_, t)) => format!("a {t:?} key"),
+        None => "no host key".to_string(),
+    };
+    if found != expected {
+        let found = if found.len() > 24 {
+            format!("key {}…", &found[..24])
+        } else {
+            found
+        };
+        return Err(WrongHostKey { port, found }.into());
+    }
+    Ok(())
+}
+
+/// libssh2's timeout for `d`: milliseconds, at least 1 (libssh2 reads 0 as "wait for ever")
+/// and at most `u32::MAX` (a longer duration is cut there, not wrapped to a short one).
+pub fn libssh2_timeout(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
 }
 
 enum Drain {
@@ -199,6 +268,31 @@ fn drain_both(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_announced_host_key_is_accepted() {
+        use base64ct::Encoding;
+        let blob = b"\0\0\0\x0bssh-ed25519\0\0\0\x20abcdefghabcdefghabcdefghabcdefgh";
+        let b64 = base64ct::Base64::encode_string(blob);
+        check_host_key(Some((blob, ssh2::HostKeyType::Ed25519)), &b64, 2222).unwrap();
+        let mut other = blob.to_vec();
+        *other.last_mut().unwrap() = b'X';
+        let e = check_host_key(Some((&other, ssh2::HostKeyType::Ed25519)), &b64, 2222).unwrap_err();
+        assert!(e.downcast_ref::<WrongHostKey>().is_some());
+        assert!(e.to_string().contains("127.0.0.1:2222"), "{e}");
+        let e = check_host_key(Some((blob, ssh2::HostKeyType::Rsa)), &b64, 2222).unwrap_err();
+        assert!(e.to_string().contains("Rsa"), "{e}");
+        assert!(check_host_key(None, &b64, 2222).is_err());
+    }
+
+    #[test]
+    fn a_timeout_never_means_for_ever_nor_wraps() {
+        assert_eq!(libssh2_timeout(Duration::ZERO), 1);
+        assert_eq!(libssh2_timeout(Duration::from_micros(10)), 1);
+        assert_eq!(libssh2_timeout(Duration::from_secs(30)), 30_000);
+        // 50 days in ms is more than u32::MAX; `as u32` made it about 4 days short of 0.
+        assert_eq!(libssh2_timeout(Duration::from_secs(50 * 86_400)), u32::MAX);
+    }
 
     #[test]
     fn fresh_keys_differ_and_are_private() {
