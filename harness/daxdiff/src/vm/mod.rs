@@ -581,6 +581,17 @@ impl Vm {
         ]
     }
 
+    /// Pauses the guest's CPUs (QMP `stop`): the guest stops answering while QEMU, its
+    /// network forward and console stay up — a hung guest, on purpose.
+    pub fn pause(&self) -> Result<()> {
+        qmp_execute(&self.files.qmp_socket, "stop").map(|_| ())
+    }
+
+    /// Resumes a paused guest (QMP `cont`).
+    pub fn resume(&self) -> Result<()> {
+        qmp_execute(&self.files.qmp_socket, "cont").map(|_| ())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -626,15 +637,21 @@ impl Drop for Vm {
 }
 
 fn qmp_quit(socket: &Path) -> Result<()> {
-    let mut s = UnixStream::connect(socket)?;
+    qmp_execute(socket, "quit").map(|_| ())
+}
+
+/// Runs one QMP command without arguments (`stop`, `cont`, `quit`) and returns QEMU's answer.
+fn qmp_execute(socket: &Path, command: &str) -> Result<String> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connect to QMP at {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = [0u8; 4096];
     let _ = s.read(&mut buf)?; // greeting
     s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
     let _ = s.read(&mut buf)?;
-    s.write_all(b"{\"execute\":\"quit\"}\n")?;
-    let _ = s.read(&mut buf);
-    Ok(())
+    s.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    let n = s.read(&mut buf).unwrap_or(0);
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Prefix of the guests' private run directories in the temporary directory.
