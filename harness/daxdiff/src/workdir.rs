@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use daxdiff_prog::class::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::write_atomic;
@@ -88,6 +89,13 @@ pub struct Stats {
     /// Teardown liveness after every Nth program (0: off).
     #[serde(default)]
     pub teardown_every: u64,
+    /// Programs the fuzz loop ran, by class (target, granularity, pin kind, disturbance
+    /// while pinned, threads: `daxdiff_prog::class`).
+    #[serde(default)]
+    pub classes_executed: Distribution,
+    /// Programs the corpus took, by class.
+    #[serde(default)]
+    pub classes_corpus: Distribution,
 }
 
 #[derive(Clone, Debug)]
@@ -155,6 +163,18 @@ impl Workdir {
             out.push(std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?);
         }
         Ok(out)
+    }
+
+    /// The corpus's programs by class (those that parse).
+    pub fn corpus_classes(&self) -> Result<Distribution> {
+        let target = daxdiff_prog::Target::builtin();
+        let mut d = Distribution::default();
+        for text in self.corpus()? {
+            if let Ok(p) = daxdiff_prog::parse(target, &text) {
+                d.add(&daxdiff_prog::class::classify(target, &p));
+            }
+        }
+        Ok(d)
     }
 
     /// Adds a program to the corpus; false if it was there already.
@@ -251,8 +271,13 @@ pub struct Summary {
 impl Workdir {
     pub fn summary(&self) -> Result<Summary> {
         let strip = |v: Vec<(String, Finding)>| v.into_iter().map(|(_, f)| f).collect();
+        let mut stats = self.stats()?.unwrap_or_default();
+        if stats.classes_corpus.programs == 0 {
+            // A workdir from before classes were counted: its corpus says what they are.
+            stats.classes_corpus = self.corpus_classes()?;
+        }
         Ok(Summary {
-            stats: self.stats()?.unwrap_or_default(),
+            stats,
             divergences: strip(self.findings(FindingKind::Divergence)?),
             crashes: strip(self.findings(FindingKind::Crash)?),
             unstable: strip(self.findings(FindingKind::Unstable)?),
@@ -285,6 +310,12 @@ impl std::fmt::Display for Summary {
                 n => format!("after every {n}th program"),
             }
         )?;
+        if s.classes_executed.programs > 0 {
+            writeln!(f, "executed programs by class:\n{}", s.classes_executed)?;
+        }
+        if s.classes_corpus.programs > 0 {
+            writeln!(f, "corpus by class:\n{}", s.classes_corpus)?;
+        }
         for (label, list) in [
             ("divergences", &self.divergences),
             ("crashes", &self.crashes),

@@ -6,6 +6,7 @@
 //! [`Program::to_text`] (text form), [`generate::generate`] and [`mutate::mutate`].
 
 pub mod analysis;
+pub mod class;
 pub mod csource;
 pub mod descs;
 pub mod encoding;

@@ -133,8 +133,13 @@ impl Campaign {
         let s = &self.stats;
         let rate = self.session_execs() as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let edges = |e: Option<u64>| e.map_or("-".to_string(), |n| n.to_string());
+        let classes = format!(
+            "{}/{}",
+            s.classes_executed.labels.len(),
+            daxdiff_prog::class::Class::all_labels().len()
+        );
         self.bar.set_message(format!(
-            "{} vs {}: execs {} ({rate:.2}/s) corpus {} edges A {} B {} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
+            "{} vs {}: execs {} ({rate:.2}/s) corpus {} edges A {} B {} classes {classes} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
             s.kernel_a, s.kernel_b, s.execs, s.corpus, edges(s.edges_a), edges(s.edges_b), s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
         ));
         if self.last_save.elapsed() >= Duration::from_secs(5) {

@@ -31,6 +31,14 @@ use super::side::{KernelSide, Run, GUEST_STOPPED};
 use crate::diff::{compare, judge, Outcome, Verdict};
 use crate::workdir::{fnv1a64, Finding, FindingKind, SideRecord};
 
+/// The class of a program in text form (`None` for text that does not parse, which the
+/// executor reports on its own).
+fn classify(text: &str) -> Option<daxdiff_prog::class::Class> {
+    let target = daxdiff_prog::Target::builtin();
+    let prog = daxdiff_prog::parse(target, text).ok()?;
+    Some(daxdiff_prog::class::classify(target, &prog))
+}
+
 /// A program in its text form (what the executor takes and what lands in `corpus/`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgInput(pub String);
@@ -148,6 +156,9 @@ impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
             Role::A => {
                 c.stats.execs += 1;
                 c.stats.vm_restarts_a += restarts;
+                if let Some(class) = classify(&input.0) {
+                    c.stats.classes_executed.add(&class);
+                }
             }
             Role::B => c.stats.vm_restarts_b += restarts,
         }
@@ -291,6 +302,9 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedb
             .map_err(|e| Error::unknown(format!("{e:#}")))?
         {
             c.stats.corpus += 1;
+            if let Some(class) = classify(&input.0) {
+                c.stats.classes_corpus.add(&class);
+            }
         }
         Ok(())
     }
