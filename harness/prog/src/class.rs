@@ -202,6 +202,17 @@ impl Distribution {
         *self.keys.entry(class.key()).or_default() += 1;
     }
 
+    /// How rare `class` is here: the sum over its labels of 1/(1 + programs with that
+    /// label). A program that reaches labels few programs had scores high; one made only of
+    /// common labels scores low.
+    pub fn rarity(&self, class: &Class) -> f64 {
+        class
+            .labels()
+            .iter()
+            .map(|l| 1.0 / (1.0 + self.labels.get(l).copied().unwrap_or(0) as f64))
+            .sum()
+    }
+
     /// The labels the descriptions allow that no program had.
     pub fn never(&self) -> Vec<String> {
         Class::all_labels()
@@ -501,6 +512,20 @@ mod tests {
         let text = d.to_string();
         assert!(text.contains("  pin: vmsplice 2, uring_fixed 1"), "{text}");
         assert!(text.contains("never: "), "{text}");
+    }
+
+    #[test]
+    fn a_class_seen_less_is_rarer() {
+        let common = seed("punch_while_pinned_vmsplice.prog");
+        let rare = seed("devdax_disable_while_pinned.prog");
+        let mut d = Distribution::default();
+        for _ in 0..10 {
+            d.add(&common);
+        }
+        assert!(d.rarity(&rare) > d.rarity(&common));
+        // Nothing seen yet: every label counts fully.
+        let empty = Distribution::default();
+        assert_eq!(empty.rarity(&rare), rare.labels().len() as f64);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::workdir::{fnv1a64, Finding, FindingKind, SideRecord};
 
 /// The class of a program in text form (`None` for text that does not parse, which the
 /// executor reports on its own).
-fn classify(text: &str) -> Option<daxdiff_prog::class::Class> {
+pub(crate) fn classify(text: &str) -> Option<daxdiff_prog::class::Class> {
     let target = daxdiff_prog::Target::builtin();
     let prog = daxdiff_prog::parse(target, text).ok()?;
     Some(daxdiff_prog::class::classify(target, &prog))
@@ -520,12 +520,18 @@ impl FindingObjective {
     }
 }
 
-/// Mutates programs with the program model's own mutator (and sometimes generates a fresh
-/// one); once the budget is spent it skips, so the stage ends without running anything.
+/// Mutates programs with the program model's own mutator, or generates a fresh one
+/// ([`super::schedule::generate_percent`] of the time); of [`CANDIDATES`] such programs it
+/// keeps the one whose class the campaign has executed least. Once the budget is spent it
+/// skips, so the stage ends without running anything.
 pub struct ProgMutator {
     pub rng: Rng,
     pub campaign: Arc<Mutex<Campaign>>,
 }
+
+/// Programs made per mutation, of which the rarest runs (making one costs microseconds,
+/// running one seconds).
+pub const CANDIDATES: usize = 8;
 
 impl Named for ProgMutator {
     fn name(&self) -> &Cow<'static, str> {
@@ -536,27 +542,42 @@ impl Named for ProgMutator {
 
 impl<S: HasCorpus<ProgInput>> Mutator<ProgInput, S> for ProgMutator {
     fn mutate(&mut self, state: &mut S, input: &mut ProgInput) -> Result<MutationResult, Error> {
-        if self.campaign.lock().unwrap().should_stop() {
-            return Ok(MutationResult::Skipped);
-        }
-        let target = Target::builtin();
-        let n = state.corpus().count();
-        let other = if n > 0 {
-            let id = state.corpus().nth(self.rng.index(n));
-            let tc = state.corpus().get(id)?.borrow();
-            tc.input()
-                .as_ref()
-                .and_then(|i| daxdiff_prog::parse(target, &i.0).ok())
-        } else {
-            None
-        };
-        let next = match daxdiff_prog::parse(target, &input.0) {
-            Ok(p) if !self.rng.percent(5) => {
-                daxdiff_prog::mutate::mutate(target, &p, other.as_ref(), &mut self.rng).0
+        let (executed, kcov) = {
+            let c = self.campaign.lock().unwrap();
+            if c.should_stop() {
+                return Ok(MutationResult::Skipped);
             }
-            _ => daxdiff_prog::generate::generate(target, &mut self.rng),
+            let kcov = c.stats.edges_a.is_some() || c.stats.edges_b.is_some();
+            (c.stats.classes_executed.clone(), kcov)
         };
-        input.0 = next.to_text();
+        let target = Target::builtin();
+        let parsed = daxdiff_prog::parse(target, &input.0).ok();
+        let n = state.corpus().count();
+        let generate =
+            parsed.is_none() || self.rng.percent(super::schedule::generate_percent(kcov));
+        let mut candidates = Vec::with_capacity(CANDIDATES);
+        for _ in 0..CANDIDATES {
+            let next = match &parsed {
+                Some(p) if !generate => {
+                    let other = if n > 0 {
+                        let id = state.corpus().nth(self.rng.index(n));
+                        let tc = state.corpus().get(id)?.borrow();
+                        tc.input()
+                            .as_ref()
+                            .and_then(|i| daxdiff_prog::parse(target, &i.0).ok())
+                    } else {
+                        None
+                    };
+                    daxdiff_prog::mutate::mutate(target, p, other.as_ref(), &mut self.rng).0
+                }
+                _ => daxdiff_prog::generate::generate(target, &mut self.rng),
+            };
+            let class = daxdiff_prog::class::classify(target, &next);
+            candidates.push((next.to_text(), class));
+        }
+        if let Some(best) = super::schedule::rarest(&executed, &candidates) {
+            input.0 = best.to_string();
+        }
         Ok(MutationResult::Mutated)
     }
 

@@ -4,6 +4,7 @@
 mod campaign;
 pub mod cli;
 mod engine;
+pub mod schedule;
 pub mod side;
 
 use std::cell::RefCell;
@@ -21,7 +22,6 @@ use libafl::feedback_or;
 use libafl::feedbacks::MaxMapFeedback;
 use libafl::fuzzer::{Evaluator, Fuzzer, StdFuzzer};
 use libafl::monitors::NopMonitor;
-use libafl::schedulers::QueueScheduler;
 use libafl::stages::StdMutationalStage;
 use libafl::state::{HasCorpus, StdState};
 use libafl_bolts::rands::StdRand;
@@ -214,7 +214,7 @@ fn run_job(
         &mut objective,
     )?;
     let mut mgr = SimpleEventManager::new(NopMonitor::new());
-    let mut fuzzer = StdFuzzer::new(QueueScheduler::new(), feedback, objective);
+    let mut fuzzer = StdFuzzer::new(schedule::ClassScheduler::new(), feedback, objective);
     let mutator = ProgMutator {
         rng: daxdiff_prog::rng::Rng::new(seed),
         campaign: campaign.clone(),
