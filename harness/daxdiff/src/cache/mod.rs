@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use contents::{Contents, Depth, Held, CONTENTS};
 use crate::lock::Lock;
+pub use contents::{Contents, Depth, Held, CONTENTS};
 
 /// Where cached artifacts go: `--cache`, else `$DAXDIFF_CACHE`, else `$XDG_CACHE_HOME/daxdiff`.
 pub fn default_dir() -> PathBuf {
@@ -139,7 +139,9 @@ impl Entry {
             eprintln!(
                 "cache: {} is being built by another daxdiff process{}; waiting for it",
                 self.dir.display(),
-                busy.holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                busy.holder
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default()
             )
         })
     }
@@ -156,42 +158,46 @@ impl Entry {
     /// deleted or truncated file) changes sizes or removes files; `daxdiff images list
     /// --verify` hashes every file of every entry ([`Entry::verify_full`]).
     pub fn verify(&self) -> Option<Manifest> {
-        self.check(Depth::Sizes)
-    }
-
-    /// Like [`Entry::verify`], hashing every file the entry holds.
-    pub fn verify_full(&self) -> Option<Manifest> {
-        self.check(Depth::Hashes)
-    }
-
-    fn check(&self, depth: Depth) -> Option<Manifest> {
-        let text = fs::read_to_string(self.dir.join(MANIFEST)).ok()?;
-        let m: Manifest = serde_json::from_str(&text).ok()?;
-        if m.key != self.key {
-            return None;
+        match self.inspect(Depth::Sizes) {
+            Verdict::Intact(m) => Some(m),
+            Verdict::Older(m) => Some(self.record_contents(m)),
+            Verdict::Damaged(why) => {
+                eprintln!(
+                    "cache: {} is damaged ({why}); rebuilding it",
+                    self.dir.display()
+                );
+                None
+            }
+            Verdict::Incomplete => None,
         }
-        let damaged = |why: String| {
-            eprintln!(
-                "cache: {} is damaged ({why}); rebuilding it",
-                self.dir.display()
-            );
+    }
+
+    /// Like [`Entry::verify`], hashing every file the entry holds; changes nothing (an
+    /// entry of an older daxdiff is checked by its named files).
+    pub fn verify_full(&self) -> Option<Manifest> {
+        match self.inspect(Depth::Hashes) {
+            Verdict::Intact(m) | Verdict::Older(m) => Some(m),
+            Verdict::Damaged(_) | Verdict::Incomplete => None,
+        }
+    }
+
+    /// What the entry is, checked to `depth`; says nothing.
+    pub fn inspect(&self, depth: Depth) -> Verdict {
+        let Some(m) = fs::read_to_string(self.dir.join(MANIFEST))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Manifest>(&text).ok())
+            .filter(|m| m.key == self.key)
+        else {
+            return Verdict::Incomplete;
         };
         for (rel, sum) in &m.files {
             match sha256_file(&self.dir.join(rel)) {
                 Ok(s) if &s == sum => {}
-                _ => {
-                    damaged(format!("{rel} changed"));
-                    return None;
-                }
+                _ => return Verdict::Damaged(format!("{rel} changed")),
             }
         }
         let Some(sum) = &m.contents else {
-            // A full check is asked for by a person looking at the cache: it reports what
-            // it checked (see `daxdiff images list --verify`) and changes nothing.
-            return Some(match depth {
-                Depth::Sizes => self.record_contents(m),
-                Depth::Hashes => m,
-            });
+            return Verdict::Older(m);
         };
         let list = self.dir.join(CONTENTS);
         let contents = match fs::read_to_string(&list) {
@@ -199,14 +205,21 @@ impl Entry {
             _ => Err(anyhow::anyhow!("{CONTENTS} changed")),
         };
         match contents.map(|c| c.check(&self.dir, depth)) {
-            Ok(None) => Some(m),
-            Ok(Some(why)) => {
-                damaged(why);
-                None
-            }
+            Ok(None) => Verdict::Intact(m),
+            Ok(Some(why)) => Verdict::Damaged(why),
+            Err(e) => Verdict::Damaged(format!("{e:#}")),
+        }
+    }
+
+    /// Has the entry built again at its next use (its manifest goes; the rest is replaced
+    /// by that build).
+    pub fn invalidate(&self) -> Result<()> {
+        let _lock = self.lock()?;
+        match fs::remove_file(self.dir.join(MANIFEST)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => {
-                damaged(format!("{e:#}"));
-                None
+                Err(e).with_context(|| format!("remove {}", self.dir.join(MANIFEST).display()))
             }
         }
     }
@@ -331,6 +344,41 @@ impl Entry {
             }
         }
     }
+}
+
+/// What checking an entry found.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Complete, and everything recorded is as recorded.
+    Intact(Manifest),
+    /// Made by a daxdiff that did not record contents; its named files are intact.
+    Older(Manifest),
+    /// Said for a person: the first thing found not as recorded.
+    Damaged(String),
+    /// No manifest (a build never finished) or one of another key.
+    Incomplete,
+}
+
+/// Every entry in the cache at `root`, of every kind.
+pub fn entries(root: &Path) -> Vec<Entry> {
+    let mut all = Vec::new();
+    let Ok(kinds) = fs::read_dir(root) else {
+        return all;
+    };
+    for kind in kinds.flatten() {
+        let Ok(dirs) = fs::read_dir(kind.path()) else {
+            continue;
+        };
+        for d in dirs.flatten() {
+            if !d.file_name().to_string_lossy().starts_with('.')
+                && d.path().join(MANIFEST).is_file()
+            {
+                all.extend(Entry::at(&d.path()));
+            }
+        }
+    }
+    all.sort_by(|a, b| a.dir.cmp(&b.dir));
+    all
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -485,6 +533,17 @@ mod tests {
         .unwrap();
         assert!(e.verify().is_some(), "same size: every use does not hash");
         assert!(e.verify_full().is_none());
+        // What `images list --verify` does with it: found among the entries, damaged, and
+        // built again at its next use.
+        let found = entries(root.path());
+        assert_eq!(found.len(), 1);
+        assert!(
+            matches!(found[0].inspect(Depth::Hashes), Verdict::Damaged(w) if w.contains("dax_pmem.ko changed"))
+        );
+        found[0].invalidate().unwrap();
+        let builds = std::sync::atomic::AtomicUsize::new(0);
+        kernel_entry(root.path(), &builds);
+        assert_eq!(builds.into_inner(), 1);
     }
 
     #[test]
@@ -534,7 +593,9 @@ mod tests {
         let sums: Vec<String> = both.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(builds.load(Ordering::SeqCst), 1);
         assert_eq!(sums[0], sums[1]);
-        assert!(Entry::new(root.path(), "guests", "g", "k").verify().is_some());
+        assert!(Entry::new(root.path(), "guests", "g", "k")
+            .verify()
+            .is_some());
     }
 
     #[test]
@@ -542,7 +603,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let e = Entry::new(root.path(), "guests", "g", "k");
         let other = Entry::new(root.path(), "guests", "h", "k");
-        let dead = root.path().join("guests").join(format!("{}dead1", e.partial_prefix()));
+        let dead = root
+            .path()
+            .join("guests")
+            .join(format!("{}dead1", e.partial_prefix()));
         let alive = root
             .path()
             .join("guests")
@@ -560,6 +624,9 @@ mod tests {
         })
         .unwrap();
         assert!(!dead.exists(), "the killed build's directory is left");
-        assert!(alive.exists(), "a live build of another entry lost its directory");
+        assert!(
+            alive.exists(),
+            "a live build of another entry lost its directory"
+        );
     }
 }
