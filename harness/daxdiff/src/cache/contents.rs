@@ -216,7 +216,11 @@ mod tests {
         fs::write(d.path().join("scratch/build.o"), b"tmp").unwrap();
         let c = Contents::record(d.path(), &[], Some(Path::new("scratch"))).unwrap();
         fs::remove_file(d.path().join("scratch/build.o")).unwrap();
-        assert_eq!(c.check(d.path(), Depth::Hashes), None, "scratch is not content");
+        assert_eq!(
+            c.check(d.path(), Depth::Hashes),
+            None,
+            "scratch is not content"
+        );
         fs::write(d.path().join("m/dax.ko"), b"modulE").unwrap();
         // Same size: only hashing sees it.
         assert_eq!(c.check(d.path(), Depth::Sizes), None);
