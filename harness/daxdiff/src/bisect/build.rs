@@ -180,11 +180,11 @@ impl StepKernels for KbuildKernels {
              which now holds another revision",
             step_kernel_name(rev)
         );
-        let dir = k.bzimage.parent().map(Path::to_path_buf);
-        if let Some(dir) = dir {
-            std::fs::remove_dir_all(&dir).map_err(|e| BuildFailed {
+        // Through the cache entry's lock: another process may be building or using it.
+        if let Some(entry) = k.bzimage.parent().and_then(crate::cache::Entry::at) {
+            entry.remove().map_err(|e| BuildFailed {
                 rev: rev.to_string(),
-                reason: format!("remove {} to rebuild it: {e}", dir.display()),
+                reason: format!("remove {} to rebuild it: {e:#}", entry.dir.display()),
                 secs: 0.0,
             })?;
         }
