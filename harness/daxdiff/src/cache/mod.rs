@@ -484,7 +484,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let builds = AtomicUsize::new(0);
         let modules = "lib/modules/7.3/kernel/drivers/dax";
-        let damage: [(&str, &dyn Fn(&Path)); 4] = [
+        type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+        let damage: [Damage; 4] = [
             ("truncated module", &|d| {
                 let f = fs::OpenOptions::new()
                     .write(true)
