@@ -103,6 +103,10 @@ enum ImagesCmd {
         refresh: bool,
         #[arg(long)]
         json: bool,
+        /// Hash every file of every cache entry (every use checks only that each file is
+        /// there with its size); a damaged entry is built again at its next use
+        #[arg(long)]
+        verify: bool,
     },
     /// Fetch kernels and build their guest images now
     Fetch {
@@ -240,7 +244,17 @@ fn print_reports(env: &Env, kernel: &daxdiff::images::Kernel, console: &str) {
 
 fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
     match cmd {
-        Cmd::Images(ImagesCmd::List { refresh, json }) => images_list(env, refresh, json),
+        Cmd::Images(ImagesCmd::List {
+            refresh,
+            json,
+            verify,
+        }) => {
+            let code = images_list(env, refresh, json)?;
+            if verify {
+                return verify_cache(env);
+            }
+            Ok(code)
+        }
         Cmd::Images(ImagesCmd::Fetch { kernels }) => {
             for k in kernels {
                 let p = prepare(env, &k)?;
@@ -618,6 +632,39 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
         println!("cache: {}", env.cache.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `images list --verify`: every entry of the cache, hashed.
+fn verify_cache(env: &Env) -> Result<ExitCode> {
+    use daxdiff::cache::{Depth, Verdict};
+    let mut damaged = 0;
+    for e in daxdiff::cache::entries(&env.cache) {
+        let started = std::time::Instant::now();
+        let verdict = e.inspect(Depth::Hashes);
+        let secs = started.elapsed().as_secs_f64();
+        let shown = e.dir.strip_prefix(&env.cache).unwrap_or(&e.dir).display();
+        match verdict {
+            Verdict::Intact(_) => println!("ok       {shown} ({secs:.1} s)"),
+            Verdict::Older(m) => println!(
+                "ok       {shown}: made by an older daxdiff, only its {} named file(s) checked \
+                 (its next use records the rest)",
+                m.files.len()
+            ),
+            Verdict::Damaged(why) => {
+                damaged += 1;
+                e.invalidate()?;
+                println!("DAMAGED  {shown}: {why}; it is built again at its next use");
+            }
+            Verdict::Incomplete => {
+                println!("partial  {shown}: never finished; built again at its next use")
+            }
+        }
+    }
+    Ok(if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn kind_of(s: &KernelSource) -> &'static str {

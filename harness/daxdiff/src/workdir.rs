@@ -115,6 +115,13 @@ impl Workdir {
         })
     }
 
+    /// Makes this process the workdir's one writer until the lock is dropped: two campaigns
+    /// on one workdir would overwrite each other's counters and corpus. Refused, naming the
+    /// holder's pid, while another process holds it; reading it (`show`) needs no lock.
+    pub fn own(&self) -> Result<crate::lock::Lock> {
+        crate::lock::Lock::try_take(&self.root.join(".lock"), "workdir")
+    }
+
     /// Opens a workdir that must already exist (for `show`).
     pub fn existing(root: &Path) -> Result<Workdir> {
         if !root.join("stats.json").is_file() {
@@ -393,5 +400,20 @@ mod tests {
             Workdir::existing(t.path()).unwrap().stats().unwrap(),
             Some(s)
         );
+    }
+
+    #[test]
+    fn a_workdir_has_one_owner_at_a_time() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Workdir::open(t.path()).unwrap();
+        let first = w.own().unwrap();
+        let again = Workdir::open(t.path()).unwrap();
+        let err = again.own().unwrap_err().to_string();
+        assert!(
+            err.contains("workdir") && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        again.own().unwrap();
     }
 }

@@ -2,11 +2,13 @@
 //! that each revision is checked out into (so builds are incremental), one output
 //! directory per revision (so a resumed bisection builds nothing twice).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::git::{BuildFailed, StepKernel, StepKernels};
+use crate::process_group::Group;
 
 /// Runs `sh -c CMD` in the checkout with `DAXDIFF_REV` (the commit) and `DAXDIFF_OUT` (where
 /// it must leave `bzImage`, and optionally `config` and `lib/modules/<release>/`).
@@ -65,16 +67,18 @@ impl CommandKernels {
             let log_path = out.join("build.log");
             let log = std::fs::File::create(&log_path)
                 .map_err(|e| format!("create {}: {e}", log_path.display()))?;
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg(&self.command)
-                .current_dir(&src)
+            // In a process group of its own that goes with us: a build left running after a
+            // killed daxdiff would write into the checkout and output the next run uses.
+            let mut cmd =
+                Group::command("sh", &[OsStr::new("-c"), OsStr::new(self.command.as_str())]);
+            cmd.current_dir(&src)
                 .env("DAXDIFF_REV", rev)
                 .env("DAXDIFF_OUT", &out)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
-                .stderr(log)
-                .status()
+                .stderr(log);
+            let status = Group::start(cmd)
+                .and_then(|mut g| g.wait())
                 .map_err(|e| format!("run the build command: {e}"))?;
             if !status.success() {
                 let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -176,11 +180,11 @@ impl StepKernels for KbuildKernels {
              which now holds another revision",
             step_kernel_name(rev)
         );
-        let dir = k.bzimage.parent().map(Path::to_path_buf);
-        if let Some(dir) = dir {
-            std::fs::remove_dir_all(&dir).map_err(|e| BuildFailed {
+        // Through the cache entry's lock: another process may be building or using it.
+        if let Some(entry) = k.bzimage.parent().and_then(crate::cache::Entry::at) {
+            entry.remove().map_err(|e| BuildFailed {
                 rev: rev.to_string(),
-                reason: format!("remove {} to rebuild it: {e}", dir.display()),
+                reason: format!("remove {} to rebuild it: {e:#}", entry.dir.display()),
                 secs: 0.0,
             })?;
         }

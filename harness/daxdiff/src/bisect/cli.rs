@@ -335,6 +335,7 @@ fn start<'a>(
     signal: &'a Signal,
     settings: Settings,
 ) -> Result<(indicatif::ProgressBar, Session<'a>)> {
+    let owner = super::state::own_out(&args.out)?;
     let state = State::open(&args.out.join("state.json"), &key)?;
     let resumed = state.steps.len();
     let bar = indicatif::ProgressBar::new_spinner();
@@ -356,6 +357,7 @@ fn start<'a>(
         ));
     }
     let mut session = Session::new(signal, settings, state);
+    session.owner = Some(owner);
     session.kind = kind(args);
     let kind = kind(args);
     session.on_record = Box::new(move |r| say(format_record(r, kind)));

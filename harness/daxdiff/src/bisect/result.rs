@@ -331,13 +331,14 @@ impl Bisection {
             serde_json::to_string_pretty(self)?.as_bytes(),
         )?;
         write_atomic(&dir.join(FINDING_TEXT), self.text().as_bytes())?;
-        let mut t = Triage::load(dir)?;
-        t.bisection = Some(BisectNote {
-            kind: self.kind,
-            first_new: self.first_new.as_ref().map(|p| p.label.clone()),
-            confidence: self.confidence,
-        });
-        t.save(dir)
+        Triage::update(dir, |t| {
+            t.bisection = Some(BisectNote {
+                kind: self.kind,
+                first_new: self.first_new.as_ref().map(|p| p.label.clone()),
+                confidence: self.confidence,
+            })
+        })?;
+        Ok(())
     }
 
     /// The bisection recorded in a finding's directory, if any.

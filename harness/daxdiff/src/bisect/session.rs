@@ -58,6 +58,8 @@ pub struct Session<'a> {
     started: Instant,
     /// Called with each finished record (progress).
     pub on_record: Box<dyn FnMut(&StepRecord) + 'a>,
+    /// Held while the session runs: its output directory is its alone (see `state::own_out`).
+    pub owner: Option<crate::lock::Lock>,
 }
 
 impl<'a> Session<'a> {
@@ -71,6 +73,7 @@ impl<'a> Session<'a> {
             provenance: None,
             started: Instant::now(),
             on_record: Box::new(|_| {}),
+            owner: None,
         }
     }
 

@@ -62,6 +62,13 @@ pub struct State {
     path: PathBuf,
 }
 
+/// Makes this process the one bisection writing into `out` (its state and result) until
+/// the lock is dropped; another one is refused, naming the holder's pid.
+pub fn own_out(out: &Path) -> Result<crate::lock::Lock> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    crate::lock::Lock::try_take(&out.join(".lock"), "bisection output directory")
+}
+
 impl State {
     /// The state at `path`, or a new one. A state file of a different bisection is an error.
     pub fn open(path: &Path, key: &str) -> Result<State> {
@@ -157,5 +164,20 @@ mod tests {
         std::fs::write(&path, "{").unwrap();
         let err = State::open(&path, "k1").unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn one_bisection_per_output_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let first = own_out(&out).unwrap();
+        let err = own_out(&out).unwrap_err().to_string();
+        assert!(
+            err.contains("bisection output directory")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        own_out(&out).unwrap();
     }
 }

@@ -68,6 +68,8 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
         bail!("--runs and --jobs must be at least 1");
     }
     let workdir = Workdir::open(&cfg.workdir)?;
+    // Held for the whole campaign, before the counters are read.
+    let _owner = workdir.own()?;
     let mut stats = match workdir.stats()? {
         Some(s)
             if (s.kernel_a.as_str(), s.kernel_b.as_str())

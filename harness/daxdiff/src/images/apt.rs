@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
+use crate::lock::Lock;
+
 /// A Debian package at one version.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Package {
@@ -207,6 +209,26 @@ impl Apt {
         ]
     }
 
+    /// apt's own locks are off (`Debug::NoLocking`: they need root and a dpkg lock file,
+    /// and `apt-cache` and `apt-get download` take none anyway), so this lock of ours is
+    /// held around every apt command on the root: one process updating the lists while
+    /// another reads or downloads would see them half written.
+    fn lock(&self) -> Result<Lock> {
+        Lock::take(
+            &self.root.join("daxdiff.lock"),
+            "private apt root",
+            |busy| {
+                eprintln!(
+                    "apt: {} is in use by another daxdiff process{}; waiting for it",
+                    self.root.display(),
+                    busy.holder
+                        .map(|p| format!(" (pid {p})"))
+                        .unwrap_or_default()
+                )
+            },
+        )
+    }
+
     fn command(&self, tool: &str) -> Command {
         let mut c = Command::new(tool);
         c.args(self.options());
@@ -216,6 +238,7 @@ impl Apt {
 
     /// Refreshes the package lists when they are older than a day (or `force`).
     pub fn update(&self, force: bool) -> Result<()> {
+        let _lock = self.lock()?;
         let stamp = self.root.join("lists/.updated");
         let fresh = fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -247,6 +270,7 @@ impl Apt {
 
     /// Every version of every package whose name matches the POSIX regex `pattern`.
     pub fn search(&self, pattern: &str) -> Result<Vec<Package>> {
+        let _lock = self.lock()?;
         let out = self
             .command("apt-cache")
             .args(["search", "--names-only", pattern])
@@ -275,6 +299,7 @@ impl Apt {
 
     /// A package version's raw `Depends:` field (empty when it has none).
     pub fn depends(&self, p: &Package) -> Result<String> {
+        let _lock = self.lock()?;
         let out = self
             .command("apt-cache")
             .args(["show", &format!("{}={}", p.name, p.version)])
@@ -298,6 +323,7 @@ impl Apt {
 
     /// The packages (with versions) that installing `names` on an empty system needs.
     pub fn closure(&self, names: &[&str]) -> Result<Vec<Package>> {
+        let _lock = self.lock()?;
         let out = self
             .command("apt-get")
             .args(["-s", "-q", "install"])
@@ -317,6 +343,7 @@ impl Apt {
 
     /// Downloads packages into the private archive dir; returns their .deb paths.
     pub fn download(&self, pkgs: &[Package]) -> Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
         let dir = self.root.join("archives");
         let mut missing = Vec::new();
         let mut paths = Vec::new();
@@ -370,6 +397,7 @@ impl Apt {
 impl Apt {
     /// `apt-cache showsrc NAME`: every version's source stanza the lists know.
     pub fn showsrc(&self, name: &str) -> Result<String> {
+        let _lock = self.lock()?;
         let out = self
             .command("apt-cache")
             .args(["showsrc", name])
@@ -388,6 +416,7 @@ impl Apt {
     /// judged: mirrors may serve some of a source package's files and not others, so the
     /// caller checks for the files it needs.
     pub fn download_source(&self, spec: &str, dir: &Path) -> Result<std::process::Output> {
+        let _lock = self.lock()?;
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         self.command("apt-get")
             .current_dir(dir)

@@ -189,14 +189,7 @@ impl KernelStore {
             .join("kernels")
             .join(format!("{}.json", entry.name));
         let k: Kernel = serde_json::from_str(&fs::read_to_string(index).ok()?).ok()?;
-        let dir = k.bzimage.parent()?;
-        let key = dir.file_name()?.to_str()?.rsplit('-').next()?.to_string();
-        Entry {
-            dir: dir.to_path_buf(),
-            key,
-        }
-        .verify()
-        .map(|_| k)
+        Entry::at(k.bzimage.parent()?)?.verify().map(|_| k)
     }
 
     /// Fetches (or finds in the cache) the kernel a catalogue entry names.

@@ -574,7 +574,8 @@ impl ProbeBuilder {
             .part("release", rel.release)
             .part("packages", rel.packages.join(","))
             .finish();
-        let e = Entry::new(&self.cache, "toolchains", rel.release, &key);
+        // Probe builds run in root/build (see `Toolchain::scratch`).
+        let e = Entry::new(&self.cache, "toolchains", rel.release, &key).with_scratch("root/build");
         let gcc = format!("usr/bin/x86_64-linux-gnu-gcc-{}", rel.gcc_major);
         let m = match e.verify() {
             Some(m) => m,

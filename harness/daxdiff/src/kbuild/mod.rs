@@ -178,7 +178,7 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
 
     let work = cache_root.join("kbuild/work").join(&request);
     fs::create_dir_all(&work)?;
-    let _lock = WorkLock::take(&work)?;
+    let _lock = take_work_dir(&work)?;
     let tree = if patches.is_empty() {
         src.tree.clone()
     } else {
@@ -352,27 +352,17 @@ pub fn build(cache_root: &Path, req: &BuildRequest, taken: &Catalogue) -> Result
     Ok(record)
 }
 
-/// One build at a time per work directory (two would share its tree and output); the lock
-/// goes with the process, so a killed build leaves none behind.
-struct WorkLock(#[allow(dead_code)] fs::File);
-
-impl WorkLock {
-    fn take(work: &Path) -> Result<WorkLock> {
-        use std::os::fd::AsRawFd;
-        let f = fs::File::create(work.join(".lock"))?;
-        // SAFETY: flock on a file descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!(
-                "kernel build: {} is in use by another build; waiting for it",
-                work.display()
-            );
-            // SAFETY: as above, blocking this time.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                bail!("cannot lock {}", work.display());
-            }
-        }
-        Ok(WorkLock(f))
-    }
+/// One build at a time per work directory (two would share its tree and output).
+fn take_work_dir(work: &Path) -> Result<crate::lock::Lock> {
+    crate::lock::Lock::take(&work.join(".lock"), "kernel build directory", |busy| {
+        eprintln!(
+            "kernel build: {} is in use by another build{}; waiting for it",
+            work.display(),
+            busy.holder
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default()
+        )
+    })
 }
 
 /// Applies the series once per work directory; an interrupted application starts over from
@@ -486,6 +476,15 @@ struct Registry {
 /// Records `built` in the registry of built kernels (atomically: readers never see a torn file).
 pub fn register(cache_root: &Path, built: &Built) -> Result<()> {
     let path = registry_path(cache_root);
+    // Read, change, write: two builds registering at once would each drop the other's.
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _lock = crate::lock::Lock::take(
+        &path.with_extension("toml.lock"),
+        "registry of built kernels",
+        |_| {},
+    )?;
     let mut reg: Registry = match fs::read_to_string(&path) {
         Ok(t) => toml::from_str(&t).with_context(|| format!("parse {}", path.display()))?,
         Err(_) => Registry::default(),
@@ -571,5 +570,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(cat.get("7.3-kasan").is_ok());
+    }
+
+    #[test]
+    fn kernels_registered_at_the_same_time_are_all_in_the_registry() {
+        let d = tempfile::tempdir().unwrap();
+        let all: Vec<_> = (0..16)
+            .map(|i| {
+                let root = d.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let built = Built {
+                        name: format!("k{i}"),
+                        release: "6.12.117".into(),
+                        key: "k".into(),
+                        dir: root.join(format!("kernels/built-{i}")),
+                        source: "s".into(),
+                        compiler: "gcc".into(),
+                        build_secs: None,
+                        patches: vec![],
+                        unmet: vec![],
+                        bzimage_sha256: String::new(),
+                        tree: None,
+                        apply_report: None,
+                    };
+                    register(&root, &built).unwrap()
+                })
+            })
+            .collect();
+        for t in all {
+            t.join().unwrap();
+        }
+        let cat = registry(d.path()).unwrap().unwrap();
+        for i in 0..16 {
+            assert!(cat.get(&format!("k{i}")).is_ok(), "k{i} lost");
+        }
     }
 }

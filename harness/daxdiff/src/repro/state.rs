@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::write_atomic;
 
 pub const STATE_FILE: &str = "triage.json";
+const LOCK_FILE: &str = ".triage.lock";
 
 /// How far triage got, in order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -141,10 +142,31 @@ impl Triage {
         }
     }
 
+    /// The finding's lock: whoever reads, changes and writes its state holds it, so that
+    /// `repro` and `bisect` working on one finding never write over each other's result.
+    fn lock(dir: &Path) -> anyhow::Result<crate::lock::Lock> {
+        crate::lock::Lock::take(&dir.join(LOCK_FILE), "finding", |_| {})
+    }
+
     /// Writes the state. A bisection is `daxdiff bisect`'s to record, and one may finish while
     /// `daxdiff repro` works on the same finding from a state it loaded earlier: a bisection
     /// already on disk is kept when this state has none.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let _lock = Triage::lock(dir)?;
+        self.save_locked(dir)
+    }
+
+    /// Loads the state, lets `change` change it and writes it back, all under the finding's
+    /// lock.
+    pub fn update(dir: &Path, change: impl FnOnce(&mut Triage)) -> anyhow::Result<Triage> {
+        let _lock = Triage::lock(dir)?;
+        let mut t = Triage::load(dir)?;
+        change(&mut t);
+        t.save_locked(dir)?;
+        Ok(t)
+    }
+
+    fn save_locked(&self, dir: &Path) -> anyhow::Result<()> {
         let mut t = self.clone();
         if t.bisection.is_none() {
             t.bisection = Triage::load(dir).ok().and_then(|on_disk| on_disk.bisection);
@@ -266,5 +288,31 @@ mod tests {
         std::fs::write(dir.path().join(STATE_FILE), "{").unwrap();
         let err = Triage::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("delete it"), "{err}");
+    }
+
+    #[test]
+    fn a_bisection_recorded_while_repro_saves_again_and_again_is_never_lost() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            Triage::default().save(dir.path()).unwrap();
+            let d = dir.path().to_path_buf();
+            let repro = std::thread::spawn(move || {
+                let t = Triage::default();
+                for _ in 0..20 {
+                    t.save(&d).unwrap();
+                }
+            });
+            Triage::update(dir.path(), |t| {
+                t.bisection = Some(BisectNote {
+                    kind: Kind::Regression,
+                    first_new: Some("f4532d52d".into()),
+                    confidence: 0.99,
+                })
+            })
+            .unwrap();
+            repro.join().unwrap();
+            let back = Triage::load(dir.path()).unwrap();
+            assert!(back.bisection.is_some(), "the bisection was written over");
+        }
     }
 }
