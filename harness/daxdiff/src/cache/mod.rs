@@ -287,6 +287,8 @@ impl Entry {
             .prefix(&self.partial_prefix())
             .tempdir_in(parent)
             .with_context(|| format!("create temporary dir in {}", parent.display()))?;
+        // A Ctrl-C or SIGTERM mid-build removes it too (the signal handler does not unwind).
+        let _registered = crate::vm::reaper::Registered::new(tmp.path());
         let (files, facts) = build(tmp.path())?;
         let contents = self.record(tmp.path())?;
         let text = contents.to_text();

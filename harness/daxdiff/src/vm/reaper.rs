@@ -56,6 +56,23 @@ pub fn unregister_dir(dir: &Path) {
     dirs().remove(dir);
 }
 
+/// A directory registered for removal on a signal while this guard lives (a build directory
+/// that becomes a cache entry when the build succeeds).
+pub struct Registered(PathBuf);
+
+impl Registered {
+    pub fn new(dir: &Path) -> Registered {
+        register_dir(dir);
+        Registered(dir.to_path_buf())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        unregister_dir(&self.0);
+    }
+}
+
 /// Removes every registered directory (what the signal handler does after killing QEMU).
 pub fn remove_dirs() -> usize {
     let all: Vec<PathBuf> = std::mem::take(&mut *dirs()).into_iter().collect();
@@ -109,6 +126,7 @@ const OWNER: &str = ".owner";
 pub struct PrivateDir {
     path: PathBuf,
     _owner: Lock,
+    _registered: Registered,
 }
 
 impl PrivateDir {
@@ -126,11 +144,12 @@ impl PrivateDir {
                 anyhow::anyhow!("create a private directory in {}: {e}", parent.display())
             })?
             .keep();
-        register_dir(&path);
+        let registered = Registered::new(&path);
         let owner = Lock::try_take(&path.join(OWNER), "run directory")?;
         Ok(PrivateDir {
             path,
             _owner: owner,
+            _registered: registered,
         })
     }
 
@@ -140,9 +159,9 @@ impl PrivateDir {
 }
 
 impl Drop for PrivateDir {
+    /// Removes the directory; the registration ends right after (field drop order).
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
-        unregister_dir(&self.path);
     }
 }
 
