@@ -97,7 +97,7 @@ pub fn find_executor() -> Result<PathBuf> {
     }
     let refused = refused.iter().map(|r| format!("; {r}")).collect::<String>();
     bail!(
-        "the guest executor daxdiff-exec (a static binary) was not found (looked at {}){refused}; build it with `ci/build.sh` or set DAXDIFF_EXEC",
+        "no usable guest executor daxdiff-exec (a static binary) was found (looked at {}){refused}; build it with `ci/build.sh` or set DAXDIFF_EXEC",
         cands.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
     )
 }
