@@ -23,12 +23,20 @@ pub enum SignatureError {
 /// suffix the caller may add.
 const DIR_NAME_MAX: usize = 100;
 const HASH_HEX_DIGITS: usize = 8;
+/// The signature of a title with nothing left after normalization.
+const UNTITLED: &str = "untitled";
 
 impl Signature {
     /// The signature of a report title: numbers, addresses, offsets, task-name digits and
-    /// whitespace runs normalized (see [`crate::normalize_line`]).
+    /// whitespace runs normalized, control characters escaped (see [`crate::normalize_line`]).
+    /// Every title gives a signature that [`Signature::try_from`] reads back; one left empty
+    /// is `untitled`.
     pub fn from_title(title: &str) -> Signature {
-        Signature(normalize_line(title))
+        let text = normalize_line(title);
+        if text.is_empty() {
+            return Signature(UNTITLED.to_string());
+        }
+        Signature(text)
     }
 
     pub fn as_str(&self) -> &str {
@@ -159,5 +167,27 @@ mod tests {
         assert!(serde_json::from_str::<Signature>("\"\"").is_err());
         assert!(serde_json::from_str::<Signature>("\"a\\nb\"").is_err());
         assert_eq!(sig.to_string(), "INFO: task hung in memunmap_pages");
+    }
+
+    #[test]
+    fn every_title_gives_a_signature_that_reads_back() {
+        for title in [
+            "Kernel panic - not syncing: \x1b",
+            "kernel panic: \x1b[31mred\x1b[0m",
+            "WARNING in f\u{85}g",
+            "",
+            "   \t ",
+            "\x00",
+        ] {
+            let sig = Signature::from_title(title);
+            assert!(!sig.as_str().chars().any(char::is_control), "{sig:?}");
+            assert_eq!(
+                Signature::try_from(sig.to_string()).as_ref(),
+                Ok(&sig),
+                "{title:?}"
+            );
+            let json = serde_json::to_string(&sig).unwrap();
+            assert_eq!(serde_json::from_str::<Signature>(&json).unwrap(), sig);
+        }
     }
 }
