@@ -73,7 +73,9 @@ pub fn parse_syntax(text: &str) -> Result<(Program, Spans), ParseError> {
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            pending.push(line.to_string());
+            // `lines` takes one `\r` off a `\r\n` ending; more would come back one fewer
+            // each time the program is printed and read again.
+            pending.push(line.trim_end_matches('\r').to_string());
             continue;
         }
         let mut lx = Lexer::new(line, i + 1);
@@ -246,7 +248,7 @@ impl Lexer {
             Ok(())
         } else {
             match self.peek() {
-                Some(got) => self.err(format!("expected '{c}', found '{got}'")),
+                Some(got) => self.err(format!("expected '{c}', found '{}'", got.escape_debug())),
                 None => self.err(format!("expected '{c}' before end of line")),
             }
         }
@@ -321,7 +323,7 @@ impl Lexer {
         }
         self.ws();
         if let Some(c) = self.peek() {
-            return self.err(format!("unexpected '{c}' after the call"));
+            return self.err(format!("unexpected '{}' after the call", c.escape_debug()));
         }
         let mut call = Call::new(name, args);
         call.ret = ret;
@@ -468,7 +470,10 @@ impl Lexer {
                 }
                 Ok(Arg::Flags(names))
             }
-            Some(c) => self.err(format!("unexpected '{c}' where an argument was expected")),
+            Some(c) => self.err(format!(
+                "unexpected '{}' where an argument was expected",
+                c.escape_debug()
+            )),
             None => self.err("expected an argument before end of line"),
         }
     }
@@ -669,5 +674,16 @@ daxdiff_barrier()
         );
         let e = serde_json::from_str::<Program>(&json).unwrap_err();
         assert!(e.to_string().contains("recursion limit exceeded"), "{e}");
+    }
+
+    #[test]
+    fn comments_and_blank_lines_ending_in_carriage_returns_read_back_the_same() {
+        for text in ["# x\r\r\ngetpid()\n", "getpid()\n\r", "\r\r\n# y\r\n"] {
+            let (prog, _) = parse_syntax(text).unwrap();
+            let (again, _) = parse_syntax(&prog.to_text()).unwrap();
+            assert_eq!(again, prog, "{text:?}");
+        }
+        let e = parse_syntax("getpid()\r\r\n").unwrap_err();
+        assert_eq!(e.msg, "unexpected '\\r' after the call");
     }
 }
