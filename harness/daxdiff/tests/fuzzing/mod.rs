@@ -118,7 +118,7 @@ fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, seeds: &[Vec<u8>], dictionary:
         // Deep nesting: a token repeated thousands of times, sometimes closed again.
         4 if !dictionary.is_empty() => {
             let token = rng.pick(dictionary).as_bytes();
-            let most = if rng.percent(20) { 50_000 } else { 200 };
+            let most = if rng.percent(5) { 50_000 } else { 200 };
             let n = 1 + rng.below(most) as usize;
             let mut deep = token.repeat(n);
             if rng.percent(50) {
