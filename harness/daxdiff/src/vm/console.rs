@@ -60,7 +60,9 @@ impl Console {
             .name("console".into())
             .spawn(move || {
                 let mut r = BufReader::new(source);
-                let mut split = Splitter::new(std::io::BufWriter::new(file), shared.start);
+                // Unbuffered: the log on disk keeps up with the guest (a killed controller
+                // leaves every line it read).
+                let mut split = Splitter::new(file, shared.start);
                 let push = |line: Line| {
                     let (m, cv) = &*shared.inner;
                     m.lock().unwrap().lines.push(line);
@@ -68,6 +70,7 @@ impl Console {
                 };
                 loop {
                     let chunk = match r.fill_buf() {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Ok([]) | Err(_) => break,
                         Ok(chunk) => chunk,
                     };
@@ -161,9 +164,10 @@ struct Splitter<W: Write> {
     start: Instant,
     /// The current line, up to `MAX_LINE` bytes.
     line: Vec<u8>,
-    /// When the current line went past `MAX_LINE`, and how many bytes it had then: from that
-    /// point its bytes go straight to the log.
+    /// When the current line went past `MAX_LINE`: from then on its bytes go straight to
+    /// the log.
     cut_at: Option<Duration>,
+    /// Bytes of the current line so far.
     total: usize,
     /// The end of what was streamed to the log that must wait for the next bytes: an
     /// incomplete UTF-8 sequence, or a `\r` that may end the line.
