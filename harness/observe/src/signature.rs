@@ -1,7 +1,7 @@
 //! The dedup key of a report: its title with anything run-specific normalized away, so the
 //! same bug seen in two runs (or on two kernels) has one signature and one crash directory.
 
-use crate::normalize::normalize_line;
+use crate::normalize::{normalize_line, printable};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -37,6 +37,16 @@ impl Signature {
             return Signature(UNTITLED.to_string());
         }
         Signature(text)
+    }
+
+    /// A signature that is `text` as it is (no normalization), for keys the harness makes
+    /// itself (`mmap: ENODEV vs addr`): control characters escaped, as in titles, and an
+    /// empty text `untitled`. Text that [`Signature::try_from`] accepts is kept unchanged.
+    pub fn of_text(text: &str) -> Signature {
+        if text.trim().is_empty() {
+            return Signature(UNTITLED.to_string());
+        }
+        Signature(printable(text).into_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -189,5 +199,21 @@ mod tests {
             let json = serde_json::to_string(&sig).unwrap();
             assert_eq!(serde_json::from_str::<Signature>(&json).unwrap(), sig);
         }
+    }
+
+    #[test]
+    fn text_made_by_the_harness_is_kept_and_only_escaped() {
+        let kept = "call 3 mmap: ENODEV vs 0x10";
+        assert_eq!(
+            Signature::of_text(kept),
+            Signature::try_from(kept.to_string()).unwrap()
+        );
+        let two_lines = Signature::of_text("teardown disable devdax: failed: busy\nline 2");
+        assert_eq!(
+            two_lines.as_str(),
+            "teardown disable devdax: failed: busy\\nline 2"
+        );
+        assert_eq!(Signature::try_from(two_lines.to_string()), Ok(two_lines));
+        assert_eq!(Signature::of_text(" ").as_str(), "untitled");
     }
 }
