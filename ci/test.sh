@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/setup.sh
-echo "test: unit tests"
+echo "test: unit tests (and the parser fuzz targets of harness/daxdiff/tests/parsers_fuzz.rs:"
+echo "      a few seconds each, 120 s with DAXDIFF_HEAVY=1)"
 cargo test --release --workspace
 echo "test: integration tests (real kernels under QEMU; first run fetches kernels and packages)"
 cargo test --release -p daxdiff --test vm_boot -- --ignored --test-threads=1
 for t in harness/daxdiff/tests/*.rs; do
     name=$(basename "$t" .rs)
-    # vm_boot ran first; kasan needs a kernel built in the heavy runs below.
-    [ "$name" = vm_boot ] || [ "$name" = kasan ] && continue
+    # vm_boot ran first; kasan needs a kernel built in the heavy runs below; parsers_fuzz
+    # boots nothing and ran with the unit tests.
+    [ "$name" = vm_boot ] || [ "$name" = kasan ] || [ "$name" = parsers_fuzz ] && continue
     cargo test --release -p daxdiff --test "$name" -- --ignored --test-threads=1
 done
 if [ "${DAXDIFF_HEAVY:-0}" = 1 ]; then

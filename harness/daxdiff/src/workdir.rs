@@ -239,23 +239,83 @@ impl Workdir {
         Ok(dir)
     }
 
-    /// Every complete finding of a kind, sorted by directory name.
+    /// Every complete finding of a kind, sorted by directory name; the first damaged one
+    /// (see [`Workdir::listing`]) is an error naming its directory.
     pub fn findings(&self, kind: FindingKind) -> Result<Vec<(String, Finding)>> {
+        let listing = self.listing(kind)?;
+        if let Some(d) = listing.damaged.first() {
+            bail!("{d}");
+        }
+        Ok(listing.complete)
+    }
+
+    /// Every finding directory of a kind, sorted by name: those whose `finding.json` reads
+    /// back, and those where it is there but cannot be read (cut short, not UTF-8, not a
+    /// finding). A directory without `finding.json` is a write that was interrupted before
+    /// it counted, and is in neither list.
+    pub fn listing(&self, kind: FindingKind) -> Result<Listing> {
         let dir = self.root.join(kind.dir());
-        let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return Ok(out);
+        let mut listing = Listing::default();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
+            Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
         };
-        for e in rd.flatten() {
+        let mut entries = Vec::new();
+        for e in rd {
+            entries.push(e.with_context(|| format!("read {}", dir.display()))?);
+        }
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
             let p = e.path().join("finding.json");
-            if let Ok(text) = std::fs::read_to_string(&p) {
-                let f: Finding = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is damaged", p.display()))?;
-                out.push((e.file_name().to_string_lossy().into_owned(), f));
+            let text = match std::fs::read(&p) {
+                Ok(bytes) => String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            match text.and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+                Ok(f) => listing
+                    .complete
+                    .push((e.file_name().to_string_lossy().into_owned(), f)),
+                Err(error) => listing.damaged.push(DamagedFinding {
+                    kind,
+                    dir: e.path(),
+                    error,
+                }),
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        Ok(listing)
+    }
+}
+
+/// The finding directories of one kind (see [`Workdir::listing`]).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub complete: Vec<(String, Finding)>,
+    pub damaged: Vec<DamagedFinding>,
+}
+
+/// A finding directory whose `finding.json` is there but does not read back (a disk that
+/// filled up, an editor, a copy cut short). It was counted in `stats.json` when found.
+#[derive(Clone, Debug, Serialize)]
+pub struct DamagedFinding {
+    pub kind: FindingKind,
+    pub dir: PathBuf,
+    /// Why `finding.json` does not read back.
+    pub error: String,
+}
+
+impl std::fmt::Display for DamagedFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{dir}/finding.json is damaged ({}); `daxdiff run --kernel <kernel> \
+             {dir}/prog.txt` runs its program again, and once the directory is deleted the \
+             campaign records the finding anew when it comes back",
+            self.error,
+            dir = self.dir.display(),
+        )
     }
 }
 
@@ -273,11 +333,18 @@ pub struct Summary {
     pub divergences: Vec<Finding>,
     pub crashes: Vec<Finding>,
     pub unstable: Vec<Finding>,
+    /// Finding directories of any kind whose `finding.json` does not read back.
+    pub damaged: Vec<DamagedFinding>,
 }
 
 impl Workdir {
     pub fn summary(&self) -> Result<Summary> {
-        let strip = |v: Vec<(String, Finding)>| v.into_iter().map(|(_, f)| f).collect();
+        let mut damaged = Vec::new();
+        let mut complete = |kind| -> Result<Vec<Finding>> {
+            let listing = self.listing(kind)?;
+            damaged.extend(listing.damaged);
+            Ok(listing.complete.into_iter().map(|(_, f)| f).collect())
+        };
         let mut stats = self.stats()?.unwrap_or_default();
         if stats.classes_corpus.programs == 0 {
             // A workdir from before classes were counted: its corpus says what they are.
@@ -285,10 +352,21 @@ impl Workdir {
         }
         Ok(Summary {
             stats,
-            divergences: strip(self.findings(FindingKind::Divergence)?),
-            crashes: strip(self.findings(FindingKind::Crash)?),
-            unstable: strip(self.findings(FindingKind::Unstable)?),
+            divergences: complete(FindingKind::Divergence)?,
+            crashes: complete(FindingKind::Crash)?,
+            unstable: complete(FindingKind::Unstable)?,
+            damaged,
         })
+    }
+}
+
+impl Summary {
+    /// Whether the campaign found a divergence or a crash, damaged records included: what
+    /// the exit status of `fuzz` and `show` says.
+    pub fn has_findings(&self) -> bool {
+        !self.divergences.is_empty()
+            || !self.crashes.is_empty()
+            || self.damaged.iter().any(|d| d.kind != FindingKind::Unstable)
     }
 }
 
@@ -323,17 +401,26 @@ impl std::fmt::Display for Summary {
         if s.classes_corpus.programs > 0 {
             writeln!(f, "corpus by class:\n{}", s.classes_corpus)?;
         }
-        for (label, list) in [
-            ("divergences", &self.divergences),
-            ("crashes", &self.crashes),
-            ("unstable", &self.unstable),
+        for (kind, list) in [
+            (FindingKind::Divergence, &self.divergences),
+            (FindingKind::Crash, &self.crashes),
+            (FindingKind::Unstable, &self.unstable),
         ] {
-            writeln!(f, "{label}: {}", list.len())?;
+            let damaged: Vec<&DamagedFinding> =
+                self.damaged.iter().filter(|d| d.kind == kind).collect();
+            write!(f, "{}: {}", kind.dir(), list.len() + damaged.len())?;
+            if !damaged.is_empty() {
+                write!(f, " ({} damaged)", damaged.len())?;
+            }
+            writeln!(f)?;
             for x in list.iter() {
                 writeln!(f, "  {}  (exec {})", x.signature, x.found_at_exec)?;
                 for d in x.differences.iter().take(4) {
                     writeln!(f, "      {d}")?;
                 }
+            }
+            for d in damaged {
+                writeln!(f, "  damaged: {d}")?;
             }
         }
         Ok(())
@@ -415,5 +502,64 @@ mod tests {
         );
         drop(first);
         again.own().unwrap();
+    }
+
+    fn finding(kind: FindingKind, signature: &str) -> Finding {
+        Finding {
+            kind,
+            signature: signature.into(),
+            kernel_a: "a".into(),
+            kernel_b: "b".into(),
+            differences: vec![],
+            runs: 1,
+            found_at_exec: 1,
+        }
+    }
+
+    fn save(w: &Workdir, name: &str, f: &Finding) -> PathBuf {
+        let none = || SideRecord {
+            outcomes: &[],
+            console: &[],
+        };
+        w.save_finding(name, f, "getpid()\n", none(), none())
+            .unwrap()
+    }
+
+    #[test]
+    fn damaged_findings_are_listed_as_damaged_beside_the_others() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Workdir::open(t.path()).unwrap();
+        w.save_stats(&Stats::default()).unwrap();
+        save(&w, "good", &finding(FindingKind::Divergence, "good one"));
+        let cut = save(&w, "cut", &finding(FindingKind::Divergence, "cut"));
+        let json = std::fs::read(cut.join("finding.json")).unwrap();
+        std::fs::write(cut.join("finding.json"), &json[..json.len() / 2]).unwrap();
+        let bytes = save(&w, "bytes", &finding(FindingKind::Crash, "bytes"));
+        std::fs::write(bytes.join("finding.json"), b"{\"kind\": \"crash\xff\"}").unwrap();
+
+        let summary = w.summary().expect("show lists what it can read");
+        assert_eq!(summary.divergences.len(), 1);
+        assert!(summary.crashes.is_empty());
+        let damaged: Vec<&Path> = summary.damaged.iter().map(|d| d.dir.as_path()).collect();
+        assert_eq!(damaged, vec![cut.as_path(), bytes.as_path()]);
+        let text = summary.to_string();
+        assert!(text.contains("divergences: 2 (1 damaged)"), "{text}");
+        assert!(text.contains("crashes: 1 (1 damaged)"), "{text}");
+        assert!(text.contains(&cut.display().to_string()), "{text}");
+        assert!(text.contains("EOF while parsing"), "{text}");
+        assert!(text.contains("UTF-8"), "{text}");
+        assert!(text.contains("directory is deleted"), "{text}");
+        assert!(summary.has_findings());
+    }
+
+    #[test]
+    fn a_damaged_unstable_entry_alone_is_not_a_finding() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Workdir::open(t.path()).unwrap();
+        let d = save(&w, "u", &finding(FindingKind::Unstable, "unstable on a"));
+        std::fs::write(d.join("finding.json"), b"{").unwrap();
+        let summary = w.summary().unwrap();
+        assert_eq!(summary.damaged.len(), 1);
+        assert!(!summary.has_findings());
     }
 }

@@ -2,6 +2,7 @@
 //! that belong inside a report (so that ordinary console lines end it).
 
 use crate::frames::{Frame, SourceLocation};
+use crate::normalize::printable;
 use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -151,7 +152,20 @@ static PANIC: LazyLock<Regex> =
 static END_MARKER: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*---\[ end "));
 
 /// Recognizes the line that opens a report. Lines closing one (`---[ end …`) open nothing.
+/// Text taken from the line (a panic reason, a file name) has its control characters
+/// escaped: it ends up in titles, signatures and terminals.
 pub(crate) fn detect(line: &str) -> Option<Header> {
+    let mut header = detect_raw(line)?;
+    if let Some(d) = &mut header.detail {
+        *d = printable(d).into_owned();
+    }
+    if let Some(at) = &mut header.location {
+        at.file = printable(&at.file).into_owned();
+    }
+    Some(header)
+}
+
+fn detect_raw(line: &str) -> Option<Header> {
     if is_end_marker(line) {
         return None;
     }
@@ -391,5 +405,14 @@ mod tests {
         ] {
             assert!(!is_report_body(line), "{line}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_header_fields_are_escaped() {
+        let h = detect("WARNING: CPU: 0 PID: 1 at fs/\x1bdax.c:460 dax_insert_entry+0x36e/0x380")
+            .unwrap();
+        assert_eq!(h.location.unwrap().file, "fs/\\u{1b}dax.c");
+        let h = detect("percpu ref (css\x07release) <= 0 (-1) after switching to atomic").unwrap();
+        assert_eq!(h.detail.as_deref(), Some("css\\u{7}release"));
     }
 }

@@ -22,6 +22,6 @@ mod title;
 
 pub use frames::{Frame, SourceLocation};
 pub use kinds::ReportKind;
-pub use normalize::{normalize, normalize_line};
+pub use normalize::{normalize, normalize_line, printable};
 pub use report::{parse, Report};
 pub use signature::{Signature, SignatureError};

@@ -3,6 +3,7 @@
 
 use crate::console;
 use regex::Regex;
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 struct Rule {
@@ -56,7 +57,25 @@ pub fn normalize_line(line: &str) -> String {
             .replace_all(&text, rule.replacement)
             .into_owned();
     }
-    text.trim().to_string()
+    printable(text.trim()).into_owned()
+}
+
+/// `text` with each control character (an escape sequence, a bell, a NUL a damaged console
+/// let through) written as its Rust escape (`\u{1b}`): what the parser takes from a line for a
+/// title or a signature must be one line of printable text, and stay readable in a terminal.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Normalizes every line of a text (see [`normalize_line`]), dropping lines left empty.

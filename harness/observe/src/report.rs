@@ -286,3 +286,21 @@ fn is_trace_marker(line: &str) -> bool {
         "Call Trace" | "Call trace" | "Backtrace"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_a_report_do_not_reach_its_title_or_signature() {
+        let console = "[    1.000000] Kernel panic - not syncing: \x1b[2Jbad\x07 state\n\
+                       [    1.000100] ---[ end Kernel panic - not syncing: \x1b ]---\n";
+        let reports = parse(console);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let r = &reports[0];
+        assert!(!r.title.chars().any(char::is_control), "{:?}", r.title);
+        assert!(r.title.starts_with("kernel panic: "), "{:?}", r.title);
+        let json = serde_json::to_string(r).unwrap();
+        assert_eq!(&serde_json::from_str::<Report>(&json).unwrap(), r);
+    }
+}

@@ -1,7 +1,7 @@
 //! The dedup key of a report: its title with anything run-specific normalized away, so the
 //! same bug seen in two runs (or on two kernels) has one signature and one crash directory.
 
-use crate::normalize::normalize_line;
+use crate::normalize::{normalize_line, printable};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -23,12 +23,30 @@ pub enum SignatureError {
 /// suffix the caller may add.
 const DIR_NAME_MAX: usize = 100;
 const HASH_HEX_DIGITS: usize = 8;
+/// The signature of a title with nothing left after normalization.
+const UNTITLED: &str = "untitled";
 
 impl Signature {
     /// The signature of a report title: numbers, addresses, offsets, task-name digits and
-    /// whitespace runs normalized (see [`crate::normalize_line`]).
+    /// whitespace runs normalized, control characters escaped (see [`crate::normalize_line`]).
+    /// Every title gives a signature that [`Signature::try_from`] reads back; one left empty
+    /// is `untitled`.
     pub fn from_title(title: &str) -> Signature {
-        Signature(normalize_line(title))
+        let text = normalize_line(title);
+        if text.is_empty() {
+            return Signature(UNTITLED.to_string());
+        }
+        Signature(text)
+    }
+
+    /// A signature that is `text` as it is (no normalization), for keys the harness makes
+    /// itself (`mmap: ENODEV vs addr`): control characters escaped, as in titles, and an
+    /// empty text `untitled`. Text that [`Signature::try_from`] accepts is kept unchanged.
+    pub fn of_text(text: &str) -> Signature {
+        if text.trim().is_empty() {
+            return Signature(UNTITLED.to_string());
+        }
+        Signature(printable(text).into_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -159,5 +177,43 @@ mod tests {
         assert!(serde_json::from_str::<Signature>("\"\"").is_err());
         assert!(serde_json::from_str::<Signature>("\"a\\nb\"").is_err());
         assert_eq!(sig.to_string(), "INFO: task hung in memunmap_pages");
+    }
+
+    #[test]
+    fn every_title_gives_a_signature_that_reads_back() {
+        for title in [
+            "Kernel panic - not syncing: \x1b",
+            "kernel panic: \x1b[31mred\x1b[0m",
+            "WARNING in f\u{85}g",
+            "",
+            "   \t ",
+            "\x00",
+        ] {
+            let sig = Signature::from_title(title);
+            assert!(!sig.as_str().chars().any(char::is_control), "{sig:?}");
+            assert_eq!(
+                Signature::try_from(sig.to_string()).as_ref(),
+                Ok(&sig),
+                "{title:?}"
+            );
+            let json = serde_json::to_string(&sig).unwrap();
+            assert_eq!(serde_json::from_str::<Signature>(&json).unwrap(), sig);
+        }
+    }
+
+    #[test]
+    fn text_made_by_the_harness_is_kept_and_only_escaped() {
+        let kept = "call 3 mmap: ENODEV vs 0x10";
+        assert_eq!(
+            Signature::of_text(kept),
+            Signature::try_from(kept.to_string()).unwrap()
+        );
+        let two_lines = Signature::of_text("teardown disable devdax: failed: busy\nline 2");
+        assert_eq!(
+            two_lines.as_str(),
+            "teardown disable devdax: failed: busy\\nline 2"
+        );
+        assert_eq!(Signature::try_from(two_lines.to_string()), Ok(two_lines));
+        assert_eq!(Signature::of_text(" ").as_str(), "untitled");
     }
 }

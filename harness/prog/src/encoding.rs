@@ -73,7 +73,9 @@ pub fn parse_syntax(text: &str) -> Result<(Program, Spans), ParseError> {
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            pending.push(line.to_string());
+            // `lines` takes one `\r` off a `\r\n` ending; more would come back one fewer
+            // each time the program is printed and read again.
+            pending.push(line.trim_end_matches('\r').to_string());
             continue;
         }
         let mut lx = Lexer::new(line, i + 1);
@@ -185,11 +187,18 @@ fn write_arg(out: &mut String, a: &Arg) {
     }
 }
 
+/// How deep `&{…}` arguments may nest. The descriptions only have structs of integer
+/// fields (depth 1); the bound keeps the recursive parser off the end of the stack on
+/// hostile or damaged text.
+pub const MAX_NESTING: usize = 16;
+
 /// A cursor over one line.
 struct Lexer {
     chars: Vec<char>,
     pos: usize,
     line: usize,
+    /// `&{` arguments open around the cursor.
+    depth: usize,
 }
 
 impl Lexer {
@@ -198,6 +207,7 @@ impl Lexer {
             chars: src.chars().collect(),
             pos: 0,
             line,
+            depth: 0,
         }
     }
 
@@ -238,7 +248,7 @@ impl Lexer {
             Ok(())
         } else {
             match self.peek() {
-                Some(got) => self.err(format!("expected '{c}', found '{got}'")),
+                Some(got) => self.err(format!("expected '{c}', found '{}'", got.escape_debug())),
                 None => self.err(format!("expected '{c}' before end of line")),
             }
         }
@@ -313,7 +323,7 @@ impl Lexer {
         }
         self.ws();
         if let Some(c) = self.peek() {
-            return self.err(format!("unexpected '{c}' after the call"));
+            return self.err(format!("unexpected '{}' after the call", c.escape_debug()));
         }
         let mut call = Call::new(name, args);
         call.ret = ret;
@@ -363,6 +373,24 @@ impl Lexer {
         self.err("expected a pointer: &rN+0x…, &buf[0x…] or nil")
     }
 
+    /// The fields of a `&{…}` argument, after its `{` up to and including its `}`.
+    fn fields(&mut self) -> Result<Vec<Arg>, ParseError> {
+        let mut fields = Vec::new();
+        self.ws();
+        if !self.eat('}') {
+            loop {
+                self.ws();
+                fields.push(self.arg()?);
+                self.ws();
+                if self.eat('}') {
+                    break;
+                }
+                self.expect(',')?;
+            }
+        }
+        Ok(fields)
+    }
+
     fn arg(&mut self) -> Result<Arg, ParseError> {
         let start = self.pos;
         match self.peek() {
@@ -384,21 +412,17 @@ impl Lexer {
                         Ok(Arg::Path(p))
                     }
                     Some('{') => {
-                        self.pos += 1;
-                        let mut fields = Vec::new();
-                        self.ws();
-                        if !self.eat('}') {
-                            loop {
-                                self.ws();
-                                fields.push(self.arg()?);
-                                self.ws();
-                                if self.eat('}') {
-                                    break;
-                                }
-                                self.expect(',')?;
-                            }
+                        if self.depth == MAX_NESTING {
+                            self.pos = start;
+                            return self.err(format!(
+                                "struct arguments nested deeper than {MAX_NESTING} levels"
+                            ));
                         }
-                        Ok(Arg::Struct(fields))
+                        self.pos += 1;
+                        self.depth += 1;
+                        let fields = self.fields();
+                        self.depth -= 1;
+                        Ok(Arg::Struct(fields?))
                     }
                     _ => {
                         self.pos = start;
@@ -446,7 +470,10 @@ impl Lexer {
                 }
                 Ok(Arg::Flags(names))
             }
-            Some(c) => self.err(format!("unexpected '{c}' where an argument was expected")),
+            Some(c) => self.err(format!(
+                "unexpected '{}' where an argument was expected",
+                c.escape_debug()
+            )),
             None => self.err("expected an argument before end of line"),
         }
     }
@@ -612,5 +639,51 @@ daxdiff_barrier()
         assert!(e.msg.contains("produced twice"), "{e}");
         let e = err("r0 = daxdiff_barrier()\n");
         assert!(e.msg.contains("produces no resource"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_the_line() {
+        let depth = 30_000;
+        let text = format!(
+            "# deep\nioctl$FS_IOC_FSSETXATTR(r0, FS_IOC_FSSETXATTR, {}0x0{})\n",
+            "&{".repeat(depth),
+            "}".repeat(depth)
+        );
+        let e = parse_syntax(&text).expect_err("must be refused");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.msg.contains("nested deeper than 16"), "{e}");
+        // The limit itself is accepted by the syntax (the descriptions then refuse it).
+        let ok = format!(
+            "f({}0x0{})\n",
+            "&{".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
+        let (prog, _) = parse_syntax(&ok).unwrap();
+        assert_eq!(prog.to_text(), ok);
+    }
+
+    #[test]
+    fn deep_json_is_refused_by_the_deserializer() {
+        // serde_json stops at 128 levels of nesting; a struct argument is two of them
+        // (`{"struct": [...]}`), so JSON cannot build a deep enough Arg to hurt.
+        let depth = 30_000;
+        let json = format!(
+            r#"{{"calls":[{{"name":"f","args":[{}{{"int":0}}{}]}}]}}"#,
+            r#"{"struct":["#.repeat(depth),
+            "]}".repeat(depth)
+        );
+        let e = serde_json::from_str::<Program>(&json).unwrap_err();
+        assert!(e.to_string().contains("recursion limit exceeded"), "{e}");
+    }
+
+    #[test]
+    fn comments_and_blank_lines_ending_in_carriage_returns_read_back_the_same() {
+        for text in ["# x\r\r\ngetpid()\n", "getpid()\n\r", "\r\r\n# y\r\n"] {
+            let (prog, _) = parse_syntax(text).unwrap();
+            let (again, _) = parse_syntax(&prog.to_text()).unwrap();
+            assert_eq!(again, prog, "{text:?}");
+        }
+        let e = parse_syntax("getpid()\r\r\n").unwrap_err();
+        assert_eq!(e.msg, "unexpected '\\r' after the call");
     }
 }

@@ -270,8 +270,7 @@ fn verdict_of(diffs: &[Difference]) -> Verdict {
     match diffs.first() {
         None => Verdict::Same,
         Some(d) => Verdict::Divergence {
-            signature: Signature::try_from(d.signature_text())
-                .unwrap_or_else(|_| Signature::from_title("divergence")),
+            signature: Signature::of_text(&d.signature_text()),
         },
     }
 }
@@ -440,6 +439,28 @@ mod tests {
         assert!(!differences(&a, &no_probe)
             .iter()
             .any(|d| matches!(d, Difference::Refcounts { .. })));
+    }
+
+    #[test]
+    fn a_difference_with_a_control_character_keeps_its_own_signature() {
+        let with = |result: &str| {
+            outcome(&URING_612.replacen(
+                "{\"id\":2,",
+                &format!(
+                    r#"{{"id":2,"teardown":[{{"step":"disable devdax",{result},"duration_ms":5}}],"#
+                ),
+                1,
+            ))
+        };
+        let a = with(r#""result":"ok""#);
+        let b = with(r#""result":"failed","detail":"daxctl: dax2.0 \u001b[1mbusy""#);
+        let Verdict::Divergence { signature } = compare(&a, &b) else {
+            panic!("expected a divergence")
+        };
+        assert_eq!(
+            signature.as_str(),
+            "teardown disable devdax: ok vs failed: daxctl: dax2.0 \\u{1b}[1mbusy"
+        );
     }
 
     #[test]

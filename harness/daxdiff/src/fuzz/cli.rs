@@ -129,9 +129,9 @@ pub fn run_show(args: ShowArgs) -> Result<ExitCode> {
 }
 
 fn exit_code(s: &Summary) -> ExitCode {
-    if s.divergences.is_empty() && s.crashes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if s.has_findings() {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }

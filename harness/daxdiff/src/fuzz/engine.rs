@@ -29,7 +29,7 @@ use daxdiff_prog::Target;
 use super::campaign::Campaign;
 use super::side::{KernelSide, Run, GUEST_STOPPED};
 use crate::diff::{compare, judge, Outcome, Verdict};
-use crate::workdir::{fnv1a64, Finding, FindingKind, SideRecord};
+use crate::workdir::{Finding, FindingKind, SideRecord};
 
 /// The class of a program in text form (`None` for text that does not parse, which the
 /// executor reports on its own).
@@ -401,9 +401,7 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
                     .map(|d| d.signature_text())
                     .unwrap_or_default();
                 let sig = format!("unstable on {kernel}: {what}");
-                let name = Signature::try_from(sig.clone())
-                    .map(|s| s.dir_name())
-                    .unwrap_or_else(|_| format!("{:016x}", fnv1a64(program.as_bytes())));
+                let name = Signature::of_text(&sig).dir_name();
                 (FindingKind::Unstable, name, sig)
             }
             Verdict::Divergence { signature } => (
@@ -468,9 +466,9 @@ impl FindingObjective {
                 .iter()
                 .map(|r| (r.title.clone(), r.signature.clone()))
                 .collect();
-            v.extend(run.outcome.problems().into_iter().filter_map(|p| {
-                let sig = Signature::try_from(p.clone()).ok()?;
-                Some((p, sig))
+            v.extend(run.outcome.problems().into_iter().map(|p| {
+                let sig = Signature::of_text(&p);
+                (p, sig)
             }));
             v
         };

@@ -84,13 +84,20 @@ pub fn find_executor() -> Result<PathBuf> {
             }
         }
     }
+    // A candidate that is there but unusable (truncated, dynamic) is named in the error:
+    // "not found" would send the user looking for a file that exists.
+    let mut refused = Vec::new();
     for c in &cands {
-        if c.is_file() && check_static(c).is_ok() {
-            return Ok(c.clone());
+        if c.is_file() {
+            match check_static(c) {
+                Ok(()) => return Ok(c.clone()),
+                Err(e) => refused.push(format!("{e:#}")),
+            }
         }
     }
+    let refused = refused.iter().map(|r| format!("; {r}")).collect::<String>();
     bail!(
-        "the guest executor daxdiff-exec (a static binary) was not found (looked at {}); build it with `ci/build.sh` or set DAXDIFF_EXEC",
+        "no usable guest executor daxdiff-exec (a static binary) was found (looked at {}){refused}; build it with `ci/build.sh` or set DAXDIFF_EXEC",
         cands.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
     )
 }
@@ -99,27 +106,41 @@ pub fn find_executor() -> Result<PathBuf> {
 fn check_static(path: &Path) -> Result<()> {
     let data = fs::read(path).with_context(|| format!("read {}", path.display()))?;
     if data.get(..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) {
-        bail!("{} is not a 64-bit ELF binary", path.display());
-    }
-    let u16at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
-    for i in 0..phnum {
-        let off = phoff + i * phentsize;
-        let ptype = u32::from_le_bytes(
-            data.get(off..off + 4)
-                .context("truncated ELF")?
-                .try_into()
-                .unwrap(),
+        bail!(
+            "{} is not a 64-bit ELF binary; rebuild it with `ci/build.sh`",
+            path.display()
         );
-        if ptype == 3 {
-            bail!(
-                "{} is dynamically linked; build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu",
-                path.display()
-            );
-        }
+    }
+    match has_interpreter(&data) {
+        None => bail!(
+            "{} is a truncated or damaged ELF file ({} bytes; an interrupted build?); rebuild it with `ci/build.sh`",
+            path.display(),
+            data.len()
+        ),
+        Some(true) => bail!(
+            "{} is dynamically linked; build it with RUSTFLAGS=\"-C target-feature=+crt-static\" --target x86_64-unknown-linux-gnu",
+            path.display()
+        ),
+        Some(false) => {}
     }
     Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF image has a `PT_INTERP` program header; `None` when its
+/// header or program headers lie past the end of the data.
+fn has_interpreter(data: &[u8]) -> Option<bool> {
+    let bytes = |o: usize, n: usize| data.get(o..o.checked_add(n)?);
+    let u16at = |o: usize| Some(u16::from_le_bytes(bytes(o, 2)?.try_into().ok()?) as usize);
+    let phoff = usize::try_from(u64::from_le_bytes(bytes(0x20, 8)?.try_into().ok()?)).ok()?;
+    let (phentsize, phnum) = (u16at(0x36)?, u16at(0x38)?);
+    for i in 0..phnum {
+        let off = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let ptype = u32::from_le_bytes(bytes(off, 4)?.try_into().ok()?);
+        if ptype == 3 {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// Which guest to build: a recipe, an `/init`, and host trees laid over the packages.
@@ -854,5 +875,24 @@ mod tests {
             err.contains("dynamically linked") && err.contains("crt-static"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_truncated_executor_names_the_file_and_the_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daxdiff-exec");
+        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+        // An interrupted copy: 5 bytes, a header without its program headers, and a header
+        // whose program-header offset points past the end.
+        let mut far = me[..64].to_vec();
+        far[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        for data in [&me[..5], &me[..64], &far[..]] {
+            fs::write(&p, data).unwrap();
+            let err = format!("{:#}", check_static(&p).unwrap_err());
+            assert!(
+                err.contains(&p.display().to_string()) && err.contains("ci/build.sh"),
+                "{err}"
+            );
+        }
     }
 }

@@ -205,7 +205,7 @@ impl MachineProfile {
             // (a region left misaligned makes namespace creation fail in the guest).
             let obj = format!(
                 "memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}",
-                f.display(),
+                opt_value(f),
                 n.backend_size()
             );
             let dev = format!(
@@ -221,7 +221,7 @@ impl MachineProfile {
         if let Some(f) = &files.scratch_file {
             let drive = format!(
                 "file={},format=raw,if=none,id=scratch,cache=unsafe",
-                f.display()
+                opt_value(f)
             );
             push(&[
                 "-drive",
@@ -232,8 +232,13 @@ impl MachineProfile {
         }
         push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
         push(&["-serial", "stdio"]);
-        let qmp = format!("unix:{},server=on,wait=off", files.qmp_socket.display());
-        push(&["-qmp", &qmp]);
+        // What `-qmp unix:<path>,…` stands for, spelled out: in that short form the path is
+        // an unnamed first option, which QEMU splits at an `=` in it.
+        let qmp = format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            opt_value(&files.qmp_socket)
+        );
+        push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
         let kernel = files.kernel.display().to_string();
         let initrd = files.initramfs.display().to_string();
         let cmdline = self.kernel_cmdline(files);
@@ -249,6 +254,13 @@ impl MachineProfile {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// A path as the value of a QEMU `key=value,…` option string, where a comma ends the value
+/// unless doubled: a run directory with a comma in its name must not add options.
+/// (`-kernel`, `-initrd` and `-append` take their argument whole and need no escaping.)
+fn opt_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 pub fn shell_quote(w: &str) -> String {
@@ -415,8 +427,8 @@ mod tests {
         let args = p.qemu_args(&f);
         assert!(args.iter().any(|a| a == "-no-reboot"));
         assert_eq!(
-            after(&args, "-qmp"),
-            ["unix:/r/qmp.sock,server=on,wait=off"]
+            after(&args, "-chardev"),
+            ["socket,id=qmp,path=/r/qmp.sock,server=on,wait=off"]
         );
     }
 
@@ -425,5 +437,36 @@ mod tests {
         let s = MachineProfile::default().shell_command(&files());
         assert!(s.starts_with("qemu-system-x86_64 -nodefaults"));
         assert!(s.contains("-append 'console=ttyS0,115200 "), "{s}");
+    }
+
+    #[test]
+    fn paths_with_commas_and_equals_stay_one_option_value() {
+        let dir = "/runs/a=b,share=off,c";
+        let mut f = files();
+        f.nvdimm_files = (0..3).map(|i| format!("{dir}/nv{i}").into()).collect();
+        f.scratch_file = Some(format!("{dir}/scratch.img").into());
+        f.qmp_socket = format!("{dir}/qmp.sock").into();
+        let args = MachineProfile::default().qemu_args(&f);
+        let esc = "/runs/a=b,,share=off,,c";
+        assert_eq!(
+            after(&args, "-object")[0],
+            format!(
+                "memory-backend-file,id=nvmem0,share=on,mem-path={esc}/nv0,size={}",
+                GIB + 128 * 1024
+            )
+        );
+        assert_eq!(
+            after(&args, "-drive"),
+            [format!(
+                "file={esc}/scratch.img,format=raw,if=none,id=scratch,cache=unsafe"
+            )]
+        );
+        assert_eq!(
+            after(&args, "-chardev"),
+            [format!(
+                "socket,id=qmp,path={esc}/qmp.sock,server=on,wait=off"
+            )]
+        );
+        assert_eq!(after(&args, "-mon"), ["chardev=qmp,mode=control"]);
     }
 }
