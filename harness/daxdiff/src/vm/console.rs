@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 /// The longest line kept in memory (bytes): the rest goes only to the log file.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The console text kept in memory (bytes): past it the oldest half is dropped (the log file
+/// keeps everything). A guest that lives for days of programs, or a kernel that prints a
+/// report per program, must not grow the controller without bound; what is looked at is
+/// recent (a program's reports, the tail).
+pub const MAX_KEPT: usize = 32 * 1024 * 1024;
+
 /// One console line with the host time since QEMU started.
 #[derive(Clone, Debug)]
 pub struct Line {
@@ -21,8 +27,30 @@ pub struct Line {
 
 #[derive(Default)]
 struct State {
+    /// Lines from number `dropped` on: line numbers (`from`, [`Console::len`]) count every
+    /// line ever read.
     lines: Vec<Line>,
+    dropped: usize,
+    bytes: usize,
     closed: bool,
+}
+
+impl State {
+    fn push(&mut self, line: Line, max_kept: usize) {
+        self.bytes += line.text.len();
+        self.lines.push(line);
+        if self.bytes > max_kept {
+            let n = self.lines.len() / 2;
+            let freed: usize = self.lines.drain(..n).map(|l| l.text.len()).sum();
+            self.bytes -= freed;
+            self.dropped += n;
+        }
+    }
+
+    /// The index into `lines` of line number `n` (clamped to what is kept).
+    fn at(&self, n: usize) -> usize {
+        n.saturating_sub(self.dropped).min(self.lines.len())
+    }
 }
 
 /// A shared view of the console that any thread can wait on.
@@ -65,7 +93,7 @@ impl Console {
                 let mut split = Splitter::new(file, shared.start);
                 let push = |line: Line| {
                     let (m, cv) = &*shared.inner;
-                    m.lock().unwrap().lines.push(line);
+                    m.lock().unwrap().push(line, MAX_KEPT);
                     cv.notify_all();
                 };
                 loop {
@@ -107,11 +135,14 @@ impl Console {
     ) -> Wait {
         let (m, cv) = &*self.inner;
         let mut st = m.lock().unwrap();
-        let mut i = from;
+        let mut i = from.max(st.dropped);
         loop {
-            while i < st.lines.len() {
-                if pred(&st.lines[i]) {
-                    return Wait::Found(i, st.lines[i].clone());
+            // Lines dropped while we waited were looked at before they went.
+            i = i.max(st.dropped);
+            while i < st.dropped + st.lines.len() {
+                let line = &st.lines[i - st.dropped];
+                if pred(line) {
+                    return Wait::Found(i, line.clone());
                 }
                 i += 1;
             }
@@ -126,8 +157,10 @@ impl Console {
         }
     }
 
+    /// Lines read so far (including those no longer kept in memory).
     pub fn len(&self) -> usize {
-        self.inner.0.lock().unwrap().lines.len()
+        let st = self.inner.0.lock().unwrap();
+        st.dropped + st.lines.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,9 +178,10 @@ impl Console {
             .join("\n")
     }
 
-    /// Every line from index `from` on.
+    /// Every line from number `from` on (those still kept in memory).
     pub fn since(&self, from: usize) -> Vec<Line> {
-        self.inner.0.lock().unwrap().lines[from..].to_vec()
+        let st = self.inner.0.lock().unwrap();
+        st.lines[st.at(from)..].to_vec()
     }
 
     /// The first line at or after `from` that says the kernel died.
@@ -388,5 +422,26 @@ mod tests {
             "{}",
             &logged[logged.len() - 20..]
         );
+    }
+
+    #[test]
+    fn old_lines_are_dropped_past_the_limit_and_numbers_stay_absolute() {
+        let mut st = State::default();
+        let line = |i: usize| Line {
+            at: Duration::ZERO,
+            text: format!("line {i:04}"),
+        };
+        // 9 bytes a line, at most 90 kept.
+        for i in 0..25 {
+            st.push(line(i), 90);
+        }
+        assert!(st.bytes <= 90, "{}", st.bytes);
+        assert_eq!(st.dropped + st.lines.len(), 25, "every line is counted");
+        assert!(st.dropped > 0);
+        assert_eq!(st.lines.last().unwrap().text, "line 0024");
+        // Line number 24 is where it was; a number already dropped starts at the oldest kept.
+        assert_eq!(st.lines[st.at(24)].text, "line 0024");
+        assert_eq!(st.at(0), 0);
+        assert_eq!(st.at(1000), st.lines.len());
     }
 }
