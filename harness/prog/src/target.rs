@@ -81,10 +81,21 @@ pub enum FileTarget {
     Xfs,
     /// The devdax character device(s); file names are device names (`dax0.0`).
     Devdax,
+    /// The program's directory on the ext4 mounted without DAX on the slow disk: the
+    /// non-DAX end of direct I/O whose user buffer is a DAX mapping.
+    Nodax,
+    /// The raw slow block device (any name stands for it): the other non-DAX end.
+    Blkdev,
 }
 
 impl FileTarget {
-    pub const ALL: [FileTarget; 3] = [FileTarget::Ext4, FileTarget::Xfs, FileTarget::Devdax];
+    pub const ALL: [FileTarget; 5] = [
+        FileTarget::Ext4,
+        FileTarget::Xfs,
+        FileTarget::Devdax,
+        FileTarget::Nodax,
+        FileTarget::Blkdev,
+    ];
 
     /// The variant suffix that selects this target (`ext4` in `openat$ext4`).
     pub fn suffix(self) -> &'static str {
@@ -92,12 +103,24 @@ impl FileTarget {
             FileTarget::Ext4 => "ext4",
             FileTarget::Xfs => "xfs",
             FileTarget::Devdax => "devdax",
+            FileTarget::Nodax => "nodax",
+            FileTarget::Blkdev => "blkdev",
         }
     }
 
     /// Whether this target is a filesystem in fsdax mode (as opposed to device DAX).
     pub fn is_fsdax(self) -> bool {
-        !matches!(self, FileTarget::Devdax)
+        matches!(self, FileTarget::Ext4 | FileTarget::Xfs)
+    }
+
+    /// Whether I/O on this target is DAX I/O. Direct I/O on a DAX file is a copy through
+    /// the kernel's DAX path, which never pins the user buffer; only a non-DAX target's
+    /// direct I/O pins it (gup-fast, FOLL_PIN, for as long as the request is in flight).
+    pub fn is_dax(self) -> bool {
+        matches!(
+            self,
+            FileTarget::Ext4 | FileTarget::Xfs | FileTarget::Devdax
+        )
     }
 }
 
@@ -139,10 +162,19 @@ pub enum Pseudo {
     /// READ_FIXED/WRITE_FIXED on registered buffer `index` at `addr` and wait; returns the
     /// CQE result.
     UringRwFixed,
+    /// `daxdiff_uring_submit$buf(ring, op, fd, buf, len, off)` / `$iov(ring, op, fd, iov, nr,
+    /// off)`: submit one READ/WRITE (READV/WRITEV) and return 0 once the kernel took it,
+    /// without waiting: the request stays in flight (its buffer pinned, for direct I/O on a
+    /// slow disk) while later calls run. Its completion is reaped by `daxdiff_uring_wait`;
+    /// its result, which can depend on timing, is never reported.
+    UringSubmit,
+    /// `daxdiff_uring_wait(ring)`: wait for every request submitted on the ring with
+    /// `daxdiff_uring_submit` and not yet waited for; returns how many that was.
+    UringWait,
 }
 
 impl Pseudo {
-    pub const ALL: [Pseudo; 13] = [
+    pub const ALL: [Pseudo; 15] = [
         Pseudo::Evict,
         Pseudo::DevdaxDisable,
         Pseudo::DevdaxEnable,
@@ -156,6 +188,8 @@ impl Pseudo {
         Pseudo::UringRw,
         Pseudo::UringUpdateBuffers,
         Pseudo::UringRwFixed,
+        Pseudo::UringSubmit,
+        Pseudo::UringWait,
     ];
 
     /// The call's base name in the descriptions (`daxdiff_evict`); variants add `$suffix`.
@@ -174,6 +208,8 @@ impl Pseudo {
             Pseudo::UringRw => "daxdiff_uring_rw",
             Pseudo::UringUpdateBuffers => "daxdiff_uring_update_buffers",
             Pseudo::UringRwFixed => "daxdiff_uring_rw_fixed",
+            Pseudo::UringSubmit => "daxdiff_uring_submit",
+            Pseudo::UringWait => "daxdiff_uring_wait",
         }
     }
 

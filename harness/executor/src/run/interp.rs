@@ -3,7 +3,7 @@
 //! calls marked `[t1]` on a second thread.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -182,6 +182,8 @@ pub struct Interp<'a> {
     edges: Mutex<BTreeSet<u32>>,
     /// What the program mapped: its address-space calls act on that alone.
     maps: Mutex<ProgramMaps>,
+    /// io_uring requests submitted without waiting and not yet waited for, on all rings.
+    async_io: AtomicUsize,
 }
 
 impl<'a> Interp<'a> {
@@ -209,7 +211,42 @@ impl<'a> Interp<'a> {
             checked: Mutex::new(HashSet::new()),
             edges: Mutex::new(BTreeSet::new()),
             maps: Mutex::new(ProgramMaps::default()),
+            async_io: AtomicUsize::new(0),
         }
+    }
+
+    pub(super) fn async_started(&self) {
+        self.async_io.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn async_done(&self, n: usize) {
+        let _ = self
+            .async_io
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    /// Waits for every io_uring request still in flight, so that no DMA lands in a mapping
+    /// while it is compared with its file.
+    fn drain_rings(&self) {
+        if self.async_io.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let rings: Vec<Arc<Mutex<Ring>>> = self
+            .res
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|v| match v {
+                ResVal::Ring { ring, .. } => Some(ring.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in rings {
+            let _ = r.lock().unwrap().wait_all();
+        }
+        self.async_io.store(0, Ordering::Relaxed);
     }
 
     /// Runs every call; returns when both threads are done. Then checks the shared mappings
@@ -247,6 +284,7 @@ impl<'a> Interp<'a> {
             drop(tx);
             self.finish_cover(cover);
         });
+        self.drain_rings();
         self.check_mappings(None);
         if with_kcov {
             self.sink.coverage(&self.edges.lock().unwrap());
@@ -343,8 +381,10 @@ impl<'a> Interp<'a> {
                 if let Some(i) = confined_len(desc) {
                     m.raw[i] = self.maps.lock().unwrap().confine(m.arg(0), m.arg(i));
                 }
-                if desc.base_name() == "munmap" {
-                    // The check needs the mapping: before it goes, not at the end.
+                // The check needs the mapping: before it goes, not at the end. Not while
+                // io_uring requests are in flight, which may still be writing into it (and
+                // munmap under a pinned request is the point of such programs).
+                if desc.base_name() == "munmap" && self.async_io.load(Ordering::Relaxed) == 0 {
                     self.check_mappings(Some((m.arg(0), m.arg(1))));
                 }
                 match desc.kind {
