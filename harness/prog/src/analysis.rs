@@ -75,7 +75,9 @@ pub(crate) fn pin_rule(base: &str) -> Option<(&'static [&'static str], Option<&'
         "io_uring_register" | "daxdiff_uring_update_buffers" => (&["iov"], None),
         "read" | "write" | "pread64" | "pwrite64" => (&["buf"], Some("fd")),
         "readv" | "writev" | "preadv" | "pwritev" => (&["iov"], Some("fd")),
-        "daxdiff_uring_rw" | "daxdiff_uring_submit" => (&["buf", "iov"], Some("file")),
+        "daxdiff_uring_rw" | "daxdiff_uring_submit" | "daxdiff_aio_submit" => {
+            (&["buf", "iov"], Some("file"))
+        }
         _ => return None,
     })
 }

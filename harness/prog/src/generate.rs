@@ -60,6 +60,8 @@ const PIN: &[(&str, u32)] = &[
     ("daxdiff_uring_rw$iov", 3),
     ("daxdiff_uring_submit$buf", 8),
     ("daxdiff_uring_submit$iov", 3),
+    ("daxdiff_aio_submit$buf", 5),
+    ("daxdiff_aio_submit$iov", 2),
     ("daxdiff_fork_touch", 3),
     ("madvise", 2),
 ];
@@ -92,6 +94,8 @@ const DISRUPT: &[(&str, u32)] = &[
     ("daxdiff_sleep", 3),
     ("daxdiff_barrier", 2),
     ("daxdiff_uring_wait", 3),
+    ("daxdiff_aio_wait", 2),
+    ("io_destroy", 1),
     ("ioctl$FS_IOC_FSSETXATTR", 3),
     ("pread64", 5),
     ("vmsplice", 3),
@@ -437,6 +441,7 @@ impl<'a> Gen<'a> {
             ResourceKind::Pipe => "daxdiff_pipe",
             ResourceKind::Pid => "getpid",
             ResourceKind::Child => "daxdiff_fork_touch",
+            ResourceKind::Aio => "daxdiff_aio_setup",
         };
         let saved = self.bias;
         self.bias = Bias {

@@ -30,11 +30,14 @@ pub enum ResourceKind {
     Pid,
     /// A forked child (`child`, a `pid`), created by `daxdiff_fork_touch`.
     Child,
+    /// A Linux AIO context (`aioctx`, created by `daxdiff_aio_setup`); its value is the
+    /// context id `io_setup` gave, and the executor counts the requests in flight on it.
+    Aio,
 }
 
 impl ResourceKind {
     /// All kinds, roots first as declared in the descriptions.
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Fd,
         ResourceKind::Map,
         ResourceKind::Ring,
@@ -42,6 +45,7 @@ impl ResourceKind {
         ResourceKind::Pipe,
         ResourceKind::Pid,
         ResourceKind::Child,
+        ResourceKind::Aio,
     ];
 
     /// The resource name in the descriptions that marks this kind.
@@ -54,6 +58,7 @@ impl ResourceKind {
             ResourceKind::Pipe => "pipe",
             ResourceKind::Pid => "pid",
             ResourceKind::Child => "child",
+            ResourceKind::Aio => "aioctx",
         }
     }
 
@@ -171,10 +176,20 @@ pub enum Pseudo {
     /// `daxdiff_uring_wait(ring)`: wait for every request submitted on the ring with
     /// `daxdiff_uring_submit` and not yet waited for; returns how many that was.
     UringWait,
+    /// `daxdiff_aio_setup(nr) aioctx`: io_setup; returns 0 (the context id, an address,
+    /// is the resource's value, never a result).
+    AioSetup,
+    /// `daxdiff_aio_submit$buf(ctx, op, fd, buf, len, off)` / `$iov(ctx, op, fd, iov, nr, off)`:
+    /// io_submit of one IOCB_CMD_PREAD/PWRITE (PREADV/PWRITEV); returns 0 once the kernel
+    /// took it, without waiting, like `daxdiff_uring_submit`.
+    AioSubmit,
+    /// `daxdiff_aio_wait(ctx)`: io_getevents until every request submitted on the context
+    /// and not yet waited for has completed; returns how many that was.
+    AioWait,
 }
 
 impl Pseudo {
-    pub const ALL: [Pseudo; 15] = [
+    pub const ALL: [Pseudo; 18] = [
         Pseudo::Evict,
         Pseudo::DevdaxDisable,
         Pseudo::DevdaxEnable,
@@ -190,6 +205,9 @@ impl Pseudo {
         Pseudo::UringRwFixed,
         Pseudo::UringSubmit,
         Pseudo::UringWait,
+        Pseudo::AioSetup,
+        Pseudo::AioSubmit,
+        Pseudo::AioWait,
     ];
 
     /// The call's base name in the descriptions (`daxdiff_evict`); variants add `$suffix`.
@@ -210,6 +228,9 @@ impl Pseudo {
             Pseudo::UringRwFixed => "daxdiff_uring_rw_fixed",
             Pseudo::UringSubmit => "daxdiff_uring_submit",
             Pseudo::UringWait => "daxdiff_uring_wait",
+            Pseudo::AioSetup => "daxdiff_aio_setup",
+            Pseudo::AioSubmit => "daxdiff_aio_submit",
+            Pseudo::AioWait => "daxdiff_aio_wait",
         }
     }
 

@@ -84,6 +84,11 @@ pub(super) enum ResVal {
     },
     Pid(i32),
     Child(i32),
+    /// An AIO context and how many requests are in flight on it.
+    Aio {
+        ctx: u64,
+        in_flight: Arc<Mutex<usize>>,
+    },
     /// The producing call failed; users get the kind's "invalid" value.
     Failed,
 }
@@ -98,6 +103,7 @@ impl ResVal {
                 (if end == Some(PipeEnd::Write) { *w } else { *r }) as i64 as u64
             }
             ResVal::Pid(p) | ResVal::Child(p) => *p as i64 as u64,
+            ResVal::Aio { ctx, .. } => *ctx,
             ResVal::Failed => match kind {
                 ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => u64::MAX,
                 _ => 0,
@@ -245,6 +251,22 @@ impl<'a> Interp<'a> {
             .collect();
         for r in rings {
             let _ = r.lock().unwrap().wait_all();
+        }
+        let aios: Vec<(u64, Arc<Mutex<usize>>)> = self
+            .res
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|v| match v {
+                ResVal::Aio { ctx, in_flight } => Some((*ctx, in_flight.clone())),
+                _ => None,
+            })
+            .collect();
+        for (ctx, n) in aios {
+            let mut n = n.lock().unwrap();
+            // A context the program destroyed waited for its requests then.
+            let _ = super::aio::wait(ctx, *n);
+            *n = 0;
         }
         self.async_io.store(0, Ordering::Relaxed);
     }
@@ -438,6 +460,16 @@ impl<'a> Interp<'a> {
         }
     }
 
+    /// The AIO context an argument names, with its in-flight count; `None` for a value no
+    /// daxdiff_aio_setup made (the kernel then judges the raw value).
+    pub(super) fn aio_of(&self, arg: &Arg) -> Option<(u64, Arc<Mutex<usize>>)> {
+        let Arg::Res(r) = arg else { return None };
+        match self.res.lock().unwrap().get(r) {
+            Some(ResVal::Aio { ctx, in_flight }) => Some((*ctx, in_flight.clone())),
+            _ => None,
+        }
+    }
+
     pub(super) fn ring_of(&self, arg: &Arg) -> Option<Arc<Mutex<Ring>>> {
         let Arg::Res(r) = arg else { return None };
         match self.res.lock().unwrap().get(r) {
@@ -552,6 +584,8 @@ impl<'a> Interp<'a> {
             ResourceKind::Pid => ResVal::Pid(rc as i32),
             ResourceKind::Child => ResVal::Child(rc as i32),
             ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => ResVal::Fd(rc as i32),
+            // Only daxdiff_aio_setup makes one.
+            ResourceKind::Aio => ResVal::Failed,
         });
         if desc.ret_kind == Some(ResourceKind::Map) {
             let param = |name: &str| {

@@ -482,3 +482,35 @@ fn io_uring_submissions_stay_in_flight_until_waited_for() {
     assert_eq!(ok(&r[9]), 1);
     assert_eq!(r[10].errno_name.as_deref(), Some("EBADF"));
 }
+
+#[test]
+fn aio_submissions_stay_in_flight_until_waited_for() {
+    let r = run_inline(
+        "aio-submit",
+        "r0 = daxdiff_aio_setup(0x4)\n\
+         r1 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         pwrite64(r1, &buf[0x2000], 0x2000, 0x0)\n\
+         daxdiff_aio_submit$buf(r0, IOCB_CMD_PREAD, r1, &buf[0x1000], 0x1000, 0x0)\n\
+         daxdiff_aio_submit$iov(r0, IOCB_CMD_PREADV, r1, [{&buf[0x800], 0x800}], 0x1, 0x1000)\n\
+         daxdiff_aio_wait(r0)\n\
+         daxdiff_aio_wait(r0)\n\
+         io_destroy(r0)\n\
+         daxdiff_aio_wait(0x0)\n",
+    );
+    if r[0].errno.is_some() {
+        eprintln!(
+            "AIO unavailable on this host ({:?}): skipping",
+            r[0].errno_name
+        );
+        return;
+    }
+    // The context id is the resource's value, never the result.
+    assert_eq!((r[0].ret, r[0].checksum), (0, None));
+    for i in [3, 4] {
+        assert_eq!((r[i].ret, r[i].checksum), (0, None), "{:?}", r[i]);
+    }
+    assert_eq!(ok(&r[5]), 2, "both submissions waited for");
+    assert_eq!(ok(&r[6]), 0, "nothing left");
+    assert_eq!(ok(&r[7]), 0);
+    assert_eq!(r[8].errno_name.as_deref(), Some("EINVAL"));
+}

@@ -214,6 +214,21 @@ fn pseudo(
             "\trc = ring_wait({}, &err);\n",
             ring_expr(prog, target, args.first())
         ),
+        Pseudo::AioSetup => format!(
+            "\tunsigned long ctx = 0;\n\trc = aio_setup({}, &ctx, &err);\n{}",
+            a(0),
+            store("ctx")
+        ),
+        Pseudo::AioSubmit => format!(
+            "\trc = aio_start({}, {}, {}, {}, {}, {}, &err);\n",
+            a(0),
+            a(1),
+            a(2),
+            a(3),
+            a(4),
+            a(5)
+        ),
+        Pseudo::AioWait => format!("\trc = aio_wait({}, &err);\n", a(0)),
         Pseudo::UringUpdateBuffers => format!(
             "\trc = ring_update_buffers({}, {}, {}, {}, &err);\n",
             ring_expr(prog, target, args.first()),

@@ -464,6 +464,115 @@ RT long ring_wait(struct ring *r, int *err)
 	return n;
 }
 
+/* Linux AIO on raw system calls: requests started, counted per context, waited for later. */
+struct aio_iocb {
+	uint64_t data;
+	uint32_t key, rw_flags;
+	uint16_t opcode;
+	int16_t reqprio;
+	uint32_t fd;
+	uint64_t buf, nbytes;
+	int64_t offset;
+	uint64_t reserved2;
+	uint32_t flags, resfd;
+};
+
+struct aio_event {
+	uint64_t data, obj;
+	int64_t res, res2;
+};
+
+#define AIO_CTXS 16
+RT unsigned long aio_ctx[AIO_CTXS], aio_in_flight[AIO_CTXS];
+RT pthread_mutex_t aio_mu = PTHREAD_MUTEX_INITIALIZER;
+
+RT long aio_setup(unsigned long nr, unsigned long *ctx, int *err)
+{
+	unsigned long c = 0;
+	long rc = syscall(__NR_io_setup, nr, &c);
+	*err = rc < 0 ? errno : 0;
+	if (rc < 0)
+		return -1;
+	*ctx = c;
+	pthread_mutex_lock(&aio_mu);
+	for (int i = 0; i < AIO_CTXS; i++)
+		if (!aio_ctx[i]) {
+			aio_ctx[i] = c;
+			aio_in_flight[i] = 0;
+			break;
+		}
+	pthread_mutex_unlock(&aio_mu);
+	return 0;
+}
+
+RT unsigned long *aio_count(unsigned long ctx)
+{
+	for (int i = 0; i < AIO_CTXS; i++)
+		if (ctx && aio_ctx[i] == ctx)
+			return &aio_in_flight[i];
+	return NULL;
+}
+
+RT long aio_start(unsigned long ctx, unsigned long op, unsigned long fd, unsigned long buf,
+		  unsigned long len, unsigned long off, int *err)
+{
+	struct aio_iocb cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.opcode = op;
+	cb.fd = fd;
+	cb.buf = buf;
+	cb.nbytes = len;
+	cb.offset = off;
+	struct aio_iocb *cbs[1] = {&cb};
+	long rc;
+	do
+		rc = syscall(__NR_io_submit, ctx, 1, cbs);
+	while (rc < 0 && errno == EINTR);
+	*err = rc < 0 ? errno : 0;
+	if (rc < 0)
+		return -1;
+	pthread_mutex_lock(&aio_mu);
+	unsigned long *n = aio_count(ctx);
+	if (n)
+		(*n)++;
+	pthread_mutex_unlock(&aio_mu);
+	return 0;
+}
+
+RT long aio_wait(unsigned long ctx, int *err)
+{
+	pthread_mutex_lock(&aio_mu);
+	unsigned long *n = aio_count(ctx);
+	unsigned long want = n ? *n : 0;
+	unsigned long got = 0;
+	*err = 0;
+	while (got < want) {
+		struct aio_event ev[16];
+		long rc = syscall(__NR_io_getevents, ctx, 1, 16, ev, NULL);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0) {
+			*err = errno;
+			break;
+		}
+		got += rc;
+	}
+	if (n)
+		*n = 0;
+	pthread_mutex_unlock(&aio_mu);
+	if (*err)
+		return -1;
+	if (!n) {
+		/* Not a context of ours: let the kernel say what it makes of it. */
+		struct aio_event ev;
+		struct timespec zero = {0, 0};
+		long rc = syscall(__NR_io_getevents, ctx, 0, 1, &ev, &zero);
+		*err = rc < 0 ? errno : 0;
+		return rc < 0 ? -1 : 0;
+	}
+	return got;
+}
+
 /* A CQE result as a call result: -1 and the errno when negative. */
 RT long cqe_result(long res, int *err)
 {
