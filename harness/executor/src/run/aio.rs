@@ -40,7 +40,7 @@ fn retrying(mut f: impl FnMut() -> libc::c_long) -> io::Result<i64> {
     loop {
         let rc = f();
         if rc >= 0 {
-            return Ok(rc as i64);
+            return Ok(rc);
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
