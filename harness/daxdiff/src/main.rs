@@ -556,6 +556,19 @@ fn print_ready(vm: &daxdiff::vm::Vm) {
     for d in &vm.topology.devdax {
         println!("  devdax {}", d.chardev);
     }
+    if let Some(n) = &vm.topology.nodax {
+        println!(
+            "  nodax on {} at {}: dax off, {} ms a request",
+            n.blockdev, n.mountpoint, n.delay_ms
+        );
+    }
+    if let Some(b) = &vm.topology.blkdev {
+        println!(
+            "  blkdev {} ({} MiB, no data kept)",
+            b.blockdev,
+            b.size >> 20
+        );
+    }
 }
 
 fn ssh_command(vm: &daxdiff::vm::Vm) -> String {

@@ -139,15 +139,16 @@ fn check_must_hold(kernel: &str, results: &BTreeMap<String, Ran>) {
         0x10000,
         "{kernel}: READ_FIXED into devdax"
     );
-    // Short-term pins of fsdax pages work: O_DIRECT from and into a DAX mapping, vmsplice.
+    // Short-term pins of fsdax pages work: O_DIRECT between the non-DAX ext4 and a DAX
+    // mapping, vmsplice.
     let odirect = answered(kernel, results, "odirect_into_dax_mapping");
     assert_eq!(
-        call(odirect, 5).ret,
+        call(odirect, 6).ret,
         0x200000,
         "{kernel}: O_DIRECT write from a DAX mapping"
     );
     assert_eq!(
-        call(odirect, 6).ret,
+        call(odirect, 7).ret,
         0x1000,
         "{kernel}: O_DIRECT read into a DAX mapping"
     );

@@ -1,5 +1,6 @@
 //! What the controller asks of bring-up through the kernel command line:
-//! `daxdiff.pmem=ROLE,…` (one role per NVDIMM, in nmem order) and `daxdiff.devdax_align=SIZE`.
+//! `daxdiff.pmem=ROLE,…` (one role per NVDIMM, in nmem order), `daxdiff.devdax_align=SIZE`
+//! and `daxdiff.nodax_delay_ms=MS` (set up the slow non-DAX disks with that delay).
 
 use std::fmt;
 
@@ -83,6 +84,9 @@ pub struct BootConfig {
     /// Role of nmem0, nmem1, … in that order.
     pub roles: Vec<Role>,
     pub devdax_align: u64,
+    /// Set up the slow disks (non-DAX ext4 and raw block device), each request delayed
+    /// this long; `None`: the machine has none.
+    pub nodax_delay_ms: Option<u32>,
 }
 
 impl BootConfig {
@@ -94,6 +98,7 @@ impl BootConfig {
     pub fn parse(cmdline: &str) -> Result<BootConfig> {
         let mut roles = None;
         let mut devdax_align = DEFAULT_DEVDAX_ALIGN;
+        let mut nodax_delay_ms = None;
         for word in cmdline.split_ascii_whitespace() {
             if let Some(list) = word.strip_prefix("daxdiff.pmem=") {
                 let parsed: Result<Vec<Role>> = list
@@ -105,6 +110,10 @@ impl BootConfig {
             } else if let Some(size) = word.strip_prefix("daxdiff.devdax_align=") {
                 devdax_align = parse_size(size)
                     .context("in daxdiff.devdax_align= on the kernel command line")?;
+            } else if let Some(ms) = word.strip_prefix("daxdiff.nodax_delay_ms=") {
+                nodax_delay_ms = Some(ms.parse().map_err(|_| {
+                    anyhow!("daxdiff.nodax_delay_ms={ms:?} on the kernel command line is not a number of milliseconds")
+                })?);
             }
         }
         let roles = roles.ok_or_else(|| {
@@ -123,6 +132,7 @@ impl BootConfig {
         Ok(BootConfig {
             roles,
             devdax_align,
+            nodax_delay_ms,
         })
     }
 }
@@ -163,6 +173,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.roles, vec![Role::Ext4, Role::Xfs, Role::Devdax]);
         assert_eq!(c.devdax_align, 1 << 30);
+        assert_eq!(c.nodax_delay_ms, None);
+    }
+
+    #[test]
+    fn slow_disks_delay() {
+        let c = BootConfig::parse("daxdiff.pmem=ext4 daxdiff.nodax_delay_ms=500").unwrap();
+        assert_eq!(c.nodax_delay_ms, Some(500));
+        let e = BootConfig::parse("daxdiff.pmem=ext4 daxdiff.nodax_delay_ms=half").unwrap_err();
+        assert!(e.to_string().contains("milliseconds"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub fn run(opts: &Options) -> Topology {
     });
     if let Some(cfg) = cfg {
         configure(&cfg, opts, &mut rec, &mut topo);
+        if let (Some(ms), false) = (cfg.nodax_delay_ms, rec.failed()) {
+            crate::slowdisks::set_up(ms, &mut rec, &mut topo);
+        }
     }
     topo.ok = !rec.failed();
     topo.error = rec.error.take();

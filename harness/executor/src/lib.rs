@@ -10,6 +10,7 @@ pub mod ndctl;
 pub mod probe;
 pub mod refcounts;
 pub mod run;
+pub mod slowdisks;
 pub mod status;
 pub mod statx;
 pub mod steps;

@@ -108,6 +108,22 @@ fn check(recorded: &Topology, rec: &mut Recorder, topo: &mut Topology) {
         });
         topo.devdax.push(dd.clone());
     }
+    if let Some(n) = &recorded.nodax {
+        rec.run(format!("mount {}", n.mountpoint), |d| {
+            let m = mounts::find(&table, &n.mountpoint)
+                .ok_or_else(|| StepFailure::new(format!("{} is not mounted", n.mountpoint)))?;
+            if m.has_dax_always() {
+                return Err(StepFailure::new(format!(
+                    "{} is mounted with dax, but it is the non-DAX side",
+                    n.mountpoint
+                )));
+            }
+            d.push_str(&format!("{} {} {}", m.source, m.target, m.fstype));
+            Ok(())
+        });
+    }
+    topo.nodax = recorded.nodax.clone();
+    topo.blkdev = recorded.blkdev.clone();
 }
 
 #[cfg(test)]

@@ -42,6 +42,26 @@ pub struct DevDax {
     pub size: u64,
 }
 
+/// The ext4 without DAX on the slow disk: the non-DAX side of direct I/O.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodaxFs {
+    /// The virtio disk itself (`/dev/vda`).
+    pub disk: String,
+    /// The dm-delay device over it, which is what is mounted.
+    pub blockdev: String,
+    pub mountpoint: String,
+    /// Every request's delay.
+    pub delay_ms: u32,
+}
+
+/// The raw block device target (QEMU null-co: reads zeros, keeps nothing, delays each
+/// request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawBlk {
+    pub blockdev: String,
+    pub size: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub ok: bool,
@@ -49,6 +69,10 @@ pub struct Topology {
     pub steps: Vec<Step>,
     pub fs: Vec<FsMount>,
     pub devdax: Vec<DevDax>,
+    #[serde(default)]
+    pub nodax: Option<NodaxFs>,
+    #[serde(default)]
+    pub blkdev: Option<RawBlk>,
 }
 
 impl Topology {
@@ -104,6 +128,16 @@ mod tests {
                 align: 2097152,
                 size: 1054867456,
             }],
+            nodax: Some(NodaxFs {
+                disk: "/dev/vda".into(),
+                blockdev: "/dev/mapper/daxdiff-nodax".into(),
+                mountpoint: "/mnt/nodax".into(),
+                delay_ms: 500,
+            }),
+            blkdev: Some(RawBlk {
+                blockdev: "/dev/vdb".into(),
+                size: 64 << 20,
+            }),
         }
     }
 
@@ -118,6 +152,8 @@ mod tests {
         assert_eq!(v["fs"][0]["dax"], true);
         assert_eq!(v["devdax"][0]["chardev"], "/dev/dax1.0");
         assert_eq!(v["devdax"][0]["align"], 2097152);
+        assert_eq!(v["nodax"]["mountpoint"], "/mnt/nodax");
+        assert_eq!(v["blkdev"]["blockdev"], "/dev/vdb");
         let back: Topology = serde_json::from_value(v).unwrap();
         assert_eq!(back, sample());
     }

@@ -20,6 +20,13 @@ pub struct FdInfo {
     pub live: bool,
 }
 
+impl FdInfo {
+    /// Direct I/O on this descriptor pins its user buffer: O_DIRECT on a non-DAX target.
+    pub fn pins_buffers(&self) -> bool {
+        self.direct && self.target.is_some_and(|t| !t.is_dax())
+    }
+}
+
 /// A mapping a program created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {
@@ -59,7 +66,8 @@ pub struct State {
 }
 
 /// Why a call pins pages, by base call name: which parameters hold the pinned buffers, and
-/// whether the pin needs an O_DIRECT file (param index of the fd).
+/// whether the pin needs an O_DIRECT file (the fd parameter's name). Direct I/O pins only on a
+/// non-DAX file or block device: on a DAX file it is a copy ([`FileTarget::is_dax`]).
 pub(crate) fn pin_rule(base: &str) -> Option<(&'static [&'static str], Option<&'static str>)> {
     Some(match base {
         "vmsplice" => (&["iov"], None),
@@ -67,7 +75,9 @@ pub(crate) fn pin_rule(base: &str) -> Option<(&'static [&'static str], Option<&'
         "io_uring_register" | "daxdiff_uring_update_buffers" => (&["iov"], None),
         "read" | "write" | "pread64" | "pwrite64" => (&["buf"], Some("fd")),
         "readv" | "writev" | "preadv" | "pwritev" => (&["iov"], Some("fd")),
-        "daxdiff_uring_rw" => (&["buf", "iov"], Some("file")),
+        "daxdiff_uring_rw" | "daxdiff_uring_submit" | "daxdiff_aio_submit" => {
+            (&["buf", "iov"], Some("file"))
+        }
         _ => return None,
     })
 }
@@ -89,7 +99,7 @@ pub(crate) const DISRUPTORS: &[&str] = &[
 ];
 
 /// Whether the program pins a DAX page: some pinning call's buffer lies in a DAX mapping
-/// created earlier in the program (O_DIRECT I/O only counts on an O_DIRECT file).
+/// created earlier in the program (O_DIRECT I/O only counts on an O_DIRECT non-DAX file).
 pub fn pins_dax_page(target: &Target, prog: &Program) -> bool {
     !State::at(target, prog, prog.calls.len()).pins.is_empty()
 }
@@ -158,7 +168,7 @@ impl State {
                 None => true,
                 Some(p) => res_arg(p)
                     .and_then(|r| self.fd(r))
-                    .is_some_and(|f| f.direct),
+                    .is_some_and(FdInfo::pins_buffers),
             };
             let dax = bufs.iter().filter_map(|b| arg(b)).any(|a| match a {
                 Arg::Buf(b) => self.is_dax_buf(b),
@@ -343,13 +353,31 @@ mod tests {
     const OPEN_MAP: &str = "r0 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\nr1 = mmap(0x0, 0x200000, PROT_READ|PROT_WRITE, MAP_SHARED, r0, 0x0)\n";
 
     #[test]
-    fn odirect_read_into_a_dax_mapping_pins_but_buffered_read_does_not() {
-        let direct = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_DIRECT, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
-        let buffered = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+    fn odirect_read_into_a_dax_mapping_pins_only_from_a_non_dax_file() {
+        let direct = "r2 = openat$nodax(AT_FDCWD, &\"file0\", O_RDWR|O_DIRECT, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        let buffered = "r2 = openat$nodax(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
         assert!(pins(&format!("{OPEN_MAP}{direct}")));
         assert!(!pins(&format!("{OPEN_MAP}{buffered}")));
-        let switched = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\nfcntl$setfl(r2, F_SETFL, O_DIRECT)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        let switched = "r2 = openat$nodax(AT_FDCWD, &\"file0\", O_RDWR, 0x1b6)\nfcntl$setfl(r2, F_SETFL, O_DIRECT)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
         assert!(pins(&format!("{OPEN_MAP}{switched}")));
+        let blkdev = "r2 = openat$blkdev(AT_FDCWD, &\"blk0\", O_RDWR|O_DIRECT, 0x0)\npwrite64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        assert!(pins(&format!("{OPEN_MAP}{blkdev}")));
+        // O_DIRECT on a DAX file is a copy through the DAX path: nothing is pinned.
+        let dax_to_dax = "r2 = openat$xfs(AT_FDCWD, &\"file0\", O_RDWR|O_DIRECT, 0x1b6)\npread64(r2, &r1+0x0, 0x1000, 0x0)\n";
+        assert!(!pins(&format!("{OPEN_MAP}{dax_to_dax}")));
+    }
+
+    #[test]
+    fn uring_read_submitted_without_waiting_pins_from_a_non_dax_file() {
+        let submit = |open: &str| {
+            format!("{OPEN_MAP}{open}r3 = daxdiff_uring_setup(0x8)\ndaxdiff_uring_submit$buf(r3, IORING_OP_READ, r2, &r1+0x0, 0x10000, 0x0)\ndaxdiff_uring_wait(r3)\n")
+        };
+        assert!(pins(&submit(
+            "r2 = openat$nodax(AT_FDCWD, &\"file0\", O_RDWR|O_DIRECT, 0x1b6)\n"
+        )));
+        assert!(!pins(&submit(
+            "r2 = openat$ext4(AT_FDCWD, &\"file1\", O_RDWR|O_DIRECT, 0x1b6)\n"
+        )));
     }
 
     #[test]

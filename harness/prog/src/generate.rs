@@ -30,6 +30,8 @@ const OPEN: &[(&str, u32)] = &[
     ("openat$ext4", 30),
     ("openat$xfs", 30),
     ("openat$devdax", 15),
+    ("openat$nodax", 8),
+    ("openat$blkdev", 4),
     ("open$ext4", 5),
     ("open$xfs", 5),
     ("creat$ext4", 3),
@@ -56,6 +58,10 @@ const PIN: &[(&str, u32)] = &[
     ("io_uring_register$REGISTER_BUFFERS", 15),
     ("daxdiff_uring_rw$buf", 8),
     ("daxdiff_uring_rw$iov", 3),
+    ("daxdiff_uring_submit$buf", 8),
+    ("daxdiff_uring_submit$iov", 3),
+    ("daxdiff_aio_submit$buf", 5),
+    ("daxdiff_aio_submit$iov", 2),
     ("daxdiff_fork_touch", 3),
     ("madvise", 2),
 ];
@@ -87,6 +93,9 @@ const DISRUPT: &[(&str, u32)] = &[
     ("read$pipe", 4),
     ("daxdiff_sleep", 3),
     ("daxdiff_barrier", 2),
+    ("daxdiff_uring_wait", 3),
+    ("daxdiff_aio_wait", 2),
+    ("io_destroy", 1),
     ("ioctl$FS_IOC_FSSETXATTR", 3),
     ("pread64", 5),
     ("vmsplice", 3),
@@ -363,7 +372,7 @@ impl<'a> Gen<'a> {
                 if f.target.is_some() {
                     w *= 4;
                 }
-                if needs_direct && f.direct && f.target.is_some_and(FileTarget::is_fsdax) {
+                if needs_direct && f.pins_buffers() {
                     w *= 20;
                 }
                 if desc.name == "mmap" && f.sized {
@@ -382,11 +391,7 @@ impl<'a> Gen<'a> {
                 cands.push((o.res, if o.live { 10 } else { 1 }));
             }
         }
-        let have_direct = self
-            .st
-            .fds
-            .iter()
-            .any(|f| f.live && f.direct && f.target.is_some_and(FileTarget::is_fsdax));
+        let have_direct = self.st.fds.iter().any(|f| f.live && f.pins_buffers());
         let create = !self.no_producers
             && depth < MAX_DEPTH
             && (cands.is_empty()
@@ -414,7 +419,8 @@ impl<'a> Gen<'a> {
         depth: u32,
     ) -> Option<ResId> {
         let name = match kind {
-            ResourceKind::Fd if direct => *self.rng.pick(&["openat$ext4", "openat$xfs"]),
+            // Direct I/O pins a DAX buffer only on a non-DAX file or device.
+            ResourceKind::Fd if direct => *self.rng.pick(&["openat$nodax", "openat$blkdev"]),
             ResourceKind::Fd => {
                 let opts: Vec<(&str, u32)> = OPEN
                     .iter()
@@ -435,6 +441,7 @@ impl<'a> Gen<'a> {
             ResourceKind::Pipe => "daxdiff_pipe",
             ResourceKind::Pid => "getpid",
             ResourceKind::Child => "daxdiff_fork_touch",
+            ResourceKind::Aio => "daxdiff_aio_setup",
         };
         let saved = self.bias;
         self.bias = Bias {

@@ -30,11 +30,14 @@ pub enum ResourceKind {
     Pid,
     /// A forked child (`child`, a `pid`), created by `daxdiff_fork_touch`.
     Child,
+    /// A Linux AIO context (`aioctx`, created by `daxdiff_aio_setup`); its value is the
+    /// context id `io_setup` gave, and the executor counts the requests in flight on it.
+    Aio,
 }
 
 impl ResourceKind {
     /// All kinds, roots first as declared in the descriptions.
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Fd,
         ResourceKind::Map,
         ResourceKind::Ring,
@@ -42,6 +45,7 @@ impl ResourceKind {
         ResourceKind::Pipe,
         ResourceKind::Pid,
         ResourceKind::Child,
+        ResourceKind::Aio,
     ];
 
     /// The resource name in the descriptions that marks this kind.
@@ -54,6 +58,7 @@ impl ResourceKind {
             ResourceKind::Pipe => "pipe",
             ResourceKind::Pid => "pid",
             ResourceKind::Child => "child",
+            ResourceKind::Aio => "aioctx",
         }
     }
 
@@ -81,10 +86,21 @@ pub enum FileTarget {
     Xfs,
     /// The devdax character device(s); file names are device names (`dax0.0`).
     Devdax,
+    /// The program's directory on the ext4 mounted without DAX on the slow disk: the
+    /// non-DAX end of direct I/O whose user buffer is a DAX mapping.
+    Nodax,
+    /// The raw slow block device (any name stands for it): the other non-DAX end.
+    Blkdev,
 }
 
 impl FileTarget {
-    pub const ALL: [FileTarget; 3] = [FileTarget::Ext4, FileTarget::Xfs, FileTarget::Devdax];
+    pub const ALL: [FileTarget; 5] = [
+        FileTarget::Ext4,
+        FileTarget::Xfs,
+        FileTarget::Devdax,
+        FileTarget::Nodax,
+        FileTarget::Blkdev,
+    ];
 
     /// The variant suffix that selects this target (`ext4` in `openat$ext4`).
     pub fn suffix(self) -> &'static str {
@@ -92,12 +108,24 @@ impl FileTarget {
             FileTarget::Ext4 => "ext4",
             FileTarget::Xfs => "xfs",
             FileTarget::Devdax => "devdax",
+            FileTarget::Nodax => "nodax",
+            FileTarget::Blkdev => "blkdev",
         }
     }
 
     /// Whether this target is a filesystem in fsdax mode (as opposed to device DAX).
     pub fn is_fsdax(self) -> bool {
-        !matches!(self, FileTarget::Devdax)
+        matches!(self, FileTarget::Ext4 | FileTarget::Xfs)
+    }
+
+    /// Whether I/O on this target is DAX I/O. Direct I/O on a DAX file is a copy through
+    /// the kernel's DAX path, which never pins the user buffer; only a non-DAX target's
+    /// direct I/O pins it (gup-fast, FOLL_PIN, for as long as the request is in flight).
+    pub fn is_dax(self) -> bool {
+        matches!(
+            self,
+            FileTarget::Ext4 | FileTarget::Xfs | FileTarget::Devdax
+        )
     }
 }
 
@@ -139,10 +167,29 @@ pub enum Pseudo {
     /// READ_FIXED/WRITE_FIXED on registered buffer `index` at `addr` and wait; returns the
     /// CQE result.
     UringRwFixed,
+    /// `daxdiff_uring_submit$buf(ring, op, fd, buf, len, off)` / `$iov(ring, op, fd, iov, nr,
+    /// off)`: submit one READ/WRITE (READV/WRITEV) and return 0 once the kernel took it,
+    /// without waiting: the request stays in flight (its buffer pinned, for direct I/O on a
+    /// slow disk) while later calls run. Its completion is reaped by `daxdiff_uring_wait`;
+    /// its result, which can depend on timing, is never reported.
+    UringSubmit,
+    /// `daxdiff_uring_wait(ring)`: wait for every request submitted on the ring with
+    /// `daxdiff_uring_submit` and not yet waited for; returns how many that was.
+    UringWait,
+    /// `daxdiff_aio_setup(nr) aioctx`: io_setup; returns 0 (the context id, an address,
+    /// is the resource's value, never a result).
+    AioSetup,
+    /// `daxdiff_aio_submit$buf(ctx, op, fd, buf, len, off)` / `$iov(ctx, op, fd, iov, nr, off)`:
+    /// io_submit of one IOCB_CMD_PREAD/PWRITE (PREADV/PWRITEV); returns 0 once the kernel
+    /// took it, without waiting, like `daxdiff_uring_submit`.
+    AioSubmit,
+    /// `daxdiff_aio_wait(ctx)`: io_getevents until every request submitted on the context
+    /// and not yet waited for has completed; returns how many that was.
+    AioWait,
 }
 
 impl Pseudo {
-    pub const ALL: [Pseudo; 13] = [
+    pub const ALL: [Pseudo; 18] = [
         Pseudo::Evict,
         Pseudo::DevdaxDisable,
         Pseudo::DevdaxEnable,
@@ -156,6 +203,11 @@ impl Pseudo {
         Pseudo::UringRw,
         Pseudo::UringUpdateBuffers,
         Pseudo::UringRwFixed,
+        Pseudo::UringSubmit,
+        Pseudo::UringWait,
+        Pseudo::AioSetup,
+        Pseudo::AioSubmit,
+        Pseudo::AioWait,
     ];
 
     /// The call's base name in the descriptions (`daxdiff_evict`); variants add `$suffix`.
@@ -174,6 +226,11 @@ impl Pseudo {
             Pseudo::UringRw => "daxdiff_uring_rw",
             Pseudo::UringUpdateBuffers => "daxdiff_uring_update_buffers",
             Pseudo::UringRwFixed => "daxdiff_uring_rw_fixed",
+            Pseudo::UringSubmit => "daxdiff_uring_submit",
+            Pseudo::UringWait => "daxdiff_uring_wait",
+            Pseudo::AioSetup => "daxdiff_aio_setup",
+            Pseudo::AioSubmit => "daxdiff_aio_submit",
+            Pseudo::AioWait => "daxdiff_aio_wait",
         }
     }
 

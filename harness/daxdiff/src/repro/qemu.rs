@@ -19,6 +19,7 @@ fn files(kernel: &Kernel, profile: &MachineProfile, accel: Accel) -> BootFiles {
             .map(|i| PathBuf::from(format!("nvdimm{i}.img")))
             .collect(),
         scratch_file: profile.scratch_disk.map(|_| PathBuf::from("scratch.img")),
+        nodax_file: profile.slow_disks.map(|_| PathBuf::from("nodax.img")),
         qmp_socket: "qmp.sock".into(),
         ssh_port: 10022,
         ssh_pubkey: "SSH_PUBKEY".into(),
@@ -42,6 +43,14 @@ pub fn render(kernels: [(&str, &Kernel); 2], profile: &MachineProfile, accel: Ac
             s,
             "#                        truncate -s {} nvdimm{i}.img",
             n.backend_size()
+        );
+    }
+    if let Some(d) = &profile.slow_disks {
+        let _ = writeln!(
+            s,
+            "#   nodax.img          the non-DAX ext4 disk, created empty: truncate -s {} nodax.img\n\
+             #                      (the guest makes ext4 on it and puts a {} ms dm-delay in front)",
+            d.fs_size, d.delay_ms
         );
     }
     s.push_str(
@@ -127,5 +136,7 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains(".cache") && !s.contains("/tmp"), "{s}");
+        assert!(cmd_a.contains("file=nodax.img,"), "{s}");
+        assert!(s.contains("truncate -s 67108864 nodax.img"), "{s}");
     }
 }

@@ -51,6 +51,7 @@ pub fn profile() -> MachineProfile {
         cmdline: vec![],
         // The tests' working directories: device-dax opens its data file O_DIRECT.
         scratch_disk: Some(SCRATCH_DISK),
+        slow_disks: None,
     }
 }
 

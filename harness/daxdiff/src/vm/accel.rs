@@ -78,6 +78,7 @@ fn probe(kernel: &Kernel, image: &GuestImage) -> (Accel, String) {
     let opts = BootOptions {
         profile: MachineProfile {
             nvdimms: vec![],
+            slow_disks: None,
             ..MachineProfile::default()
         },
         accel: Accel::Kvm,

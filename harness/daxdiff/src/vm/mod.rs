@@ -52,6 +52,27 @@ pub struct Topology {
     pub fs: Vec<FsMount>,
     #[serde(default)]
     pub devdax: Vec<DevDax>,
+    /// The ext4 without DAX on the slow disk (profiles with [`profile::SlowDisks`]).
+    #[serde(default)]
+    pub nodax: Option<NodaxFs>,
+    /// The raw block device on the slow disks.
+    #[serde(default)]
+    pub blkdev: Option<RawBlk>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodaxFs {
+    pub blockdev: String,
+    pub mountpoint: String,
+    pub delay_ms: u32,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RawBlk {
+    pub blockdev: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -287,12 +308,24 @@ impl Vm {
             }
             None => None,
         };
+        let nodax_file = match opts.profile.slow_disks {
+            Some(d) => {
+                // Blank every boot: the guest makes the file system (a second, unchanging).
+                let p = run_dir.join("nodax.img");
+                let f = fs::File::create(&p)
+                    .with_context(|| format!("create the nodax disk {}", p.display()))?;
+                f.set_len(d.fs_size)?;
+                Some(p)
+            }
+            None => None,
+        };
         let files = BootFiles {
             qemu,
             kernel: kernel.bzimage.clone(),
             initramfs: image.initramfs.clone(),
             nvdimm_files,
             scratch_file,
+            nodax_file,
             qmp_socket: run_dir.join("qmp.sock"),
             ssh_port: free_port()?,
             ssh_pubkey: keys.public_blob.clone(),

@@ -83,7 +83,34 @@ pub struct MachineProfile {
     /// block-backed file system for its work files (O_DIRECT, which tmpfs refuses before
     /// Linux 6.6).
     pub scratch_disk: Option<u64>,
+    /// Non-DAX targets of direct I/O whose requests stay in flight (see [`SlowDisks`]).
+    #[serde(default)]
+    pub slow_disks: Option<SlowDisks>,
 }
+
+/// Two virtio disks for O_DIRECT I/O that pins a DAX buffer while the DAX file changes under
+/// it: one holds an ext4 without DAX (serial `daxdiff-nodax`, mounted at /mnt/nodax over a
+/// dm-delay device the guest makes), the other is a raw block device with no data behind it
+/// (serial `daxdiff-blk`: QEMU's null-co driver, reads return zeros, writes vanish).
+///
+/// Every request on either takes `delay_ms` (dm-delay in the guest; null-co's latency in
+/// QEMU), whatever its size and whatever came before it. QEMU's I/O throttling does not do
+/// that: its leaky bucket lets a request through at once when the bucket is empty and only
+/// delays the ones after, so a lone 64 KiB read was not held at all, while a 2 MiB one
+/// was held in proportion to its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowDisks {
+    pub fs_size: u64,
+    pub raw_size: u64,
+    pub delay_ms: u32,
+}
+
+/// The fuzzing guest's slow disks: 64 MiB each, 500 ms a request.
+pub const SLOW_DISKS: SlowDisks = SlowDisks {
+    fs_size: 64 * MIB,
+    raw_size: 64 * MIB,
+    delay_ms: 500,
+};
 
 impl Default for MachineProfile {
     /// Three 1 GiB NVDIMMs: fsdax for ext4, fsdax for xfs, devdax.
@@ -100,6 +127,7 @@ impl Default for MachineProfile {
             legacy_pmem: None,
             cmdline: vec![],
             scratch_disk: None,
+            slow_disks: Some(SLOW_DISKS),
         }
     }
 }
@@ -114,6 +142,8 @@ pub struct BootFiles {
     pub nvdimm_files: Vec<PathBuf>,
     /// Backing file of the profile's scratch disk.
     pub scratch_file: Option<PathBuf>,
+    /// Backing file of the slow disks' ext4 disk.
+    pub nodax_file: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub ssh_port: u16,
     /// The guest's authorized key (base64 of the ed25519 public key blob).
@@ -143,6 +173,9 @@ impl MachineProfile {
         ];
         if let Some(l) = &self.legacy_pmem {
             words.push(format!("memmap={}M!{}M", l.size / MIB, l.start / MIB));
+        }
+        if let Some(d) = &self.slow_disks {
+            words.push(format!("daxdiff.nodax_delay_ms={}", d.delay_ms));
         }
         if files.bare {
             words.push("daxdiff.bare=1".into());
@@ -228,6 +261,31 @@ impl MachineProfile {
                 &drive,
                 "-device",
                 "virtio-blk-pci,drive=scratch,serial=daxdiff-scratch",
+            ]);
+        }
+        if let Some(d) = &self.slow_disks {
+            if let Some(f) = &files.nodax_file {
+                let drive = format!(
+                    "file={},format=raw,if=none,id=nodax,cache=unsafe",
+                    f.display()
+                );
+                push(&[
+                    "-drive",
+                    &drive,
+                    "-device",
+                    "virtio-blk-pci,drive=nodax,serial=daxdiff-nodax",
+                ]);
+            }
+            let blk = format!(
+                "driver=null-co,size={},read-zeroes=on,latency-ns={},if=none,id=blk",
+                d.raw_size,
+                u64::from(d.delay_ms) * 1_000_000
+            );
+            push(&[
+                "-drive",
+                &blk,
+                "-device",
+                "virtio-blk-pci,drive=blk,serial=daxdiff-blk",
             ]);
         }
         push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
@@ -321,6 +379,7 @@ mod tests {
             initramfs: "/c/initramfs.cpio".into(),
             nvdimm_files: vec!["/r/nv0".into(), "/r/nv1".into(), "/r/nv2".into()],
             scratch_file: None,
+            nodax_file: Some("/r/nodax.img".into()),
             qmp_socket: "/r/qmp.sock".into(),
             ssh_port: 40022,
             ssh_pubkey: "AAAAC3Nza".into(),
@@ -394,13 +453,43 @@ mod tests {
             .any(|a| a.contains("scratch")));
         let mut f = files();
         f.scratch_file = Some("/r/scratch.img".into());
-        let args = MachineProfile::default().qemu_args(&f);
+        let p = MachineProfile {
+            slow_disks: None,
+            ..MachineProfile::default()
+        };
+        let args = p.qemu_args(&f);
         assert_eq!(
             after(&args, "-drive"),
             ["file=/r/scratch.img,format=raw,if=none,id=scratch,cache=unsafe"]
         );
         assert!(after(&args, "-device")
             .contains(&"virtio-blk-pci,drive=scratch,serial=daxdiff-scratch"));
+    }
+
+    #[test]
+    fn slow_disks_are_an_ext4_disk_and_a_null_device_with_latency() {
+        let p = MachineProfile::default();
+        let args = p.qemu_args(&files());
+        let drives = after(&args, "-drive");
+        assert!(drives.contains(&"file=/r/nodax.img,format=raw,if=none,id=nodax,cache=unsafe"));
+        assert!(drives.contains(
+            &"driver=null-co,size=67108864,read-zeroes=on,latency-ns=500000000,if=none,id=blk"
+        ));
+        let devs = after(&args, "-device");
+        assert!(devs.contains(&"virtio-blk-pci,drive=nodax,serial=daxdiff-nodax"));
+        assert!(devs.contains(&"virtio-blk-pci,drive=blk,serial=daxdiff-blk"));
+        assert!(p
+            .kernel_cmdline(&files())
+            .contains("daxdiff.nodax_delay_ms=500"));
+        let none = MachineProfile {
+            slow_disks: None,
+            ..MachineProfile::default()
+        };
+        let args = none.qemu_args(&files());
+        assert!(!args
+            .iter()
+            .any(|a| a.contains("daxdiff-nodax") || a.contains("null-co")));
+        assert!(!none.kernel_cmdline(&files()).contains("nodax"));
     }
 
     #[test]

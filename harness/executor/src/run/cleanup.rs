@@ -77,6 +77,9 @@ pub fn prepare(env: &RunEnv, dirs: &ProgDirs) -> Result<Vec<String>, String> {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
     }
+    if let Some(dir) = &dirs.nodax {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     Ok(notes)
 }
 
@@ -190,10 +193,11 @@ pub fn repair(env: &mut RunEnv, prog: &Program, stuck: bool, suspect: Suspect) -
     notes
 }
 
-/// Removes the program's directories.
+/// Removes the program's directories (the non-DAX one too: what a program wrote there
+/// goes with it, and the raw block device keeps nothing).
 pub fn remove_dirs(dirs: &ProgDirs) -> Vec<String> {
     let mut notes = Vec::new();
-    for dir in dirs.all() {
+    for dir in dirs.all().chain(dirs.nodax.iter()) {
         if let Err(e) = remove_tree(dir) {
             notes.push(format!("cleanup: removing {}: {e}", dir.display()));
         }

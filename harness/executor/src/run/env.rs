@@ -1,5 +1,6 @@
 //! What programs run against: the DAX filesystems and device-dax device bring-up set up
-//! (from the topology), and each program's own fresh directories on them.
+//! (from the topology), the non-DAX ends of direct I/O, and each program's own fresh
+//! directories on the file systems.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,10 @@ pub struct RunEnv {
     pub devdax: Option<DevdaxTarget>,
     /// Where device names (`dax2.0`) live: `/dev`.
     pub dev_dir: PathBuf,
+    /// The ext4 without DAX on the slow disk (never remounted by the executor).
+    pub nodax: Option<FsTarget>,
+    /// The raw slow block device.
+    pub blkdev: Option<PathBuf>,
 }
 
 impl RunEnv {
@@ -58,6 +63,13 @@ impl RunEnv {
             xfs: fs(Role::Xfs),
             devdax,
             dev_dir: PathBuf::from("/dev"),
+            nodax: t.nodax.as_ref().map(|n| FsTarget {
+                mountpoint: PathBuf::from(&n.mountpoint),
+                blockdev: Some(n.blockdev.clone()),
+                fstype: "ext4".to_string(),
+                mount_data: String::new(),
+            }),
+            blkdev: t.blkdev.as_ref().map(|b| PathBuf::from(&b.blockdev)),
         }
     }
 
@@ -74,6 +86,8 @@ impl RunEnv {
             xfs: Some(fs(xfs, "xfs")),
             devdax: None,
             dev_dir: PathBuf::from("/dev"),
+            nodax: None,
+            blkdev: None,
         }
     }
 
@@ -81,7 +95,8 @@ impl RunEnv {
         match target {
             FileTarget::Ext4 => self.ext4.as_ref(),
             FileTarget::Xfs => self.xfs.as_ref(),
-            FileTarget::Devdax => None,
+            FileTarget::Nodax => self.nodax.as_ref(),
+            FileTarget::Devdax | FileTarget::Blkdev => None,
         }
     }
 
@@ -95,6 +110,8 @@ impl RunEnv {
 pub struct ProgDirs {
     pub ext4: Option<PathBuf>,
     pub xfs: Option<PathBuf>,
+    /// On the ext4 without DAX; not in [`ProgDirs::all`], which follows the DAX targets.
+    pub nodax: Option<PathBuf>,
 }
 
 impl ProgDirs {
@@ -103,6 +120,7 @@ impl ProgDirs {
         ProgDirs {
             ext4: dir(&env.ext4),
             xfs: dir(&env.xfs),
+            nodax: dir(&env.nodax),
         }
     }
 
@@ -129,6 +147,15 @@ pub fn resolve_path(
             Some(d) => d.join(name),
             None => PathBuf::from("/nonexistent/daxdiff-no-xfs").join(name),
         },
+        Some(FileTarget::Nodax) => match &dirs.nodax {
+            Some(d) => d.join(name),
+            None => PathBuf::from("/nonexistent/daxdiff-no-nodax").join(name),
+        },
+        // One raw device: every name stands for it, as dax0.0 does for device-dax.
+        Some(FileTarget::Blkdev) => env
+            .blkdev
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/nonexistent/daxdiff-no-blkdev")),
         Some(FileTarget::Devdax) => match &env.devdax {
             Some(d) if name.starts_with("dax") => env.dev_dir.join(&d.chardev),
             _ => env.dev_dir.join(name),
@@ -185,5 +212,42 @@ mod tests {
         assert!(
             resolve_path(&env, &dirs, Some(FileTarget::Ext4), "file0").starts_with("/nonexistent")
         );
+        assert!(
+            resolve_path(&env, &dirs, Some(FileTarget::Nodax), "file0").starts_with("/nonexistent")
+        );
+        assert!(
+            resolve_path(&env, &dirs, Some(FileTarget::Blkdev), "blk0").starts_with("/nonexistent")
+        );
+    }
+
+    #[test]
+    fn slow_disks_from_topology() {
+        use crate::topology::{NodaxFs, RawBlk};
+        let t = Topology {
+            ok: true,
+            nodax: Some(NodaxFs {
+                disk: "/dev/vda".into(),
+                blockdev: "/dev/mapper/daxdiff-nodax".into(),
+                mountpoint: "/mnt/nodax".into(),
+                delay_ms: 500,
+            }),
+            blkdev: Some(RawBlk {
+                blockdev: "/dev/vdb".into(),
+                size: 64 << 20,
+            }),
+            ..Default::default()
+        };
+        let env = RunEnv::from_topology(&t);
+        let dirs = ProgDirs::new(&env, 3);
+        assert_eq!(dirs.all().count(), 0, "no DAX directories");
+        assert_eq!(
+            resolve_path(&env, &dirs, Some(FileTarget::Nodax), "file1"),
+            Path::new("/mnt/nodax/p3/file1")
+        );
+        assert_eq!(
+            resolve_path(&env, &dirs, Some(FileTarget::Blkdev), "blk0"),
+            Path::new("/dev/vdb")
+        );
+        assert_eq!(env.fs(FileTarget::Nodax).unwrap().mount_data, "");
     }
 }

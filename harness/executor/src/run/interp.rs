@@ -3,7 +3,7 @@
 //! calls marked `[t1]` on a second thread.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -84,6 +84,11 @@ pub(super) enum ResVal {
     },
     Pid(i32),
     Child(i32),
+    /// An AIO context and how many requests are in flight on it.
+    Aio {
+        ctx: u64,
+        in_flight: Arc<Mutex<usize>>,
+    },
     /// The producing call failed; users get the kind's "invalid" value.
     Failed,
 }
@@ -98,6 +103,7 @@ impl ResVal {
                 (if end == Some(PipeEnd::Write) { *w } else { *r }) as i64 as u64
             }
             ResVal::Pid(p) | ResVal::Child(p) => *p as i64 as u64,
+            ResVal::Aio { ctx, .. } => *ctx,
             ResVal::Failed => match kind {
                 ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => u64::MAX,
                 _ => 0,
@@ -182,6 +188,8 @@ pub struct Interp<'a> {
     edges: Mutex<BTreeSet<u32>>,
     /// What the program mapped: its address-space calls act on that alone.
     maps: Mutex<ProgramMaps>,
+    /// io_uring requests submitted without waiting and not yet waited for, on all rings.
+    async_io: AtomicUsize,
 }
 
 impl<'a> Interp<'a> {
@@ -209,7 +217,58 @@ impl<'a> Interp<'a> {
             checked: Mutex::new(HashSet::new()),
             edges: Mutex::new(BTreeSet::new()),
             maps: Mutex::new(ProgramMaps::default()),
+            async_io: AtomicUsize::new(0),
         }
+    }
+
+    pub(super) fn async_started(&self) {
+        self.async_io.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn async_done(&self, n: usize) {
+        let _ = self
+            .async_io
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    /// Waits for every io_uring request still in flight, so that no DMA lands in a mapping
+    /// while it is compared with its file.
+    fn drain_rings(&self) {
+        if self.async_io.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let rings: Vec<Arc<Mutex<Ring>>> = self
+            .res
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|v| match v {
+                ResVal::Ring { ring, .. } => Some(ring.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in rings {
+            let _ = r.lock().unwrap().wait_all();
+        }
+        let aios: Vec<(u64, Arc<Mutex<usize>>)> = self
+            .res
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|v| match v {
+                ResVal::Aio { ctx, in_flight } => Some((*ctx, in_flight.clone())),
+                _ => None,
+            })
+            .collect();
+        for (ctx, n) in aios {
+            let mut n = n.lock().unwrap();
+            // A context the program destroyed waited for its requests then.
+            let _ = super::aio::wait(ctx, *n);
+            *n = 0;
+        }
+        self.async_io.store(0, Ordering::Relaxed);
     }
 
     /// Runs every call; returns when both threads are done. Then checks the shared mappings
@@ -247,6 +306,7 @@ impl<'a> Interp<'a> {
             drop(tx);
             self.finish_cover(cover);
         });
+        self.drain_rings();
         self.check_mappings(None);
         if with_kcov {
             self.sink.coverage(&self.edges.lock().unwrap());
@@ -343,8 +403,10 @@ impl<'a> Interp<'a> {
                 if let Some(i) = confined_len(desc) {
                     m.raw[i] = self.maps.lock().unwrap().confine(m.arg(0), m.arg(i));
                 }
-                if desc.base_name() == "munmap" {
-                    // The check needs the mapping: before it goes, not at the end.
+                // The check needs the mapping: before it goes, not at the end. Not while
+                // io_uring requests are in flight, which may still be writing into it (and
+                // munmap under a pinned request is the point of such programs).
+                if desc.base_name() == "munmap" && self.async_io.load(Ordering::Relaxed) == 0 {
                     self.check_mappings(Some((m.arg(0), m.arg(1))));
                 }
                 match desc.kind {
@@ -395,6 +457,16 @@ impl<'a> Interp<'a> {
         match self.res.lock().unwrap().get(&r) {
             Some(v) => v.value(kind, end),
             None => ResVal::Failed.value(kind, end),
+        }
+    }
+
+    /// The AIO context an argument names, with its in-flight count; `None` for a value no
+    /// daxdiff_aio_setup made (the kernel then judges the raw value).
+    pub(super) fn aio_of(&self, arg: &Arg) -> Option<(u64, Arc<Mutex<usize>>)> {
+        let Arg::Res(r) = arg else { return None };
+        match self.res.lock().unwrap().get(r) {
+            Some(ResVal::Aio { ctx, in_flight }) => Some((*ctx, in_flight.clone())),
+            _ => None,
         }
     }
 
@@ -512,6 +584,8 @@ impl<'a> Interp<'a> {
             ResourceKind::Pid => ResVal::Pid(rc as i32),
             ResourceKind::Child => ResVal::Child(rc as i32),
             ResourceKind::Fd | ResourceKind::Ring | ResourceKind::Pipe => ResVal::Fd(rc as i32),
+            // Only daxdiff_aio_setup makes one.
+            ResourceKind::Aio => ResVal::Failed,
         });
         if desc.ret_kind == Some(ResourceKind::Map) {
             let param = |name: &str| {

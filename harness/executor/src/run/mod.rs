@@ -2,6 +2,7 @@
 //! (see `daxdiff_prog::wire`). Each program runs in a fresh child with a timeout; the
 //! executor itself survives whatever a program does.
 
+pub mod aio;
 pub mod bench;
 pub mod cleanup;
 pub mod confine;

@@ -473,3 +473,71 @@ fn a_mapping_is_checked_before_the_program_unmaps_it() {
     assert_eq!(resp.integrity[0].at_end, Some(DataCheck::Same));
     assert_eq!(resp.integrity[0].after_teardown, Some(DataCheck::Same));
 }
+
+#[test]
+fn io_uring_submissions_stay_in_flight_until_waited_for() {
+    let r = run_inline(
+        "uring-submit",
+        "r0 = daxdiff_uring_setup(0x8)\n\
+         r1 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         pwrite64(r1, &buf[0x2000], 0x2000, 0x0)\n\
+         daxdiff_uring_submit$buf(r0, IORING_OP_READ, r1, &buf[0x1000], 0x1000, 0x0)\n\
+         daxdiff_uring_submit$iov(r0, IORING_OP_READV, r1, [{&buf[0x800], 0x800}], 0x1, 0x1000)\n\
+         daxdiff_uring_rw$buf(r0, IORING_OP_READ, r1, &buf[0x1000], 0x1000, 0x0)\n\
+         daxdiff_uring_wait(r0)\n\
+         daxdiff_uring_wait(r0)\n\
+         daxdiff_uring_submit$buf(r0, IORING_OP_READ, 0x3e7, &buf[0x10], 0x10, 0x0)\n\
+         daxdiff_uring_wait(r0)\n\
+         daxdiff_uring_wait(0xffffffffffffffff)\n",
+    );
+    if r[0].errno.is_some() {
+        eprintln!(
+            "io_uring unavailable on this host ({:?}): skipping",
+            r[0].errno_name
+        );
+        return;
+    }
+    // A submission says only that the kernel took it: no byte count, no checksum.
+    for i in [3, 4] {
+        assert_eq!((r[i].ret, r[i].checksum), (0, None), "{:?}", r[i]);
+    }
+    assert_eq!(ok(&r[5]), 0x1000);
+    assert_eq!(ok(&r[6]), 2, "both submissions waited for");
+    assert_eq!(ok(&r[7]), 0, "nothing left");
+    // A request the kernel takes and fails (a bad fd) is still one to wait for.
+    assert_eq!(ok(&r[8]), 0);
+    assert_eq!(ok(&r[9]), 1);
+    assert_eq!(r[10].errno_name.as_deref(), Some("EBADF"));
+}
+
+#[test]
+fn aio_submissions_stay_in_flight_until_waited_for() {
+    let r = run_inline(
+        "aio-submit",
+        "r0 = daxdiff_aio_setup(0x4)\n\
+         r1 = openat$ext4(AT_FDCWD, &\"file0\", O_RDWR|O_CREAT, 0x1b6)\n\
+         pwrite64(r1, &buf[0x2000], 0x2000, 0x0)\n\
+         daxdiff_aio_submit$buf(r0, IOCB_CMD_PREAD, r1, &buf[0x1000], 0x1000, 0x0)\n\
+         daxdiff_aio_submit$iov(r0, IOCB_CMD_PREADV, r1, [{&buf[0x800], 0x800}], 0x1, 0x1000)\n\
+         daxdiff_aio_wait(r0)\n\
+         daxdiff_aio_wait(r0)\n\
+         io_destroy(r0)\n\
+         daxdiff_aio_wait(0x0)\n",
+    );
+    if r[0].errno.is_some() {
+        eprintln!(
+            "AIO unavailable on this host ({:?}): skipping",
+            r[0].errno_name
+        );
+        return;
+    }
+    // The context id is the resource's value, never the result.
+    assert_eq!((r[0].ret, r[0].checksum), (0, None));
+    for i in [3, 4] {
+        assert_eq!((r[i].ret, r[i].checksum), (0, None), "{:?}", r[i]);
+    }
+    assert_eq!(ok(&r[5]), 2, "both submissions waited for");
+    assert_eq!(ok(&r[6]), 0, "nothing left");
+    assert_eq!(ok(&r[7]), 0);
+    assert_eq!(r[8].errno_name.as_deref(), Some("EINVAL"));
+}

@@ -1,6 +1,7 @@
 //! A minimal io_uring on raw system calls: set up a ring, submit one SQE and wait for its
-//! completion. Raw so that every kernel answer (including buffer registration on DAX
-//! mappings) reaches the program's results unchanged.
+//! completion, or submit it and leave it in flight until a later wait. Raw so that every
+//! kernel answer (including buffer registration on DAX mappings) reaches the program's
+//! results unchanged.
 
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +16,8 @@ const IORING_OFF_SQES: i64 = 0x1000_0000;
 const IORING_FEAT_SINGLE_MMAP: u32 = 1;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 pub const IORING_REGISTER_BUFFERS_UPDATE: u32 = 16;
+/// Marks the user_data of requests submitted without waiting.
+const ASYNC: u64 = 1 << 63;
 
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
@@ -139,6 +142,10 @@ pub struct Ring {
     p: Params,
     next_user_data: u64,
     close_fd: bool,
+    /// Requests submitted without waiting and not yet waited for, and how many of those
+    /// have completed.
+    in_flight: usize,
+    landed: usize,
 }
 
 // SAFETY: the raw pointers point into mappings owned by the Ring; access is serialized by
@@ -183,6 +190,8 @@ impl Ring {
                 p,
                 next_user_data: 1,
                 close_fd: true,
+                in_flight: 0,
+                landed: 0,
             })
         })();
         if result.is_err() {
@@ -212,11 +221,8 @@ impl Ring {
         unsafe { &*(base.add(off as usize) as *const AtomicU32) }
     }
 
-    /// Submits `sqe` and waits for its completion; returns the CQE result (`-errno` on
-    /// failure). An error is returned only when the ring itself failed.
-    pub fn submit_and_wait(&mut self, mut sqe: Sqe) -> io::Result<i32> {
-        let user_data = self.next_user_data;
-        self.next_user_data += 1;
+    /// Puts `sqe` on the submission queue under `user_data`.
+    fn push(&mut self, mut sqe: Sqe, user_data: u64) {
         sqe.user_data = user_data;
         let sq = self.sq_ring.ptr;
         let tail = self.u32_at(sq, self.p.sq_off.tail).load(Ordering::Acquire);
@@ -233,6 +239,70 @@ impl Ring {
         }
         self.u32_at(sq, self.p.sq_off.tail)
             .store(tail.wrapping_add(1), Ordering::Release);
+    }
+
+    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> io::Result<i64> {
+        loop {
+            // SAFETY: plain syscall on our ring fd, no sigset.
+            let rc = unsafe {
+                libc::syscall(
+                    SYS_IO_URING_ENTER,
+                    self.fd,
+                    to_submit,
+                    min_complete,
+                    flags,
+                    std::ptr::null::<libc::c_void>(),
+                    0usize,
+                )
+            };
+            if rc >= 0 {
+                return Ok(rc);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Submits `sqe` and returns once the kernel has taken it, without waiting for its
+    /// completion ([`Ring::wait_all`] does). For direct I/O the user buffer is pinned by then
+    /// unless the kernel had to hand the request to a worker.
+    pub fn submit(&mut self, sqe: Sqe) -> io::Result<()> {
+        let user_data = ASYNC | self.next_user_data;
+        self.next_user_data += 1;
+        self.push(sqe, user_data);
+        self.enter(1, 0, 0)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Waits for every request [`Ring::submit`] started since the last wait; returns how
+    /// many there were.
+    pub fn wait_all(&mut self) -> io::Result<usize> {
+        loop {
+            self.reap(0);
+            if self.landed >= self.in_flight {
+                let n = self.in_flight;
+                self.in_flight = 0;
+                self.landed = 0;
+                return Ok(n);
+            }
+            self.enter(0, 1, IORING_ENTER_GETEVENTS)?;
+        }
+    }
+
+    /// Requests submitted without waiting and not yet waited for.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Submits `sqe` and waits for its completion; returns the CQE result (`-errno` on
+    /// failure). An error is returned only when the ring itself failed.
+    pub fn submit_and_wait(&mut self, sqe: Sqe) -> io::Result<i32> {
+        let user_data = self.next_user_data;
+        self.next_user_data += 1;
+        self.push(sqe, user_data);
         let mut to_submit = 1u32;
         loop {
             if let Some(res) = self.reap(user_data) {
@@ -263,8 +333,9 @@ impl Ring {
         }
     }
 
-    /// Takes completions off the CQ; returns the result for `user_data` once seen.
-    fn reap(&self, user_data: u64) -> Option<i32> {
+    /// Takes completions off the CQ (counting those of requests submitted without
+    /// waiting); returns the result for `user_data` once seen.
+    fn reap(&mut self, user_data: u64) -> Option<i32> {
         let cq = self.cq_base();
         let head_a = self.u32_at(cq, self.p.cq_off.head);
         let tail = self.u32_at(cq, self.p.cq_off.tail).load(Ordering::Acquire);
@@ -273,6 +344,7 @@ impl Ring {
             .load(Ordering::Relaxed);
         let mut head = head_a.load(Ordering::Relaxed);
         let mut found = None;
+        let mut landed = 0;
         while head != tail {
             // SAFETY: index masked into the CQE array inside the mapping.
             let cqe = unsafe {
@@ -281,11 +353,15 @@ impl Ring {
                     .read()
             };
             head = head.wrapping_add(1);
+            if cqe.user_data & ASYNC != 0 {
+                landed += 1;
+            }
             if cqe.user_data == user_data {
                 found = Some(cqe.res);
             }
         }
         head_a.store(head, Ordering::Release);
+        self.landed += landed;
         found
     }
 
@@ -390,6 +466,47 @@ mod tests {
             })
             .unwrap();
         assert_eq!(res, -libc::EBADF);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn submitted_requests_are_waited_for_together() {
+        let Some(mut ring) = ring_or_skip() else {
+            return;
+        };
+        let path = format!("/dev/shm/daxdiff-uring-async-{}", std::process::id());
+        std::fs::write(&path, [7u8; 8192]).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let mut a = [0u8; 4096];
+        let mut b = [0u8; 4096];
+        for (buf, off) in [(&mut a, 0u64), (&mut b, 4096)] {
+            ring.submit(Sqe {
+                opcode: IORING_OP_READ,
+                fd: f.as_raw_fd(),
+                addr: buf.as_mut_ptr() as u64,
+                len: 4096,
+                off,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(ring.in_flight(), 2);
+        // A waited-for request on the same ring does not swallow the others' completions.
+        let mut c = [0u8; 16];
+        let res = ring
+            .submit_and_wait(Sqe {
+                opcode: IORING_OP_READ,
+                fd: f.as_raw_fd(),
+                addr: c.as_mut_ptr() as u64,
+                len: 16,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(res, 16);
+        assert_eq!(ring.wait_all().unwrap(), 2);
+        assert_eq!(ring.in_flight(), 0);
+        assert!(a.iter().chain(b.iter()).all(|&x| x == 7));
+        assert_eq!(ring.wait_all().unwrap(), 0, "nothing left to wait for");
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -201,6 +201,34 @@ fn pseudo(
             a(4),
             a(5)
         ),
+        Pseudo::UringSubmit => format!(
+            "\trc = ring_start({}, {}, {}, {}, {}, {}, &err);\n",
+            ring_expr(prog, target, args.first()),
+            a(1),
+            a(2),
+            a(3),
+            a(4),
+            a(5)
+        ),
+        Pseudo::UringWait => format!(
+            "\trc = ring_wait({}, &err);\n",
+            ring_expr(prog, target, args.first())
+        ),
+        Pseudo::AioSetup => format!(
+            "\tunsigned long ctx = 0;\n\trc = aio_setup({}, &ctx, &err);\n{}",
+            a(0),
+            store("ctx")
+        ),
+        Pseudo::AioSubmit => format!(
+            "\trc = aio_start({}, {}, {}, {}, {}, {}, &err);\n",
+            a(0),
+            a(1),
+            a(2),
+            a(3),
+            a(4),
+            a(5)
+        ),
+        Pseudo::AioWait => format!("\trc = aio_wait({}, &err);\n", a(0)),
         Pseudo::UringUpdateBuffers => format!(
             "\trc = ring_update_buffers({}, {}, {}, {}, &err);\n",
             ring_expr(prog, target, args.first()),
@@ -303,6 +331,8 @@ impl Marshal<'_> {
                 let f = match desc.file_target {
                     Some(FileTarget::Xfs) => "xfs_path",
                     Some(FileTarget::Devdax) => "devdax_path",
+                    Some(FileTarget::Nodax) => "nodax_path",
+                    Some(FileTarget::Blkdev) => "blkdev_path",
                     Some(FileTarget::Ext4) | None => "ext4_path",
                 };
                 format!("(unsigned long){f}({})", c_string(name))

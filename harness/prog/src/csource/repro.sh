@@ -41,6 +41,21 @@ for fs in EXT4 XFS; do
 	fi
 done
 
+# The non-DAX ends of direct I/O in daxdiff's guest: ext4 without DAX at /mnt/nodax and the
+# virtio disk with serial daxdiff-blk.
+if [ -z "${DAXDIFF_NODAX_DIR:-}" ] && grep -q " /mnt/nodax " /proc/mounts; then
+	rm -rf /mnt/nodax/daxdiff-repro
+	mkdir -p /mnt/nodax/daxdiff-repro
+	DAXDIFF_NODAX_DIR=/mnt/nodax/daxdiff-repro
+fi
+if [ -z "${DAXDIFF_BLKDEV:-}" ]; then
+	for s in /sys/block/*/serial; do
+		if [ "$(cat "$s" 2>/dev/null)" = daxdiff-blk ]; then
+			DAXDIFF_BLKDEV=/dev/$(basename "$(dirname "$s")")
+		fi
+	done
+fi
+export DAXDIFF_NODAX_DIR DAXDIFF_BLKDEV
 export DAXDIFF_EXT4_MNT DAXDIFF_EXT4_DEV DAXDIFF_EXT4_OPTS DAXDIFF_EXT4_DIR
 export DAXDIFF_XFS_MNT DAXDIFF_XFS_DEV DAXDIFF_XFS_OPTS DAXDIFF_XFS_DIR
 export DAXDIFF_DEVDAX DAXDIFF_DEVDAX_NS DAXDIFF_DEVDAX_ALIGN

@@ -65,6 +65,19 @@ RT const char *devdax_path(const char *name)
 	return path_in("DAXDIFF_DEV_DIR", "/dev", name);
 }
 
+/* The non-DAX ends of direct I/O: a directory on a file system without DAX, and a block
+ * device (any name in the program stands for it). */
+RT const char *nodax_path(const char *name)
+{
+	return path_in("DAXDIFF_NODAX_DIR", "/mnt/nodax/daxdiff-repro", name);
+}
+
+RT const char *blkdev_path(const char *name)
+{
+	(void)name;
+	return env_or("DAXDIFF_BLKDEV", "/dev/vdb");
+}
+
 /* One line per finished call on stdout: "#<index> <name> = <ret>[ errno <n> (<NAME>)]". */
 RT void report(int idx, const char *name, long ret, int err)
 {
@@ -255,7 +268,12 @@ struct ring {
 	struct io_uring_sqe_raw *sqes;
 	uint32_t sq_off[7], cq_off[7];
 	uint64_t next_user_data;
+	/* Requests started without waiting, and how many of them have completed. */
+	unsigned long in_flight, landed;
 };
+
+/* user_data of requests started without waiting. */
+#define RING_ASYNC (1ull << 63)
 
 struct io_uring_sqe_raw {
 	uint8_t opcode, flags;
@@ -313,6 +331,7 @@ RT long ring_setup(struct ring *r, unsigned long entries, int *err)
 	memcpy(r->sq_off, p.sq_off, sizeof(r->sq_off));
 	memcpy(r->cq_off, p.cq_off, sizeof(r->cq_off));
 	r->next_user_data = 1;
+	r->in_flight = r->landed = 0;
 	*err = 0;
 	return fd;
 }
@@ -349,6 +368,8 @@ RT long ring_submit(struct ring *r, struct io_uring_sqe_raw sqe, int *err)
 			int32_t cres;
 			memcpy(&cud, cqe, 8);
 			memcpy(&cres, cqe + 8, 4);
+			if (cud & RING_ASYNC)
+				r->landed++;
 			if (cud == ud) {
 				res = cres;
 				found = 1;
@@ -370,6 +391,186 @@ RT long ring_submit(struct ring *r, struct io_uring_sqe_raw sqe, int *err)
 	}
 	pthread_mutex_unlock(&ring_mu);
 	return res;
+}
+
+/* Starts one read or write and returns 0 once the kernel took it, without waiting. */
+RT long ring_start(struct ring *r, unsigned long op, unsigned long fd, unsigned long addr,
+		   unsigned long len, unsigned long off, int *err)
+{
+	*err = 0;
+	if (!r->sq) {
+		*err = EBADF;
+		return -1;
+	}
+	pthread_mutex_lock(&ring_mu);
+	struct io_uring_sqe_raw sqe;
+	memset(&sqe, 0, sizeof(sqe));
+	sqe.opcode = op;
+	sqe.fd = fd;
+	sqe.addr = addr;
+	sqe.len = len;
+	sqe.off = off;
+	sqe.user_data = RING_ASYNC | r->next_user_data++;
+	uint32_t tail = __atomic_load_n(RING_U32(r->sq, r->sq_off[OFF_TAIL]), __ATOMIC_ACQUIRE);
+	uint32_t idx = tail & *RING_U32(r->sq, r->sq_off[OFF_MASK]);
+	r->sqes[idx] = sqe;
+	RING_U32(r->sq, r->sq_off[OFF_SQ_ARRAY])[idx] = idx;
+	__atomic_store_n(RING_U32(r->sq, r->sq_off[OFF_TAIL]), tail + 1, __ATOMIC_RELEASE);
+	long rc;
+	do
+		rc = syscall(__NR_io_uring_enter, r->fd, 1, 0, 0, NULL, 0);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0)
+		*err = errno;
+	else
+		r->in_flight++;
+	pthread_mutex_unlock(&ring_mu);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Waits for every request started with ring_start; returns how many there were. */
+RT long ring_wait(struct ring *r, int *err)
+{
+	*err = 0;
+	if (!r->sq) {
+		*err = EBADF;
+		return -1;
+	}
+	pthread_mutex_lock(&ring_mu);
+	for (;;) {
+		uint32_t *head = RING_U32(r->cq, r->cq_off[OFF_HEAD]);
+		uint32_t ctail = __atomic_load_n(RING_U32(r->cq, r->cq_off[OFF_TAIL]), __ATOMIC_ACQUIRE);
+		uint32_t mask = *RING_U32(r->cq, r->cq_off[OFF_MASK]);
+		uint32_t h = *head;
+		for (; h != ctail; h++) {
+			uint64_t cud;
+			memcpy(&cud, r->cq + r->cq_off[OFF_CQES] + (h & mask) * 16, 8);
+			if (cud & RING_ASYNC)
+				r->landed++;
+		}
+		__atomic_store_n(head, h, __ATOMIC_RELEASE);
+		if (r->landed >= r->in_flight)
+			break;
+		long rc = syscall(__NR_io_uring_enter, r->fd, 0, 1, 1 /* GETEVENTS */, NULL, 0);
+		if (rc < 0 && errno != EINTR) {
+			*err = errno;
+			pthread_mutex_unlock(&ring_mu);
+			return -1;
+		}
+	}
+	long n = r->in_flight;
+	r->in_flight = r->landed = 0;
+	pthread_mutex_unlock(&ring_mu);
+	return n;
+}
+
+/* Linux AIO on raw system calls: requests started, counted per context, waited for later. */
+struct aio_iocb {
+	uint64_t data;
+	uint32_t key, rw_flags;
+	uint16_t opcode;
+	int16_t reqprio;
+	uint32_t fd;
+	uint64_t buf, nbytes;
+	int64_t offset;
+	uint64_t reserved2;
+	uint32_t flags, resfd;
+};
+
+struct aio_event {
+	uint64_t data, obj;
+	int64_t res, res2;
+};
+
+#define AIO_CTXS 16
+RT unsigned long aio_ctx[AIO_CTXS], aio_in_flight[AIO_CTXS];
+RT pthread_mutex_t aio_mu = PTHREAD_MUTEX_INITIALIZER;
+
+RT long aio_setup(unsigned long nr, unsigned long *ctx, int *err)
+{
+	unsigned long c = 0;
+	long rc = syscall(__NR_io_setup, nr, &c);
+	*err = rc < 0 ? errno : 0;
+	if (rc < 0)
+		return -1;
+	*ctx = c;
+	pthread_mutex_lock(&aio_mu);
+	for (int i = 0; i < AIO_CTXS; i++)
+		if (!aio_ctx[i]) {
+			aio_ctx[i] = c;
+			aio_in_flight[i] = 0;
+			break;
+		}
+	pthread_mutex_unlock(&aio_mu);
+	return 0;
+}
+
+RT unsigned long *aio_count(unsigned long ctx)
+{
+	for (int i = 0; i < AIO_CTXS; i++)
+		if (ctx && aio_ctx[i] == ctx)
+			return &aio_in_flight[i];
+	return NULL;
+}
+
+RT long aio_start(unsigned long ctx, unsigned long op, unsigned long fd, unsigned long buf,
+		  unsigned long len, unsigned long off, int *err)
+{
+	struct aio_iocb cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.opcode = op;
+	cb.fd = fd;
+	cb.buf = buf;
+	cb.nbytes = len;
+	cb.offset = off;
+	struct aio_iocb *cbs[1] = {&cb};
+	long rc;
+	do
+		rc = syscall(__NR_io_submit, ctx, 1, cbs);
+	while (rc < 0 && errno == EINTR);
+	*err = rc < 0 ? errno : 0;
+	if (rc < 0)
+		return -1;
+	pthread_mutex_lock(&aio_mu);
+	unsigned long *n = aio_count(ctx);
+	if (n)
+		(*n)++;
+	pthread_mutex_unlock(&aio_mu);
+	return 0;
+}
+
+RT long aio_wait(unsigned long ctx, int *err)
+{
+	pthread_mutex_lock(&aio_mu);
+	unsigned long *n = aio_count(ctx);
+	unsigned long want = n ? *n : 0;
+	unsigned long got = 0;
+	*err = 0;
+	while (got < want) {
+		struct aio_event ev[16];
+		long rc = syscall(__NR_io_getevents, ctx, 1, 16, ev, NULL);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0) {
+			*err = errno;
+			break;
+		}
+		got += rc;
+	}
+	if (n)
+		*n = 0;
+	pthread_mutex_unlock(&aio_mu);
+	if (*err)
+		return -1;
+	if (!n) {
+		/* Not a context of ours: let the kernel say what it makes of it. */
+		struct aio_event ev;
+		struct timespec zero = {0, 0};
+		long rc = syscall(__NR_io_getevents, ctx, 0, 1, &ev, &zero);
+		*err = rc < 0 ? errno : 0;
+		return rc < 0 ? -1 : 0;
+	}
+	return got;
 }
 
 /* A CQE result as a call result: -1 and the errno when negative. */

@@ -180,6 +180,62 @@ daxdiff_uring_rw$buf(0xffffffffffffffff, IORING_OP_READ, r0, &buf[0x1000], 0x100
 }
 
 #[test]
+fn uring_submissions_stay_in_flight_until_waited_for() {
+    let r = run_on_host(
+        r#"r0 = openat$ext4(AT_FDCWD, &"file0", O_RDWR|O_CREAT, 0x1b6)
+pwrite64(r0, &buf[0x2000], 0x2000, 0x0)
+r1 = daxdiff_uring_setup(0x8)
+daxdiff_uring_submit$buf(r1, IORING_OP_READ, r0, &buf[0x1000], 0x1000, 0x0)
+daxdiff_uring_submit$iov(r1, IORING_OP_READV, r0, [{&buf[0x1000], 0x1000}], 0x1, 0x1000)
+daxdiff_uring_rw$buf(r1, IORING_OP_READ, r0, &buf[0x1000], 0x1000, 0x0)
+daxdiff_uring_wait(r1)
+daxdiff_uring_wait(r1)
+daxdiff_uring_wait(0xffffffffffffffff)
+"#,
+        "uring-submit",
+    );
+    if ret_of(&r, 2).1.is_some() {
+        eprintln!("io_uring unavailable on this host: {r:?}");
+        return;
+    }
+    assert_eq!(ret_of(&r, 3), (0, None));
+    assert_eq!(ret_of(&r, 4), (0, None));
+    // A waited-for request in between does not take the others' completions.
+    assert_eq!(ret_of(&r, 5), (0x1000, None));
+    assert_eq!(ret_of(&r, 6), (2, None), "both submissions waited for");
+    assert_eq!(ret_of(&r, 7), (0, None), "nothing left");
+    assert_eq!(ret_of(&r, 8), (-1, Some("EBADF")), "no ring: EBADF");
+}
+
+#[test]
+fn aio_submissions_stay_in_flight_until_waited_for() {
+    let r = run_on_host(
+        r#"r0 = daxdiff_aio_setup(0x4)
+r1 = openat$ext4(AT_FDCWD, &"file0", O_RDWR|O_CREAT, 0x1b6)
+pwrite64(r1, &buf[0x2000], 0x2000, 0x0)
+daxdiff_aio_submit$buf(r0, IOCB_CMD_PREAD, r1, &buf[0x1000], 0x1000, 0x0)
+daxdiff_aio_submit$iov(r0, IOCB_CMD_PREADV, r1, [{&buf[0x800], 0x800}], 0x1, 0x1000)
+daxdiff_aio_wait(r0)
+daxdiff_aio_wait(r0)
+io_destroy(r0)
+daxdiff_aio_wait(0x0)
+"#,
+        "aio-submit",
+    );
+    if ret_of(&r, 0).1.is_some() {
+        eprintln!("AIO unavailable on this host: {r:?}");
+        return;
+    }
+    assert_eq!(ret_of(&r, 0), (0, None));
+    assert_eq!(ret_of(&r, 3), (0, None));
+    assert_eq!(ret_of(&r, 4), (0, None));
+    assert_eq!(ret_of(&r, 5), (2, None), "both submissions waited for");
+    assert_eq!(ret_of(&r, 6), (0, None), "nothing left");
+    assert_eq!(ret_of(&r, 7), (0, None));
+    assert_eq!(ret_of(&r, 8), (-1, Some("EINVAL")));
+}
+
+#[test]
 fn output_lines_parse_back_into_call_results() {
     let r = parse_output(
         "repro.sh: ext4 /mnt/ext4/daxdiff-repro\n#0 openat$ext4 = 3\n#3 io_uring_register$REGISTER_BUFFERS = -1 errno 95 (EOPNOTSUPP)\nnoise\n",

@@ -39,6 +39,14 @@ pub(crate) fn flag_value(set: &FlagSet, bias: Bias, rng: &mut Rng) -> Arg {
             }
             flags(&f)
         }
+        // The raw device: direct I/O is what it is there for.
+        "blkdev_open_flags" => {
+            if rng.percent(85) {
+                flags(&["O_RDWR", "O_DIRECT"])
+            } else {
+                random_subset(set, rng)
+            }
+        }
         "mmap_flags" => {
             let mut f = match rng.weighted(&[60, 20, 20]) {
                 0 => vec!["MAP_SHARED"],
