@@ -147,7 +147,7 @@ impl Class {
     pub fn all_labels() -> Vec<String> {
         use Disturbance::*;
         use PinKind::*;
-        let mut v: Vec<String> = FileTarget::ALL
+        let mut v: Vec<String> = DAX_TARGETS
             .iter()
             .map(|t| format!("target:{}", t.suffix()))
             .collect();
@@ -261,6 +261,10 @@ impl fmt::Display for Distribution {
     }
 }
 
+/// The targets a program can map as DAX memory (the others are the non-DAX ends of direct
+/// I/O, never mapped as DAX).
+const DAX_TARGETS: [FileTarget; 3] = [FileTarget::Ext4, FileTarget::Xfs, FileTarget::Devdax];
+
 /// A pin the program holds, and what ends it.
 struct Held {
     kind: PinKind,
@@ -315,10 +319,10 @@ fn pin_kind(call: &crate::program::Call) -> Option<PinKind> {
         "vmsplice" => PinKind::Vmsplice,
         "process_vm_readv" | "process_vm_writev" => PinKind::ProcessVm,
         "io_uring_register" | "daxdiff_uring_update_buffers" => PinKind::UringFixed,
-        "daxdiff_uring_rw" | "io_submit" => PinKind::AsyncIo,
-        "read" | "write" | "pread64" | "pwrite64" | "readv" | "writev" | "preadv" | "pwritev" => {
-            PinKind::ODirect
-        }
+        "daxdiff_uring_submit" | "daxdiff_aio_submit" => PinKind::AsyncIo,
+        // io_uring read/write that waits for its completion: a pin for the call's duration.
+        "daxdiff_uring_rw" | "read" | "write" | "pread64" | "pwrite64" | "readv" | "writev"
+        | "preadv" | "pwritev" => PinKind::ODirect,
         _ => return None,
     })
 }
@@ -361,6 +365,10 @@ pub fn classify(target: &Target, prog: &Program) -> Class {
             "io_uring_register$UNREGISTER_BUFFERS" => {
                 res(target, call, &["fd"]).map(|r| (PinKind::UringFixed, r))
             }
+            // Waiting for a ring's or an AIO context's requests ends their pins.
+            "daxdiff_uring_wait" | "daxdiff_aio_wait" | "io_destroy" => {
+                res(target, call, &["fd", "ctx"]).map(|r| (PinKind::AsyncIo, r))
+            }
             _ => None,
         };
         if let Some((kind, r)) = releases {
@@ -373,7 +381,7 @@ pub fn classify(target: &Target, prog: &Program) -> Class {
                 class.pins.insert(kind);
                 let until_dies = match kind {
                     PinKind::Vmsplice => res(target, call, &["wfd"]),
-                    PinKind::UringFixed | PinKind::AsyncIo => res(target, call, &["fd"]),
+                    PinKind::UringFixed | PinKind::AsyncIo => res(target, call, &["fd", "ctx"]),
                     _ => None,
                 };
                 held.push(Held {
@@ -460,6 +468,22 @@ mod tests {
         assert!(c.pins.contains(&PinKind::Vmsplice), "{c}");
         assert!(
             c.disturbed_while_pinned.contains(&Disturbance::UnlinkEvict),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn a_truncate_while_direct_reads_are_in_flight_is_async_io_truncate() {
+        let c = seed("uring_odirect_truncate_ext4.prog");
+        assert!(c.pins.contains(&PinKind::AsyncIo), "{c}");
+        assert!(
+            c.disturbed_while_pinned.contains(&Disturbance::Truncate),
+            "{c}"
+        );
+        let c = seed("aio_blkdev_write_punch_ext4.prog");
+        assert!(c.pins.contains(&PinKind::AsyncIo), "{c}");
+        assert!(
+            c.disturbed_while_pinned.contains(&Disturbance::Punch),
             "{c}"
         );
     }

@@ -267,7 +267,7 @@ impl MachineProfile {
             if let Some(f) = &files.nodax_file {
                 let drive = format!(
                     "file={},format=raw,if=none,id=nodax,cache=unsafe",
-                    f.display()
+                    opt_value(f)
                 );
                 push(&[
                     "-drive",
@@ -534,6 +534,7 @@ mod tests {
         let mut f = files();
         f.nvdimm_files = (0..3).map(|i| format!("{dir}/nv{i}").into()).collect();
         f.scratch_file = Some(format!("{dir}/scratch.img").into());
+        f.nodax_file = Some(format!("{dir}/nodax.img").into());
         f.qmp_socket = format!("{dir}/qmp.sock").into();
         let args = MachineProfile::default().qemu_args(&f);
         let esc = "/runs/a=b,,share=off,,c";
@@ -544,11 +545,19 @@ mod tests {
                 GIB + 128 * 1024
             )
         );
-        assert_eq!(
-            after(&args, "-drive"),
-            [format!(
-                "file={esc}/scratch.img,format=raw,if=none,id=scratch,cache=unsafe"
-            )]
+        let drives = after(&args, "-drive");
+        assert!(
+            drives.contains(
+                &format!("file={esc}/scratch.img,format=raw,if=none,id=scratch,cache=unsafe")
+                    .as_str()
+            ),
+            "{drives:?}"
+        );
+        assert!(
+            drives.contains(
+                &format!("file={esc}/nodax.img,format=raw,if=none,id=nodax,cache=unsafe").as_str()
+            ),
+            "{drives:?}"
         );
         assert_eq!(
             after(&args, "-chardev"),
