@@ -199,6 +199,26 @@ fn wait_none_mentioning(needle: &str) -> Vec<u32> {
     }
 }
 
+/// Findings on disk, by kind (what `daxdiff show` lists).
+fn findings(work: &Path) -> Vec<usize> {
+    ["divergences", "crashes", "unstable"]
+        .iter()
+        .map(|d| std::fs::read_dir(work.join(d)).map_or(0, |r| r.count()))
+        .collect()
+}
+
+/// Files of a guest's run directory that must not outlive it.
+fn secrets_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("id_ed25519") || n.starts_with("nvdimm"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn execs(work: &Path) -> u64 {
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(work.join("stats.json")).unwrap()).unwrap();
@@ -269,7 +289,14 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
         2,
         "a killed controller leaves its two run directories"
     );
+    for d in &left {
+        eprintln!("after SIGKILL: {} holds {:?}", d.display(), secrets_in(d));
+    }
     let before = execs(work.path());
+    let found_before = findings(work.path());
+    eprintln!(
+        "after SIGKILL: execs {before}, findings (divergences, crashes, unstable) {found_before:?}"
+    );
 
     // Resumed: the stale directories are swept at the first boot, the counters go on, and
     // a run that ends normally leaves nothing.
@@ -283,12 +310,9 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
             "--no-seeds",
         ])
         .args([
-            "--seed",
-            "5",
-            "--budget",
-            "20m",
-            "--execs",
-            &(before + 3).to_string(),
+            "--seed", "5", "--budget", "20m",
+            // A session's budget: three more program pairs.
+            "--execs", "3",
         ])
         .arg("--workdir")
         .arg(work.path())
@@ -310,5 +334,17 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
         "run directories left after a normal end"
     );
     assert!(execs(work.path()) >= before + 3, "resumed from {before}");
+    let found_after = findings(work.path());
+    eprintln!(
+        "resumed: execs {}, findings {found_after:?}, run directories left {}",
+        execs(work.path()),
+        run_dirs(tmp.path()).len()
+    );
+    for (b, a) in found_before.iter().zip(&found_after) {
+        assert!(
+            a >= b,
+            "a finding was lost: {found_before:?} -> {found_after:?}"
+        );
+    }
     assert_eq!(wait_none_mentioning(&needle), Vec::<u32>::new());
 }
