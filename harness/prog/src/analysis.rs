@@ -182,17 +182,7 @@ impl State {
         if DISRUPTORS.contains(&base) {
             self.disruptions.push(idx);
         }
-        let flag_has = |name: &str, flag: &str| match arg(name) {
-            Some(Arg::Flags(n)) => n.iter().any(|x| x == flag),
-            Some(a @ Arg::Int(_)) => {
-                let v = target.scalar_value(a).unwrap_or(0);
-                target
-                    .consts
-                    .get(flag)
-                    .is_some_and(|f| *f != 0 && v & f == *f)
-            }
-            _ => false,
-        };
+        let flag_has = |name: &str, flag: &str| target.has_flag(arg(name), flag);
         match base {
             "ftruncate" | "fallocate" | "pwrite64" | "write" => {
                 if let Some(r) = res_arg("fd") {

@@ -145,36 +145,55 @@ impl Class {
     /// Every label the descriptions allow (what a campaign could reach), for naming the
     /// ones it never did.
     pub fn all_labels() -> Vec<String> {
-        use Disturbance::*;
-        use PinKind::*;
         let mut v: Vec<String> = DAX_TARGETS
             .iter()
             .map(|t| format!("target:{}", t.suffix()))
             .collect();
-        for g in [Granularity::Pte, Granularity::Pmd, Granularity::Pud] {
-            v.push(format!("granularity:{}", name(&g)));
-        }
+        v.extend(
+            Granularity::ALL
+                .iter()
+                .map(|g| format!("granularity:{}", name(g))),
+        );
         v.push("pin:none".into());
-        for p in [ODirect, AsyncIo, Vmsplice, UringFixed, ProcessVm, ForkHeld] {
-            v.push(format!("pin:{}", name(&p)));
-        }
+        v.extend(PinKind::ALL.iter().map(|p| format!("pin:{}", name(p))));
         v.push("disturbed:none".into());
-        for d in [
-            Truncate,
-            Punch,
-            CollapseInsert,
-            UnlinkEvict,
-            DaxToggle,
-            DevdaxDisable,
-            NsReconfigure,
-            Unmap,
-        ] {
-            v.push(format!("disturbed:{}", name(&d)));
-        }
+        v.extend(
+            Disturbance::ALL
+                .iter()
+                .map(|d| format!("disturbed:{}", name(d))),
+        );
         v.push("threads:1".into());
         v.push("threads:2".into());
         v
     }
+}
+
+impl Granularity {
+    pub const ALL: [Granularity; 3] = [Granularity::Pte, Granularity::Pmd, Granularity::Pud];
+}
+
+impl PinKind {
+    pub const ALL: [PinKind; 6] = [
+        PinKind::ODirect,
+        PinKind::AsyncIo,
+        PinKind::Vmsplice,
+        PinKind::UringFixed,
+        PinKind::ProcessVm,
+        PinKind::ForkHeld,
+    ];
+}
+
+impl Disturbance {
+    pub const ALL: [Disturbance; 8] = [
+        Disturbance::Truncate,
+        Disturbance::Punch,
+        Disturbance::CollapseInsert,
+        Disturbance::UnlinkEvict,
+        Disturbance::DaxToggle,
+        Disturbance::DevdaxDisable,
+        Disturbance::NsReconfigure,
+        Disturbance::Unmap,
+    ];
 }
 
 impl fmt::Display for Class {
@@ -277,20 +296,8 @@ struct Held {
 fn disturbance(target: &Target, call: &crate::program::Call) -> Option<Disturbance> {
     let desc = target.call(&call.name)?;
     let flag = |param: &str, flag: &str| {
-        let Some(i) = desc.params.iter().position(|p| p.name == param) else {
-            return false;
-        };
-        match call.args.get(i) {
-            Some(Arg::Flags(n)) => n.iter().any(|x| x == flag),
-            Some(a @ Arg::Int(_)) => {
-                let v = target.scalar_value(a).unwrap_or(0);
-                target
-                    .consts
-                    .get(flag)
-                    .is_some_and(|f| *f != 0 && v & f == *f)
-            }
-            _ => false,
-        }
+        let i = desc.params.iter().position(|p| p.name == param);
+        target.has_flag(i.and_then(|i| call.args.get(i)), flag)
     };
     Some(match call.base_name() {
         "ftruncate" | "truncate" => Disturbance::Truncate,
@@ -391,7 +398,7 @@ pub fn classify(target: &Target, prog: &Program) -> Class {
                 });
             }
         }
-        if call.base_name() == "daxdiff_fork_touch" && call.name == "daxdiff_fork_touch" {
+        if call.name == "daxdiff_fork_touch" {
             let holds = target
                 .call(&call.name)
                 .and_then(|d| d.params.iter().position(|p| p.name == "mode"))

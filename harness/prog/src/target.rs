@@ -481,6 +481,21 @@ impl Target {
         }
     }
 
+    /// Whether a flags argument (by name, or as a number) has `flag` set; false for other
+    /// arguments, a missing one, or a flag of value 0.
+    pub fn has_flag(&self, arg: Option<&crate::Arg>, flag: &str) -> bool {
+        match arg {
+            Some(crate::Arg::Flags(n)) => n.iter().any(|x| x == flag),
+            Some(a @ crate::Arg::Int(_)) => {
+                let v = self.scalar_value(a).unwrap_or(0);
+                self.consts
+                    .get(flag)
+                    .is_some_and(|f| *f != 0 && v & f == *f)
+            }
+            _ => false,
+        }
+    }
+
     /// The bytes of a struct argument: fields in order, little-endian, no padding.
     pub fn struct_bytes(&self, name: &str, fields: &[crate::Arg]) -> Option<Vec<u8>> {
         let desc = self.struct_desc(name)?;
