@@ -136,29 +136,35 @@ fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// `daxdiff fuzz` on a self pair into `work`, its guests under `tmp`, for `execs` pairs.
+fn campaign(work: &Path, tmp: &Path, execs: u64) -> Command {
+    let mut c = Command::new(daxdiff_bin());
+    c.args([
+        "fuzz",
+        "--a",
+        "debian-6.12",
+        "--b",
+        "debian-6.12",
+        "--no-seeds",
+    ])
+    .args([
+        "--seed",
+        "5",
+        "--budget",
+        "20m",
+        "--execs",
+        &execs.to_string(),
+    ])
+    .arg("--workdir")
+    .arg(work)
+    .env("TMPDIR", tmp);
+    c
+}
+
 /// Starts a campaign whose guests live under `tmp`, and waits until both guests are up
 /// and it has run programs for a while.
 fn start_campaign(work: &Path, tmp: &Path, execs: u64) -> std::process::Child {
-    let child = Command::new(daxdiff_bin())
-        .args([
-            "fuzz",
-            "--a",
-            "debian-6.12",
-            "--b",
-            "debian-6.12",
-            "--no-seeds",
-        ])
-        .args([
-            "--seed",
-            "5",
-            "--budget",
-            "20m",
-            "--execs",
-            &execs.to_string(),
-        ])
-        .arg("--workdir")
-        .arg(work)
-        .env("TMPDIR", tmp)
+    let child = campaign(work, tmp, execs)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -251,22 +257,7 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
 
     // A second campaign on the same workdir while one runs is refused, naming the holder.
     let mut child = start_campaign(work.path(), tmp.path(), 1000);
-    let second = Command::new(daxdiff_bin())
-        .args([
-            "fuzz",
-            "--a",
-            "debian-6.12",
-            "--b",
-            "debian-6.12",
-            "--no-seeds",
-            "--execs",
-            "1",
-        ])
-        .arg("--workdir")
-        .arg(work.path())
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
+    let second = campaign(work.path(), tmp.path(), 1).output().unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
     assert!(
@@ -300,25 +291,8 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
 
     // Resumed: the stale directories are swept at the first boot, the counters go on, and
     // a run that ends normally leaves nothing.
-    let out = Command::new(daxdiff_bin())
-        .args([
-            "fuzz",
-            "--a",
-            "debian-6.12",
-            "--b",
-            "debian-6.12",
-            "--no-seeds",
-        ])
-        .args([
-            "--seed", "5", "--budget", "20m",
-            // A session's budget: three more program pairs.
-            "--execs", "3",
-        ])
-        .arg("--workdir")
-        .arg(work.path())
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
+    // A session's budget: three more program pairs.
+    let out = campaign(work.path(), tmp.path(), 3).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
     for d in &left {
