@@ -172,6 +172,22 @@ impl Workdir {
         Ok(out)
     }
 
+    /// Appends one line to the campaign's minute history (`stats.jsonl`). A line is written
+    /// whole with one `write` on an `O_APPEND` file, so a killed campaign leaves whole lines.
+    pub fn append_history<T: Serialize>(&self, line: &T) -> Result<()> {
+        use std::io::Write;
+        let p = self.root.join("stats.jsonl");
+        let mut text = serde_json::to_string(line)?;
+        text.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .with_context(|| format!("open {}", p.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("append to {}", p.display()))
+    }
+
     /// The corpus's programs by class (those that parse).
     pub fn corpus_classes(&self) -> Result<Distribution> {
         let target = daxdiff_prog::Target::builtin();

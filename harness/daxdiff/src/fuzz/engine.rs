@@ -445,8 +445,7 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
                 found = true;
             }
         }
-        c.bar
-            .println(format!("{}: {}", kind.dir(), finding.signature));
+        c.announce(format!("{}: {}", kind.dir(), finding.signature));
         c.save().map_err(lib_err)?;
         Ok(found)
     }
@@ -507,8 +506,7 @@ impl FindingObjective {
                 },
             )?;
             c.stats.crashes += 1;
-            c.bar
-                .println(format!("crashes: {title} ({})", finding.differences[0]));
+            c.announce(format!("crashes: {title} ({})", finding.differences[0]));
             found = true;
         }
         if found {
