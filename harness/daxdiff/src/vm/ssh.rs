@@ -286,6 +286,34 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_accepts_and_never_speaks_is_given_up_at_the_timeout() {
+        // A stalled SSH server on loopback: the connection is accepted, nothing is sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(10));
+            drop(conn);
+        });
+        let key = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let e = Ssh::connect(
+            port,
+            &key.path().join("id_ed25519"),
+            None,
+            Duration::from_secs(2),
+        )
+        .err()
+        .expect("no SSH session with a silent peer");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+            "gave up after {took:?}: {e:#}"
+        );
+        drop(holder);
+    }
+
+    #[test]
     fn a_timeout_never_means_for_ever_nor_wraps() {
         assert_eq!(libssh2_timeout(Duration::ZERO), 1);
         assert_eq!(libssh2_timeout(Duration::from_micros(10)), 1);
