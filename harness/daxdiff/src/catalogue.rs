@@ -111,7 +111,8 @@ pub enum CatalogueError {
     },
     #[error("unknown kernel `{name}`; known kernels: {known}. Add it to vm-images/kernels.toml or pass --catalogue FILE")]
     Unknown { name: String, known: String },
-    #[error("cannot read kernel catalogue {path}: {source}")]
+    // The OS error is the source: anyhow prints it once, after this line.
+    #[error("cannot read kernel catalogue {path} (--catalogue); give the path of a readable TOML file, or leave the option out for the shipped catalogue")]
     Io {
         path: PathBuf,
         source: std::io::Error,

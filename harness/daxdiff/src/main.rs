@@ -16,7 +16,11 @@ use daxdiff::vm::{reaper, MachineProfile};
 #[command(
     name = "daxdiff",
     version,
-    about = "Differential fuzzing and regression harness for Linux DAX page reference counting"
+    about = "Differential fuzzing and regression harness for Linux DAX page reference counting",
+    after_help = "Exit status: 0 success (nothing found); 1 the command's finding (a divergence or crash, \
+a suite regression, a reproducer that did not reproduce: each command's --help says which); \
+2 a runtime error (the message names the thing and the fix); 64 a usage error (bad option or \
+argument; nothing was run)."
 )]
 struct Cli {
     /// Cache for kernels, guest images and package lists [env: DAXDIFF_CACHE; default: XDG cache dir]
@@ -39,11 +43,13 @@ enum Cmd {
     Vm(VmCmd),
     /// Run programs on one kernel and print per-call results
     Run {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
-        /// Seconds each program may run
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// How long each program may run (30s, 2m; a bare number is seconds)
+        #[arg(long, default_value = "30s", value_parser = daxdiff::duration::parse)]
+        timeout: Duration,
+        /// Print each program's response as a JSON line instead of the table
         #[arg(long)]
         json: bool,
         /// After each program, unmount and mount the DAX filesystems and disable and enable
@@ -70,12 +76,14 @@ enum Cmd {
         /// Kernels to read on (one table each)
         #[arg(long = "kernel", required = true)]
         kernels: Vec<String>,
-        /// Seconds to wait after a program for the counts to return to its baseline
-        #[arg(long, default_value_t = 5)]
-        settle: u64,
-        /// Seconds each program may run
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
+        /// How long to wait after a program for the counts to return to its baseline (5s; a
+        /// bare number is seconds)
+        #[arg(long, default_value = "5s", value_parser = daxdiff::duration::parse)]
+        settle: Duration,
+        /// How long each program may run (30s, 2m; a bare number is seconds)
+        #[arg(long, default_value = "30s", value_parser = daxdiff::duration::parse)]
+        timeout: Duration,
+        /// Print each kernel's readings as a JSON line instead of the table
         #[arg(long)]
         json: bool,
         /// After each program, unmount and mount the DAX filesystems and disable and enable
@@ -97,10 +105,15 @@ enum Cmd {
 #[derive(Subcommand)]
 enum ImagesCmd {
     /// Each kernel of the catalogue: version, refcount scheme, what is cached
+    #[command(
+        after_help = "Exit status: 0 every kernel resolves; 1 some do not (each is named with the reason); \
+2 none does, or an error."
+    )]
     List {
         /// Refresh the package lists first and resolve each Debian kernel to today's version
         #[arg(long)]
         refresh: bool,
+        /// Print the list as JSON (with a `schema` version) instead of the table
         #[arg(long)]
         json: bool,
         /// Hash every file of every cache entry (every use checks only that each file is
@@ -110,8 +123,13 @@ enum ImagesCmd {
     },
     /// Fetch kernels and build their guest images now
     Fetch {
+        /// Kernels to fetch, by catalogue name (repeatable)
         #[arg(long = "kernel", required = true)]
         kernels: Vec<String>,
+        /// Print what was fetched as JSON (with a `schema` version) instead of lines
+        /// Print the figures as JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -119,16 +137,18 @@ enum ImagesCmd {
 enum VmCmd {
     /// Boot, print the ready time and how to connect, stay up until Ctrl-C
     Boot {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
     },
     /// Boot, run CMD in the guest, print its output, exit with its status
     Run {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
-        /// Seconds CMD may run
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
+        /// How long CMD may run (10m, 90s; a bare number is seconds)
+        #[arg(long, default_value = "10m", value_parser = daxdiff::duration::parse)]
+        timeout: Duration,
         /// Copy a host file into the guest first: LOCAL:GUEST_PATH (repeatable)
         #[arg(long = "put", value_name = "LOCAL:GUEST_PATH")]
         put: Vec<String>,
@@ -136,11 +156,13 @@ enum VmCmd {
         /// when the kernel has a vmlinux (Debian kernels: the -dbg package, fetched once)
         #[arg(long)]
         reports: bool,
+        /// The command and its arguments, run by the guest's shell after `--`
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
     },
     /// Boot and open an interactive shell (the system ssh client)
     Shell {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
     },
@@ -150,34 +172,43 @@ enum VmCmd {
 enum BenchCmd {
     /// Program pairs per second and host memory of one VM pair, from a short real campaign
     Fuzz {
+        /// Kernel A (the base)
         #[arg(long, default_value = "debian-6.12")]
         a: String,
+        /// Kernel B (compared against A)
         #[arg(long, default_value = "debian-7.3")]
         b: String,
         /// Program pairs to run (generated, no seeds)
         #[arg(long, default_value_t = 60)]
         execs: u64,
+        /// Print the figures as JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Programs/second through the controller against the same programs looped in the guest
     Exec {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
         /// Seed corpus directory
         #[arg(long, default_value = "corpora")]
         corpus: PathBuf,
+        /// Times the corpus is run through each path
         #[arg(long, default_value_t = 3)]
         rounds: u64,
+        /// Print the figures as JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Boot-to-ready split by phase against the bare boot-to-init floor
     Boot {
+        /// Kernel to boot, by catalogue name (`daxdiff images list`)
         #[arg(long)]
         kernel: String,
+        /// Boots to measure (the median is printed)
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Print the figures as JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -185,7 +216,10 @@ enum BenchCmd {
 
 fn main() -> ExitCode {
     reaper::install_signal_handler();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let env = Env {
         cache: cli
             .cache
@@ -200,6 +234,19 @@ fn main() -> ExitCode {
             reaper::kill_all();
             ExitCode::from(2)
         }
+    }
+}
+
+/// Exit status of a command line that could not be parsed: 64 (EX_USAGE), so scripts tell
+/// it from a runtime error (2); `--help` and `--version` are not errors.
+const EXIT_USAGE: u8 = 64;
+
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -255,16 +302,30 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             }
             Ok(code)
         }
-        Cmd::Images(ImagesCmd::Fetch { kernels }) => {
+        Cmd::Images(ImagesCmd::Fetch { kernels, json }) => {
+            let mut fetched = Vec::new();
             for k in kernels {
                 let p = prepare(env, &k)?;
-                println!(
-                    "{}\t{}\t{}\t{}",
-                    k,
-                    p.kernel.version,
-                    p.kernel.release,
-                    p.image.initramfs.display()
-                );
+                if !json {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        k,
+                        p.kernel.version,
+                        p.kernel.release,
+                        p.image.initramfs.display()
+                    );
+                }
+                fetched.push(serde_json::json!({
+                    "name": k, "version": p.kernel.version, "release": p.kernel.release,
+                    "scheme": p.kernel.scheme.to_string(), "bzimage": p.kernel.bzimage,
+                    "initramfs": p.image.initramfs,
+                }));
+            }
+            if json {
+                daxdiff::output::print(
+                    daxdiff::output::Schema::ImagesFetch,
+                    &serde_json::json!({ "kernels": fetched }),
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -313,7 +374,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                 .map(|w| daxdiff::vm::profile::shell_quote(w))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let out = vm.run(&line, Duration::from_secs(timeout))?;
+            let out = vm.run(&line, timeout)?;
             use std::io::Write;
             std::io::stdout().write_all(&out.stdout)?;
             std::io::stderr().write_all(&out.stderr)?;
@@ -356,12 +417,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             eprintln!("{kernel}: ready in {:.1}s", vm.times.ready.as_secs_f64());
             let mut runner = daxdiff::exec::Runner::start(&vm)?;
             for (path, prog) in &progs {
-                let r = runner.run_with(
-                    &vm,
-                    &prog.to_text(),
-                    Duration::from_secs(timeout),
-                    teardown,
-                )?;
+                let r = runner.run_with(&vm, &prog.to_text(), timeout, teardown)?;
                 if json {
                     println!("{}", serde_json::json!({"program": path, "response": r}));
                 } else {
@@ -488,8 +544,8 @@ fn refcounts(
     env: &Env,
     kernels: &[String],
     programs: &[PathBuf],
-    timeout: u64,
-    settle: u64,
+    timeout: Duration,
+    settle: Duration,
     json: bool,
     teardown: bool,
 ) -> Result<ExitCode> {
@@ -511,13 +567,7 @@ fn refcounts(
     for kernel in kernels {
         let p = prepare(env, kernel)?;
         let boot = || p.boot(MachineProfile::default(), None);
-        let rows = daxdiff::refcounts::run_programs(
-            &boot,
-            &progs,
-            Duration::from_secs(timeout),
-            Duration::from_secs(settle),
-            teardown,
-        )?;
+        let rows = daxdiff::refcounts::run_programs(&boot, &progs, timeout, settle, teardown)?;
         if json {
             println!(
                 "{}",
@@ -575,53 +625,68 @@ fn ssh_command(vm: &daxdiff::vm::Vm) -> String {
     vm.ssh_command().join(" ")
 }
 
+/// One kernel of `images list`: what its name resolves to today, or why it does not.
+#[derive(serde::Serialize)]
+struct KernelRow {
+    name: String,
+    kind: &'static str,
+    /// The package version (or `local`); absent when the kernel does not resolve.
+    version: Option<String>,
+    release: Option<String>,
+    scheme: Option<String>,
+    cached: bool,
+    /// Why the kernel does not resolve (no package, an unreachable mirror, a broken build).
+    error: Option<String>,
+}
+
 fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
     let cat = env.catalogue()?;
     let store = KernelStore::new(&env.cache);
     let mut rows = Vec::new();
     for entry in cat.kernels.values() {
         let cached = store.cached(entry);
-        let (kind, version, release, scheme) = match (&entry.source, &cached) {
-            (_, Some(k)) if !refresh => (
-                kind_of(&entry.source),
+        let resolved: Result<(String, String, Option<String>)> = match (&entry.source, &cached) {
+            (_, Some(k)) if !refresh => Ok((
                 k.version.clone(),
                 k.release.clone(),
-                k.scheme.to_string(),
-            ),
-            (KernelSource::Debian { scheme, .. }, _) => match store.resolve_debian(entry) {
-                Ok(d) => {
-                    let sch =
-                        scheme.or_else(|| daxdiff::catalogue::Scheme::for_version(&d.release));
-                    (
-                        "debian",
-                        d.version,
-                        d.release,
-                        sch.map(|s| s.to_string()).unwrap_or("?".into()),
-                    )
-                }
-                Err(e) => (
-                    "debian",
-                    format!("unresolved: {e}"),
-                    String::new(),
-                    "?".into(),
-                ),
+                Some(k.scheme.to_string()),
+            )),
+            (KernelSource::Debian { scheme, .. }, _) => store.resolve_debian(entry).map(|d| {
+                let sch = scheme.or_else(|| daxdiff::catalogue::Scheme::for_version(&d.release));
+                (d.version, d.release, sch.map(|s| s.to_string()))
+            }),
+            (KernelSource::Local { .. }, _) => store
+                .get(entry)
+                .map(|k| (k.version, k.release, Some(k.scheme.to_string()))),
+        };
+        let row = match resolved {
+            Ok((version, release, scheme)) => KernelRow {
+                name: entry.name.0.clone(),
+                kind: kind_of(&entry.source),
+                cached: store.cached(entry).is_some_and(|k| k.version == version),
+                version: Some(version),
+                release: Some(release),
+                scheme,
+                error: None,
             },
-            (KernelSource::Local { .. }, _) => match store.get(entry) {
-                Ok(k) => ("local", k.version, k.release, k.scheme.to_string()),
-                Err(e) => ("local", format!("broken: {e}"), String::new(), "?".into()),
+            Err(e) => KernelRow {
+                name: entry.name.0.clone(),
+                kind: kind_of(&entry.source),
+                version: None,
+                release: None,
+                scheme: None,
+                cached: false,
+                error: Some(format!("{e:#}")),
             },
         };
-        let cached_now = store
-            .cached(entry)
-            .map(|k| k.version == version)
-            .unwrap_or(false);
-        rows.push(serde_json::json!({
-            "name": entry.name.0, "kind": kind, "version": version, "release": release,
-            "scheme": scheme, "cached": cached_now,
-        }));
+        rows.push(row);
     }
+    let unresolved = rows.iter().filter(|r| r.error.is_some()).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        daxdiff::output::print(
+            daxdiff::output::Schema::ImagesList,
+            &serde_json::json!({ "cache": env.cache, "kernels": rows }),
+        )?;
     } else {
         println!(
             "{:<14} {:<7} {:<22} {:<26} {:<6} cached",
@@ -630,21 +695,30 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
         for r in &rows {
             println!(
                 "{:<14} {:<7} {:<22} {:<26} {:<6} {}",
-                r["name"].as_str().unwrap_or(""),
-                r["kind"].as_str().unwrap_or(""),
-                r["version"].as_str().unwrap_or(""),
-                r["release"].as_str().unwrap_or(""),
-                r["scheme"].as_str().unwrap_or(""),
-                if r["cached"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "no"
-                }
+                r.name,
+                r.kind,
+                r.version.as_deref().unwrap_or("unresolved"),
+                r.release.as_deref().unwrap_or(""),
+                r.scheme.as_deref().unwrap_or("?"),
+                if r.cached { "yes" } else { "no" }
             );
+        }
+        for r in rows.iter().filter(|r| r.error.is_some()) {
+            println!("{}: {}", r.name, r.error.as_deref().unwrap_or_default());
         }
         println!("cache: {}", env.cache.display());
     }
-    Ok(ExitCode::SUCCESS)
+    if unresolved > 0 && unresolved == rows.len() {
+        anyhow::bail!(
+            "none of the {} kernels of the catalogue resolves (reasons above)",
+            rows.len()
+        );
+    }
+    Ok(if unresolved > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `images list --verify`: every entry of the cache, hashed.
@@ -684,5 +758,81 @@ fn kind_of(s: &KernelSource) -> &'static str {
     match s {
         KernelSource::Debian { .. } => "debian",
         KernelSource::Local { .. } => "local",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every subcommand says in `--help` what it is for.
+    #[test]
+    fn every_flag_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "daxdiff", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+
+    /// A default is shown once: clap prints `[default: …]` itself.
+    #[test]
+    fn no_default_is_printed_twice() {
+        fn walk(cmd: &mut clap::Command, twice: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for line in help.lines() {
+                if line.matches("[default:").count() > 1 {
+                    twice.push(format!("{}: {}", cmd.get_name(), line.trim()));
+                }
+            }
+            for sub in cmd.get_subcommands_mut() {
+                walk(sub, twice);
+            }
+        }
+        let mut twice = Vec::new();
+        walk(&mut Cli::command(), &mut twice);
+        assert!(twice.is_empty(), "{twice:#?}");
+    }
+
+    #[test]
+    fn a_usage_error_is_not_a_runtime_error() {
+        let Err(e) = Cli::try_parse_from(["daxdiff", "fuzz", "--budget", "soon"]) else {
+            panic!("a budget of `soon` parsed");
+        };
+        assert!(e.use_stderr());
+        assert!(e.to_string().contains("e.g. 90s"), "{e}");
+        let Err(help) = Cli::try_parse_from(["daxdiff", "--help"]) else {
+            panic!("--help parsed as a command");
+        };
+        assert!(!help.use_stderr());
+    }
+
+    #[test]
+    fn time_options_take_units_and_bare_seconds() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.cmd);
+        match parse(&["daxdiff", "fuzz", "--budget", "1h30m", "--timeout", "15"]) {
+            Ok(Cmd::Fuzz(f)) => {
+                assert_eq!(f.budget, Duration::from_secs(5400));
+                assert_eq!(f.timeout, Duration::from_secs(15));
+            }
+            _ => panic!("fuzz did not parse"),
+        }
+        match parse(&["daxdiff", "suite"]) {
+            Ok(Cmd::Suite(s)) => assert_eq!(s.timeout, daxdiff::suite::DEFAULT_TIMEOUT),
+            _ => panic!("suite did not parse"),
+        }
     }
 }

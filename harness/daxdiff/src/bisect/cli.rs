@@ -107,12 +107,13 @@ pub struct BisectArgs {
     /// bring-up shows (a run then costs a boot)
     #[arg(long)]
     pub boot_per_run: bool,
-    /// Seconds each program may run
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
+    /// How long each program may run (30s, 2m; a bare number is seconds)
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    pub timeout: Duration,
     /// State (state.json, resumable) and result (result.json) directory
     #[arg(long, default_value = "daxdiff-bisect")]
     pub out: PathBuf,
+    /// Print the bisection result as JSON instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -374,7 +375,7 @@ fn vm_tester(
     VmTester {
         env: env.clone(),
         program: repro.program.clone(),
-        timeout: Duration::from_secs(args.timeout),
+        timeout: args.timeout,
         probe: repro.signal.reads_refcounts(),
         boot_per_run: args.boot_per_run,
         status: Box::new(move |m| status_bar.set_message(m)),

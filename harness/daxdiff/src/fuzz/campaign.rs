@@ -19,23 +19,6 @@ pub struct Budget {
     pub execs: Option<u64>,
 }
 
-/// `90s`, `30m`, `8h`, `2d`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration: write e.g. 90s, 30m, 8h"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(n * mult))
-}
-
 pub struct Campaign {
     pub workdir: Workdir,
     pub stats: Stats,
@@ -295,15 +278,5 @@ mod tests {
             lines[0].classes_possible,
             daxdiff_prog::class::Class::all_labels().len()
         );
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(28800)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("5 weeks").is_err());
-        assert!(parse_duration("m").is_err());
     }
 }

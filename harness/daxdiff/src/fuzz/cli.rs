@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{fuzz, parse_duration, Budget, FuzzConfig};
+use super::{fuzz, Budget, FuzzConfig};
 use crate::diff::Suppressions;
 use crate::setup::Env;
 use crate::workdir::{Summary, Workdir};
@@ -27,14 +27,17 @@ pub struct FuzzArgs {
     /// Kernel B (compared against A)
     #[arg(long, default_value = "debian-7.3")]
     pub b: String,
-    /// Wall time to fuzz: 90s, 30m, 8h
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    /// Wall time to fuzz: 90s, 30m, 1h30m, 1.5h, 2d
+    #[arg(long, default_value = "30m", value_parser = crate::duration::parse)]
     pub budget: Duration,
     /// Stop after this many program pairs instead (ends at whichever limit comes first)
     #[arg(long)]
     pub execs: Option<u64>,
+    /// Where the corpus, findings and counters go; the same workdir again resumes
     #[arg(long, default_value = "daxdiff-work")]
     pub workdir: PathBuf,
+    /// Seed of the program generator and mutator: the same seed, kernels and budget in
+    /// program pairs give the same programs
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// VM pairs fuzzing in parallel (each pair is two guests)
@@ -52,9 +55,9 @@ pub struct FuzzArgs {
     /// Start from generated programs only (no seed directory)
     #[arg(long, conflicts_with = "seeds")]
     pub no_seeds: bool,
-    /// Seconds each program may run in the guest
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
+    /// How long each program may run in the guest (10s, 1m; a bare number is seconds)
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    pub timeout: Duration,
     /// Teardown liveness (unmount and mount the DAX filesystems, disable and enable the
     /// device-dax device, each under a deadline) after one program in N; 0 turns it off
     #[arg(long, default_value_t = DEFAULT_TEARDOWN_EVERY)]
@@ -68,7 +71,10 @@ pub const DEFAULT_TEARDOWN_EVERY: u64 = 1;
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
+    /// A campaign's workdir (`daxdiff fuzz --workdir`)
     pub workdir: PathBuf,
+    /// Print the summary as JSON (with a `schema` version): counters, kernels and their
+    /// resolved versions, and every finding with its directory and triage state
     #[arg(long)]
     pub json: bool,
 }
@@ -95,7 +101,7 @@ pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
         runs: args.runs,
         suppressions,
         seeds,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: args.timeout,
         teardown_every: args.teardown_every,
         progress: true,
     };

@@ -27,7 +27,7 @@ use libafl::state::{HasCorpus, StdState};
 use libafl_bolts::rands::StdRand;
 use libafl_bolts::tuples::{tuple_list, Handled};
 
-pub use campaign::{parse_duration, Budget, Campaign};
+pub use campaign::{Budget, Campaign};
 pub use engine::{
     coverage_observer, features, CoverageObserver, FindingObjective, NewOutcomeFeedback,
     OutcomeObserver, ProgInput, ProgMutator, VmExecutor,

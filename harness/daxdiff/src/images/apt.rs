@@ -55,6 +55,24 @@ impl Mirrors {
     }
 }
 
+/// The lines of `apt-get update`'s output that say an index was not fetched. apt exits 0
+/// when a mirror cannot be reached ("Some index files failed to download. They have been
+/// ignored, or old ones used instead"), so its status alone does not tell.
+pub fn update_failures(stdout: &str, stderr: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("Err:")
+                || l.starts_with("E: ")
+                || (l.starts_with("W: ")
+                    && (l.contains("Failed to fetch") || l.contains("failed to download")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// Finds the Debian archive and security URIs in one-line or deb822 apt sources.
 pub fn parse_host_sources(text: &str) -> Option<Mirrors> {
     let mut uris: Vec<(String, String)> = Vec::new(); // (uri, suite)
@@ -257,11 +275,26 @@ impl Apt {
             .args(["-q", "update"])
             .output()
             .context("run apt-get (is apt installed?)")?;
-        if !out.status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failed = update_failures(&stdout, &stderr);
+        if !out.status.success() || !failed.is_empty() {
+            // Not stamped: the next command tries again instead of trusting stale or empty
+            // lists for a day.
+            let _ = fs::remove_file(&stamp);
+            let mirrors = Mirrors::from_host()
+                .map(|m| format!("{} and {}", m.debian, m.security))
+                .unwrap_or_else(|_| "the host's mirrors".into());
+            let detail = if failed.is_empty() {
+                stderr.trim().to_string()
+            } else {
+                failed.join("\n")
+            };
             bail!(
-                "apt-get update for the private apt root {} failed:\n{}",
+                "apt-get update of the private package lists ({}) could not read the \
+                 mirrors {mirrors}:\n{detail}\nCheck the network, or point daxdiff at a \
+                 reachable mirror with DAXDIFF_DEBIAN_MIRROR and DAXDIFF_SECURITY_MIRROR",
                 self.root.display(),
-                String::from_utf8_lossy(&out.stderr)
             );
         }
         fs::write(&stamp, b"")?;
@@ -612,6 +645,24 @@ mod tests {
         assert!(k.contains("http://d/debian-security trixie-security main"));
         let u = sources_list(&m, "bookworm", Suites::HostRelease);
         assert!(!u.contains("trixie") && !u.contains("backports"), "{u}");
+    }
+
+    #[test]
+    fn an_unreachable_mirror_is_a_failed_update_though_apt_exits_0() {
+        // What bookworm's apt-get prints (exit 0) with its mirror unreachable.
+        let stdout = "Err:1 http://127.0.0.1:9/debian bookworm InRelease\n  \
+            Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)\n\
+            Reading package lists...\n";
+        let stderr = "W: Failed to fetch http://127.0.0.1:9/debian/dists/bookworm/InRelease  \
+            Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)\n\
+            W: Some index files failed to download. They have been ignored, or old ones used instead.\n";
+        let f = update_failures(stdout, stderr);
+        assert_eq!(f.len(), 3, "{f:#?}");
+        assert!(f[0].starts_with("Err:1 http://127.0.0.1:9/debian"));
+        // A healthy update says nothing of the kind.
+        let ok = "Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]\nHit:2 \
+            http://deb.debian.org/debian-security bookworm-security InRelease\nReading package lists...\n";
+        assert!(update_failures(ok, "").is_empty());
     }
 
     #[test]

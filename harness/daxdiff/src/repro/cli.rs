@@ -32,14 +32,15 @@ pub struct ReproArgs {
     pub min_runs: usize,
     /// Wall time for minimization (dropping calls, then simplifying arguments): 90s, 30m;
     /// what it found by then is kept
-    #[arg(long, default_value = "30m", value_parser = crate::fuzz::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = crate::duration::parse)]
     pub min_budget: Duration,
     /// Only drop calls; keep every argument as it is
     #[arg(long)]
     pub no_min_args: bool,
-    /// Seconds each program (and the C reproducer) may run in the guest
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
+    /// How long each program (and the C reproducer) may run in the guest (10s, 1m; a bare
+    /// number is seconds)
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    pub timeout: Duration,
     /// Known, intended differences (TOML) [default: vm-images/suppressions.toml if present]
     #[arg(long)]
     pub suppressions: Option<PathBuf>,
@@ -107,7 +108,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         min_args: !args.no_min_args,
         runs: args.runs,
         reliable_at: args.reliable_at,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: args.timeout,
         suppressions: crate::fuzz::cli::load_suppressions(args.suppressions.as_deref())?,
         minimize: !args.no_minimize,
         c_reproducer: !args.no_c,

@@ -10,7 +10,7 @@ use clap::Args;
 use super::guest::SuiteGuest;
 use super::report::{fmt_secs, JSON_FILE, MARKDOWN_FILE};
 use super::runner::guest_environment;
-use super::{run, spec, NdctlBuild, Progress, SuiteConfig, DEFAULT_TIMEOUT};
+use super::{run, spec, NdctlBuild, Progress, SuiteConfig};
 use crate::setup::Env;
 
 #[derive(Args, Debug)]
@@ -37,11 +37,12 @@ pub struct SuiteArgs {
     /// Where report.json, report.md and the logs go
     #[arg(long, default_value = "daxdiff-suite")]
     pub out: PathBuf,
-    /// Seconds each test may run before it counts as a timeout
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT.as_secs())]
-    pub timeout: u64,
+    /// How long each test may run before it counts as a timeout (20m, 900s; a bare number
+    /// is seconds)
+    #[arg(long, default_value = "15m", value_parser = crate::duration::parse)]
+    pub timeout: Duration,
     /// Kernels to run at the same time, each in its own guest (8 GiB of RAM each); fewer
-    /// when the host lacks the memory for them [default: 2]
+    /// when the host lacks the memory for them
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
     pub jobs: u64,
     /// List the suite's tests and exit
@@ -74,7 +75,7 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
         kernels,
         tests,
         out: args.out,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: args.timeout,
         reruns: 1,
         jobs,
     };
