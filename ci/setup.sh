@@ -5,6 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Rust: the workspace declares its minimum (rust-version in Cargo.toml); Debian's own cargo is
+# older than that, so the toolchain comes from rustup, which this script does not install.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+if ! command -v cargo >/dev/null || ! command -v rustc >/dev/null; then
+    echo "setup: no Rust toolchain (cargo, rustc) on PATH; daxdiff needs Rust $msrv or newer." >&2
+    echo "setup: install rustup (https://rustup.rs), then: rustup toolchain install $msrv" >&2
+    echo "setup: (Debian's cargo and rustc packages are too old for the locked dependencies)" >&2
+    exit 1
+fi
+have=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$msrv" "$have" | sort -V | head -1)" != "$msrv" ]; then
+    echo "setup: rustc $have ($(command -v rustc)) is older than the Rust $msrv daxdiff needs." >&2
+    echo "setup: rustup toolchain install $msrv (or rustup update), or put a newer cargo first on PATH" >&2
+    exit 1
+fi
+echo "setup: Rust $have (the workspace needs $msrv or newer)"
+
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
@@ -12,6 +29,9 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+# Kernel sources (linux-source-*.tar.xz) and 7.x kernel packages are xz-compressed; a minimal
+# image lacks the tool.
+command -v xz >/dev/null || need+=(xz-utils)
 # The reference-count probe: make, gcc-12 and libelf1 (Debian's kbuild tools) build it for
 # gcc-12 kernels on the host; debootstrap makes the build chroot for gcc-14 kernels.
 command -v make >/dev/null || need+=(make)

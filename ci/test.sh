@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/setup.sh
+# The declared minimum Rust (rust-version) is checked by building with exactly that version.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+have=$(rustc --version | awk '{print $2}')
+if [ "$have" = "$msrv" ] || [ "${have%.0}" = "$msrv" ]; then
+    echo "test: building with Rust $have, the declared minimum (rust-version = $msrv)"
+elif rustup run "$msrv" rustc --version >/dev/null 2>&1; then
+    echo "test: checking the workspace with Rust $msrv, the declared minimum (the build uses $have)"
+    cargo "+$msrv" check --release --workspace --all-targets --locked
+else
+    echo "test: Rust $msrv, the declared minimum, is not installed here (rustup toolchain install $msrv); the build uses $have"
+fi
 echo "test: unit tests (and the parser fuzz targets of harness/daxdiff/tests/parsers_fuzz.rs:"
 echo "      a few seconds each, 120 s with DAXDIFF_HEAVY=1)"
 cargo test --release --workspace

@@ -96,6 +96,30 @@ pub struct Stats {
     /// Programs the corpus took, by class.
     #[serde(default)]
     pub classes_corpus: Distribution,
+    /// What each kernel's name resolved to in the latest session (a Debian series moves to
+    /// its newest package); absent in workdirs from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_a: Option<ResolvedKernel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_b: Option<ResolvedKernel>,
+}
+
+/// The exact kernel a catalogue name stood for in a campaign.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedKernel {
+    /// The Debian package version, or `local` for a built kernel.
+    pub version: String,
+    /// `uname -r`.
+    pub release: String,
+}
+
+impl ResolvedKernel {
+    pub fn of(k: &crate::images::Kernel) -> ResolvedKernel {
+        ResolvedKernel {
+            version: k.version.clone(),
+            release: k.release.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

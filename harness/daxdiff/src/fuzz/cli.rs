@@ -123,11 +123,12 @@ pub fn load_suppressions(path: Option<&Path>) -> Result<Suppressions> {
 }
 
 pub fn run_show(args: ShowArgs) -> Result<ExitCode> {
-    let summary = Workdir::existing(&args.workdir)?
+    let workdir = Workdir::existing(&args.workdir)?;
+    let summary = workdir
         .summary()
         .with_context(|| format!("read {}", args.workdir.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::output::print(crate::output::Schema::Show, &Shown::of(&workdir, &summary)?)?;
     } else {
         print!("{summary}");
     }
@@ -139,5 +140,217 @@ fn exit_code(s: &Summary) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `show --json`: the counters, the kernels with what they resolved to, and each finding with
+/// its directory (what `repro`, `report` and `bisect --finding` take) and triage state.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    stats: &'a crate::workdir::Stats,
+    kernels: ShownKernels<'a>,
+    divergences: Vec<ShownFinding<'a>>,
+    crashes: Vec<ShownFinding<'a>>,
+    unstable: Vec<ShownFinding<'a>>,
+    damaged: &'a [crate::workdir::DamagedFinding],
+}
+
+#[derive(serde::Serialize)]
+struct ShownKernels<'a> {
+    a: ShownKernel<'a>,
+    b: ShownKernel<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ShownKernel<'a> {
+    name: &'a str,
+    /// Absent for a workdir made before versions were recorded.
+    resolved: Option<&'a crate::workdir::ResolvedKernel>,
+}
+
+#[derive(serde::Serialize)]
+struct ShownFinding<'a> {
+    dir: PathBuf,
+    #[serde(flatten)]
+    finding: &'a crate::workdir::Finding,
+    /// Absent until `repro` or `bisect` worked on the finding.
+    triage: Option<ShownTriage>,
+}
+
+#[derive(serde::Serialize)]
+struct ShownTriage {
+    stage: crate::repro::state::Stage,
+    reliability: Option<crate::repro::state::Reliability>,
+    /// The minimized program showed the signal in enough run pairs to be a reproducer.
+    reliable: Option<bool>,
+    /// The C reproducer showed the signal on a fresh guest of A, of B.
+    c_reproducer: Option<[bool; 2]>,
+    not_shown_again: Option<String>,
+    bisection: Option<crate::repro::state::BisectNote>,
+    report: Option<PathBuf>,
+}
+
+impl<'a> Shown<'a> {
+    fn of(workdir: &Workdir, summary: &'a Summary) -> Result<Shown<'a>> {
+        use crate::workdir::FindingKind;
+        let s = &summary.stats;
+        let list = |kind: FindingKind,
+                    found: &'a [crate::workdir::Finding]|
+         -> Result<Vec<ShownFinding<'a>>> {
+            // The summary's findings are in the listing's order (sorted by directory).
+            let names = workdir.listing(kind)?.complete.into_iter().map(|(n, _)| n);
+            names
+                .zip(found)
+                .map(|(name, finding)| {
+                    let dir = workdir.finding_dir(kind, &name);
+                    let triage = shown_triage(&dir)?;
+                    Ok(ShownFinding {
+                        dir,
+                        finding,
+                        triage,
+                    })
+                })
+                .collect()
+        };
+        Ok(Shown {
+            stats: s,
+            kernels: ShownKernels {
+                a: ShownKernel {
+                    name: &s.kernel_a,
+                    resolved: s.resolved_a.as_ref(),
+                },
+                b: ShownKernel {
+                    name: &s.kernel_b,
+                    resolved: s.resolved_b.as_ref(),
+                },
+            },
+            divergences: list(FindingKind::Divergence, &summary.divergences)?,
+            crashes: list(FindingKind::Crash, &summary.crashes)?,
+            unstable: list(FindingKind::Unstable, &summary.unstable)?,
+            damaged: &summary.damaged,
+        })
+    }
+}
+
+fn shown_triage(dir: &Path) -> Result<Option<ShownTriage>> {
+    use crate::repro::state::Triage;
+    if !Triage::path(dir).is_file() {
+        return Ok(None);
+    }
+    let t = Triage::load(dir)?;
+    let report = dir.join(crate::report::REPORT_FILE);
+    Ok(Some(ShownTriage {
+        stage: t.stage,
+        reliable: t.reliability.as_ref().map(|r| r.reliable()),
+        reliability: t.reliability,
+        c_reproducer: match (&t.c_a, &t.c_b) {
+            (Some(a), Some(b)) => Some([a.shows_signal, b.shows_signal]),
+            _ => None,
+        },
+        not_shown_again: t.not_shown_again,
+        bisection: t.bisection,
+        report: report.is_file().then_some(report),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repro::state::{Rate, Reliability, Stage, Triage};
+    use crate::workdir::{Finding, FindingKind, ResolvedKernel, SideRecord, Stats};
+
+    fn finding(kind: FindingKind, signature: &str) -> Finding {
+        Finding {
+            kind,
+            signature: signature.into(),
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            differences: vec!["call 1 mmap: 0 vs EINVAL".into()],
+            runs: 3,
+            found_at_exec: 7,
+        }
+    }
+
+    /// What a script reading `show --json` needs to go on: where each finding is, how far
+    /// its triage got, and the exact kernels the campaign ran.
+    #[test]
+    fn show_json_names_each_findings_directory_triage_and_the_resolved_kernels() {
+        let t = tempfile::tempdir().unwrap();
+        let w = Workdir::open(t.path()).unwrap();
+        w.save_stats(&Stats {
+            kernel_a: "debian-6.12".into(),
+            kernel_b: "debian-7.3".into(),
+            resolved_a: Some(ResolvedKernel {
+                version: "6.12.57-1".into(),
+                release: "6.12.57+deb13-amd64".into(),
+            }),
+            ..Stats::default()
+        })
+        .unwrap();
+        let none = || SideRecord {
+            outcomes: &[],
+            console: &[],
+        };
+        let triaged = w
+            .save_finding(
+                "mmap-x",
+                &finding(FindingKind::Divergence, "mmap"),
+                "getpid()\n",
+                none(),
+                none(),
+            )
+            .unwrap();
+        w.save_finding(
+            "madvise-y",
+            &finding(FindingKind::Divergence, "madvise"),
+            "getpid()\n",
+            none(),
+            none(),
+        )
+        .unwrap();
+        Triage {
+            stage: Stage::Minimized,
+            reliability: Some(Reliability {
+                a: Rate { k: 10, n: 10 },
+                b: Rate { k: 9, n: 10 },
+                pair: Rate { k: 9, n: 10 },
+                threshold: 3,
+                fresh_boots: false,
+            }),
+            ..Triage::default()
+        }
+        .save(&triaged)
+        .unwrap();
+
+        let summary = w.summary().unwrap();
+        let text = crate::output::document(
+            crate::output::Schema::Show,
+            &Shown::of(&w, &summary).unwrap(),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["schema"], "daxdiff.show/2");
+        assert_eq!(v["kernels"]["a"]["resolved"]["version"], "6.12.57-1");
+        assert!(v["kernels"]["b"]["resolved"].is_null());
+        let divs = v["divergences"].as_array().unwrap();
+        assert_eq!(divs.len(), 2);
+        // Sorted by directory: madvise-y, then mmap-x.
+        assert_eq!(divs[0]["signature"], "madvise");
+        assert!(divs[0]["dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("divergences/madvise-y"));
+        assert!(divs[0]["triage"].is_null());
+        assert_eq!(divs[1]["signature"], "mmap");
+        assert_eq!(
+            divs[1]["triage"]["stage"],
+            serde_json::json!(Stage::Minimized)
+        );
+        assert_eq!(divs[1]["triage"]["reliable"], true);
+        assert_eq!(divs[1]["triage"]["reliability"]["pair"]["k"], 9);
+        assert_eq!(
+            std::path::Path::new(divs[1]["dir"].as_str().unwrap()),
+            triaged.as_path()
+        );
     }
 }

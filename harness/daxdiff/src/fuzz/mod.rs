@@ -107,6 +107,29 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
         .with_context(|| format!("prepare kernel A ({})", cfg.kernel_a))?;
     let prepared_b = prepare(env, &cfg.kernel_b)
         .with_context(|| format!("prepare kernel B ({})", cfg.kernel_b))?;
+    for (side, name, kernel, recorded) in [
+        (
+            "A",
+            &cfg.kernel_a,
+            &prepared_a.kernel,
+            &mut stats.resolved_a,
+        ),
+        (
+            "B",
+            &cfg.kernel_b,
+            &prepared_b.kernel,
+            &mut stats.resolved_b,
+        ),
+    ] {
+        let now = crate::workdir::ResolvedKernel::of(kernel);
+        if let Some(before) = recorded.as_ref().filter(|r| **r != now) {
+            eprintln!(
+                "fuzz: kernel {side} ({name}) is {} ({}) now; this workdir's earlier sessions ran {} ({})",
+                now.version, now.release, before.version, before.release
+            );
+        }
+        *recorded = Some(now);
+    }
     drop((prepared_a, prepared_b));
     let bar = if cfg.progress {
         indicatif::ProgressBar::new_spinner()
