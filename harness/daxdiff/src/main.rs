@@ -419,7 +419,13 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             for (path, prog) in &progs {
                 let r = runner.run_with(&vm, &prog.to_text(), timeout, teardown)?;
                 if json {
-                    println!("{}", serde_json::json!({"program": path, "response": r}));
+                    println!(
+                        "{}",
+                        daxdiff::output::line(
+                            daxdiff::output::Schema::Run,
+                            &serde_json::json!({"program": path, "kernel": kernel, "response": r})
+                        )?
+                    );
                 } else {
                     println!("== {} on {kernel}", path.display());
                     print!("{}", daxdiff::exec::format_response(prog, &r));
@@ -456,7 +462,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             let b = daxdiff::exec::bench(&mut vm, &progs, rounds, Duration::from_secs(30))?;
             vm.shutdown()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
+                daxdiff::output::print(daxdiff::output::Schema::BenchExec, &b)?;
             } else {
                 println!(
                     "kernel {}: {} programs x {} rounds",
@@ -482,7 +488,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             })?;
             bar.finish_and_clear();
             if json {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+                daxdiff::output::print(daxdiff::output::Schema::BenchFuzz, &f)?;
             } else {
                 println!(
                     "{} vs {}: {} program pairs (+{} stability re-runs) in {:.0}s",
@@ -506,7 +512,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             let b = daxdiff::bench::boot(&p, runs, |m| bar.set_message(format!("{kernel}: {m}")))?;
             bar.finish_and_clear();
             if json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
+                daxdiff::output::print(daxdiff::output::Schema::BenchBoot, &b)?;
             } else {
                 let s = |d: Duration| format!("{:.2}s", d.as_secs_f64());
                 println!(
@@ -571,7 +577,10 @@ fn refcounts(
         if json {
             println!(
                 "{}",
-                serde_json::json!({"kernel": kernel, "programs": rows})
+                daxdiff::output::line(
+                    daxdiff::output::Schema::Refcounts,
+                    &serde_json::json!({"kernel": kernel, "programs": rows})
+                )?
             );
             continue;
         }

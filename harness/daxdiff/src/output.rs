@@ -13,6 +13,14 @@ pub enum Schema {
     Repro,
     Report,
     Suite,
+    Bisect,
+    /// One line per program (JSON lines).
+    Run,
+    /// One line per kernel (JSON lines).
+    Refcounts,
+    BenchFuzz,
+    BenchExec,
+    BenchBoot,
 }
 
 impl Schema {
@@ -24,6 +32,12 @@ impl Schema {
             Schema::Repro => "daxdiff.repro/1",
             Schema::Report => "daxdiff.report/1",
             Schema::Suite => "daxdiff.suite/1",
+            Schema::Bisect => "daxdiff.bisect/1",
+            Schema::Run => "daxdiff.run/1",
+            Schema::Refcounts => "daxdiff.refcounts/1",
+            Schema::BenchFuzz => "daxdiff.bench-fuzz/1",
+            Schema::BenchExec => "daxdiff.bench-exec/1",
+            Schema::BenchBoot => "daxdiff.bench-boot/1",
         }
     }
 }
@@ -38,6 +52,14 @@ struct Document<'a, T: Serialize> {
 /// `body` (a struct or map: its fields go beside `schema`) as the pretty JSON text printed.
 pub fn document<T: Serialize>(schema: Schema, body: &T) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&Document {
+        schema: schema.id(),
+        body,
+    })
+}
+
+/// `body` as one line of a JSON-lines stream, with its schema.
+pub fn line<T: Serialize>(schema: Schema, body: &T) -> serde_json::Result<String> {
+    serde_json::to_string(&Document {
         schema: schema.id(),
         body,
     })

@@ -391,7 +391,7 @@ fn finish(args: &BisectArgs, repro: &Reproducer, b: &Bisection) -> Result<ExitCo
         b.record_in_finding(dir, signature)?;
     }
     if args.json {
-        println!("{json}");
+        crate::output::print(crate::output::Schema::Bisect, b)?;
     } else {
         print!("{}", b.text());
         println!("state and result: {}", args.out.display());

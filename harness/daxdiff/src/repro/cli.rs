@@ -54,6 +54,10 @@ pub struct ReproArgs {
     /// bring-up shows (a run then costs a boot)
     #[arg(long)]
     pub boot_per_run: bool,
+    /// Print the result as JSON (with a `schema` version: the triage state, whether it
+    /// reproduced, the report's path) instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +99,10 @@ pub struct ReportArgs {
     /// it is copied into the finding's directory as bisect.json
     #[arg(long)]
     pub bisect: Option<PathBuf>,
+    /// Print the finding's report as JSON (with a `schema` version: its path and text)
+    /// instead of the text alone
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
@@ -117,6 +125,24 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
     };
     let out = triage(env, &cfg)?;
     let t = &out.triage;
+    let code = if t.reproduced() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if args.json {
+        crate::output::print(
+            crate::output::Schema::Repro,
+            &serde_json::json!({
+                "finding": args.finding,
+                "reproduced": t.reproduced(),
+                "reliable": t.reliability.as_ref().map(|r| r.reliable()),
+                "triage": t,
+                "report": out.report,
+            }),
+        )?;
+        return Ok(code);
+    }
     println!("signal: {}", t.signal);
     if t.calls_before.is_some() {
         println!("{}", super::minimized_line(t));
@@ -144,11 +170,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         println!("C reproducer: built, not judged: {why}");
     }
     println!("report: {}", out.report.display());
-    Ok(if t.reproduced() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(code)
 }
 
 pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
@@ -170,6 +192,20 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     let ka = prepare(env, &finding.kernel_a)?;
     let kb = prepare(env, &finding.kernel_b)?;
     let path = write_report(dir, &finding, &mut t, &ka, &kb)?;
-    print!("{}", std::fs::read_to_string(&path)?);
+    let text = std::fs::read_to_string(&path)?;
+    if args.json {
+        crate::output::print(
+            crate::output::Schema::Report,
+            &serde_json::json!({
+                "finding": dir,
+                "signature": finding.signature,
+                "stage": t.stage,
+                "report": path,
+                "text": text,
+            }),
+        )?;
+    } else {
+        print!("{text}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,10 @@ pub struct SuiteArgs {
     /// List the suite's tests and exit
     #[arg(long)]
     pub list: bool,
+    /// Print the report as JSON (with a `schema` version: the kernels' results, the
+    /// differences and whether one is a regression) instead of the table
+    #[arg(long)]
+    pub json: bool,
     /// Boot the suite guest of --kernel (or --a), print how to connect, stay up until Ctrl-C:
     /// to rerun a test by hand (`/opt/ndctl/src/test/…`)
     #[arg(long)]
@@ -135,12 +139,24 @@ pub fn run_suite(env: &Env, args: SuiteArgs) -> Result<ExitCode> {
         }
     })?;
     bar.finish_and_clear();
-    print!("{}", report.table());
-    println!(
-        "report: {} and {}",
-        cfg.out.join(MARKDOWN_FILE).display(),
-        cfg.out.join(JSON_FILE).display()
-    );
+    if args.json {
+        crate::output::print(
+            crate::output::Schema::Suite,
+            &serde_json::json!({
+                "out": cfg.out,
+                "report": report,
+                "differences": report.differences(),
+                "regression": report.has_regression(),
+            }),
+        )?;
+    } else {
+        print!("{}", report.table());
+        println!(
+            "report: {} and {}",
+            cfg.out.join(MARKDOWN_FILE).display(),
+            cfg.out.join(JSON_FILE).display()
+        );
+    }
     Ok(if report.has_regression() {
         ExitCode::from(1)
     } else {
