@@ -216,6 +216,12 @@ enum BenchCmd {
 
 fn main() -> ExitCode {
     reaper::install_signal_handler();
+    // `daxdiff show W --json | head` ends quietly, as other tools do, instead of panicking on
+    // the closed pipe; our guests die with us (their parent-death signal).
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -712,8 +718,19 @@ fn images_list(env: &Env, refresh: bool, json: bool) -> Result<ExitCode> {
                 if r.cached { "yes" } else { "no" }
             );
         }
-        for r in rows.iter().filter(|r| r.error.is_some()) {
-            println!("{}: {}", r.name, r.error.as_deref().unwrap_or_default());
+        // Kernels that fail for one reason (an unreachable mirror) are named together.
+        let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+        for r in &rows {
+            let Some(e) = r.error.as_deref() else {
+                continue;
+            };
+            match reasons.iter_mut().find(|(why, _)| *why == e) {
+                Some((_, names)) => names.push(&r.name),
+                None => reasons.push((e, vec![&r.name])),
+            }
+        }
+        for (why, names) in reasons {
+            println!("{}: {why}", names.join(", "));
         }
         println!("cache: {}", env.cache.display());
     }

@@ -55,19 +55,31 @@ impl Mirrors {
     }
 }
 
+/// Private roots whose update failed in this process, with the error.
+fn failed_updates() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, String>> {
+    static FAILED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
+    > = std::sync::OnceLock::new();
+    FAILED.get_or_init(Default::default)
+}
+
 /// The lines of `apt-get update`'s output that say an index was not fetched. apt exits 0
 /// when a mirror cannot be reached ("Some index files failed to download. They have been
 /// ignored, or old ones used instead"), so its status alone does not tell.
+/// "W: Failed to fetch URL  reason" says both what and why, so those lines are given when
+/// there are any; else the `Err:` and `E:` lines.
 pub fn update_failures(stdout: &str, stderr: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .chain(stderr.lines())
-        .map(str::trim)
+    let lines = || stdout.lines().chain(stderr.lines()).map(str::trim);
+    let fetch: Vec<String> = lines()
+        .filter_map(|l| l.strip_prefix("W: Failed to fetch "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if !fetch.is_empty() {
+        return fetch;
+    }
+    lines()
         .filter(|l| {
-            l.starts_with("Err:")
-                || l.starts_with("E: ")
-                || (l.starts_with("W: ")
-                    && (l.contains("Failed to fetch") || l.contains("failed to download")))
+            l.starts_with("Err:") || l.starts_with("E: ") || l.contains("failed to download")
         })
         .map(str::to_string)
         .collect()
@@ -266,6 +278,11 @@ impl Apt {
         if fresh && !force {
             return Ok(());
         }
+        if let Some(why) = failed_updates().lock().unwrap().get(&self.root) {
+            // Once per process: every kernel of `images list` would wait for the same
+            // unreachable mirror again.
+            bail!("{why}");
+        }
         eprintln!(
             "apt: refreshing the private package lists ({})",
             self.root.display()
@@ -288,14 +305,19 @@ impl Apt {
             let detail = if failed.is_empty() {
                 stderr.trim().to_string()
             } else {
-                failed.join("\n")
+                failed.join("\n  ")
             };
-            bail!(
+            let why = format!(
                 "apt-get update of the private package lists ({}) could not read the \
-                 mirrors {mirrors}:\n{detail}\nCheck the network, or point daxdiff at a \
+                 mirrors {mirrors}:\n  {detail}\nCheck the network, or point daxdiff at a \
                  reachable mirror with DAXDIFF_DEBIAN_MIRROR and DAXDIFF_SECURITY_MIRROR",
                 self.root.display(),
             );
+            failed_updates()
+                .lock()
+                .unwrap()
+                .insert(self.root.clone(), why.clone());
+            bail!("{why}");
         }
         fs::write(&stamp, b"")?;
         Ok(())
@@ -657,8 +679,15 @@ mod tests {
             Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)\n\
             W: Some index files failed to download. They have been ignored, or old ones used instead.\n";
         let f = update_failures(stdout, stderr);
-        assert_eq!(f.len(), 3, "{f:#?}");
-        assert!(f[0].starts_with("Err:1 http://127.0.0.1:9/debian"));
+        assert_eq!(
+            f,
+            [
+                "http://127.0.0.1:9/debian/dists/bookworm/InRelease Could not connect to \
+              127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)"
+            ]
+        );
+        // Without the warnings, the errors say it.
+        assert_eq!(update_failures(stdout, "").len(), 1);
         // A healthy update says nothing of the kind.
         let ok = "Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]\nHit:2 \
             http://deb.debian.org/debian-security bookworm-security InRelease\nReading package lists...\n";
