@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::setup::Prepared;
@@ -19,8 +19,17 @@ pub struct BootBench {
     pub bare_median: Duration,
     /// median ready / median bare boot: the figure (target ≤ 1.5).
     pub ratio: f64,
+    /// Median snapshot restore → a guest that answers over SSH (copying the NVDIMMs and
+    /// disks, loading the state, SSH).
+    pub restore_median: Duration,
+    /// Median of the load step alone (QEMU start → state loaded).
+    pub restore_load_median: Duration,
+    /// Saving the snapshot (the guest stopped), once.
+    pub snapshot_save: Duration,
+    pub snapshot_state_bytes: u64,
     pub full: Vec<BootTimes>,
     pub bare: Vec<Duration>,
+    pub restores: Vec<crate::vm::snapshot::RestoreTimes>,
 }
 
 pub fn median(mut v: Vec<Duration>) -> Duration {
@@ -40,6 +49,7 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result<BootBench> {
     let mut full = Vec::new();
     let mut bare = Vec::new();
+    let mut snapshot = None;
     for i in 0..runs {
         progress(&format!("run {}/{runs}: bare boot", i + 1));
         let opts = BootOptions {
@@ -51,8 +61,29 @@ pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result
         bare.push(vm.times.kernel);
         vm.shutdown()?;
         progress(&format!("run {}/{runs}: full boot", i + 1));
-        let vm = p.boot(MachineProfile::default(), None)?;
+        let mut vm = p.boot(MachineProfile::default(), None)?;
         full.push(vm.times.clone());
+        if i + 1 == runs {
+            progress("saving the last booted guest");
+            snapshot = Some(vm.save_snapshot()?);
+        }
+        vm.shutdown()?;
+    }
+    let snap = snapshot.context("no boot to save (--runs 0)")?;
+    let mut restores = Vec::new();
+    for i in 0..runs {
+        progress(&format!("restore {}/{runs}", i + 1));
+        let (mut vm, t) = Vm::restore(&snap)?;
+        // Ready means it answers: a command through SSH, as the executor will be started.
+        let out = vm.run(
+            "cat /run/daxdiff/bringup.json >/dev/null",
+            Duration::from_secs(30),
+        )?;
+        anyhow::ensure!(
+            out.status == 0,
+            "the restored guest's bring-up report is gone"
+        );
+        restores.push(t);
         vm.shutdown()?;
     }
     let med = |f: fn(&BootTimes) -> Duration| median(full.iter().map(f).collect());
@@ -64,6 +95,7 @@ pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result
     };
     let bare_median = median(bare.clone());
     let ratio = median_t.ready.as_secs_f64() / bare_median.as_secs_f64().max(1e-9);
+    let restore_median = median(restores.iter().map(|t| t.ready).collect());
     Ok(BootBench {
         kernel: p.kernel.name.0.clone(),
         runs,
@@ -71,8 +103,13 @@ pub fn boot(p: &Prepared, runs: usize, mut progress: impl FnMut(&str)) -> Result
         median: median_t,
         bare_median,
         ratio,
+        restore_median,
+        restore_load_median: median(restores.iter().map(|t| t.load).collect()),
+        snapshot_save: snap.saved_in,
+        snapshot_state_bytes: snap.state_bytes,
         full,
         bare,
+        restores,
     })
 }
 

@@ -546,6 +546,20 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                     s(b.bare_median)
                 );
                 println!("  ready / bare = {:.2} (target ≤ 1.50)", b.ratio);
+                println!(
+                    "  median restore from snapshot (to SSH)     {} (load {}; target ≤ 3 s)",
+                    s(b.restore_median),
+                    s(b.restore_load_median)
+                );
+                println!(
+                    "  snapshot: saved in {}, {:.0} MiB of state",
+                    s(b.snapshot_save),
+                    b.snapshot_state_bytes as f64 / (1u64 << 20) as f64
+                );
+                println!(
+                    "  boot / restore = {:.1}",
+                    b.median.ready.as_secs_f64() / b.restore_median.as_secs_f64().max(1e-9)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

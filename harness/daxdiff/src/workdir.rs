@@ -102,6 +102,37 @@ pub struct Stats {
     pub resolved_a: Option<ResolvedKernel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_b: Option<ResolvedKernel>,
+    /// Where each kernel's guest time went, over all sessions.
+    #[serde(default)]
+    pub time_a: SideTime,
+    #[serde(default)]
+    pub time_b: SideTime,
+}
+
+/// One kernel's guest time in a campaign, by phase (seconds), and how its guests were
+/// replaced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideTime {
+    /// Program runs through the executor (the program, teardown, cleanup and checks),
+    /// stability re-runs included.
+    pub programs_secs: f64,
+    /// Guest boots: kernel, bring-up, SSH (and saving the first guest's snapshot).
+    pub boot_secs: f64,
+    /// Guests restored from the snapshot instead of booted.
+    pub restore_secs: f64,
+    pub restores: u64,
+    /// Restores that failed and were replaced by a boot.
+    pub restore_failures: u64,
+}
+
+impl SideTime {
+    pub fn add(&mut self, c: &crate::fuzz::side::GuestCost) {
+        self.programs_secs += c.run.as_secs_f64();
+        self.boot_secs += c.boot.as_secs_f64();
+        self.restore_secs += c.restore.as_secs_f64();
+        self.restores += c.restores;
+        self.restore_failures += c.restore_failures;
+    }
 }
 
 /// The exact kernel a catalogue name stood for in a campaign.

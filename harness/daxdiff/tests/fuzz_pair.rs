@@ -48,6 +48,7 @@ fn short_run_on_the_default_pair_finds_the_known_divergence_and_resumes() {
         seeds: Some(seeds.path().to_path_buf()),
         timeout: Duration::from_secs(5),
         teardown_every: 1,
+        snapshots: true,
         progress: false,
     };
     let summary = fuzz(&env, &cfg).unwrap_or_else(|e| panic!("fuzz: {e:#}"));

@@ -42,6 +42,7 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
             jobs: 1,
             runs: 2,
             teardown_every: 1,
+            snapshots: true,
             suppressions: Suppressions::default(),
             seeds: Some(seeds.path().to_path_buf()),
             timeout: Duration::from_secs(5),

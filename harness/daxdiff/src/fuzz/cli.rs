@@ -62,6 +62,10 @@ pub struct FuzzArgs {
     /// device-dax device, each under a deadline) after one program in N; 0 turns it off
     #[arg(long, default_value_t = DEFAULT_TEARDOWN_EVERY)]
     pub teardown_every: u64,
+    /// Boot every guest that replaces one (after a kernel report, a hang or a blocked
+    /// teardown) instead of restoring a snapshot of the first guest, saved after its bring-up
+    #[arg(long)]
+    pub boot_fresh: bool,
 }
 
 /// Teardown after every program: it is where a leaked pin blocks (unmount, device disable),
@@ -103,6 +107,7 @@ pub fn run_fuzz(env: &Env, args: FuzzArgs) -> Result<ExitCode> {
         seeds,
         timeout: args.timeout,
         teardown_every: args.teardown_every,
+        snapshots: !args.boot_fresh,
         progress: true,
     };
     let summary = fuzz(env, &cfg)?;

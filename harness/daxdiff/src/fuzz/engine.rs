@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use crate::fuzz::side::GuestCost;
 use libafl::corpus::{Corpus, CorpusId, Testcase};
 use libafl::executors::{Executor, ExitKind, HasObservers};
 use libafl::feedbacks::{Feedback, StateInitializer};
@@ -97,7 +98,7 @@ pub struct VmExecutor {
     observers: VmObservers,
     campaign: Arc<Mutex<Campaign>>,
     role: Role,
-    restarts_seen: u64,
+    seen: GuestCost,
 }
 
 impl VmExecutor {
@@ -113,7 +114,7 @@ impl VmExecutor {
             observers: (observer, (coverage, ())),
             campaign,
             role,
-            restarts_seen: 0,
+            seen: GuestCost::default(),
         }
     }
 }
@@ -148,19 +149,24 @@ impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
             Status::Completed | Status::Error => ExitKind::Ok,
         };
         // Restarts also happen during stability re-runs; count them all here.
-        let restarts = side.restarts - self.restarts_seen;
-        self.restarts_seen = side.restarts;
+        let cost = side.cost();
+        let new = cost - self.seen;
+        self.seen = cost;
         drop(side);
         let mut c = self.campaign.lock().unwrap();
         match self.role {
             Role::A => {
                 c.stats.execs += 1;
-                c.stats.vm_restarts_a += restarts;
+                c.stats.vm_restarts_a += new.restarts;
+                c.stats.time_a.add(&new);
                 if let Some(class) = classify(&input.0) {
                     c.stats.classes_executed.add(&class);
                 }
             }
-            Role::B => c.stats.vm_restarts_b += restarts,
+            Role::B => {
+                c.stats.vm_restarts_b += new.restarts;
+                c.stats.time_b.add(&new);
+            }
         }
         if let Some(edges) = &run.coverage {
             c.add_edges(self.role == Role::A, edges);

@@ -58,6 +58,8 @@ pub struct FuzzConfig {
     /// Teardown liveness (unmount/mount, device disable/enable) after one program in N;
     /// 0 turns it off.
     pub teardown_every: u64,
+    /// Replace guests from a snapshot of the first one instead of booting them.
+    pub snapshots: bool,
     /// Draw the status line (off in tests).
     pub progress: bool,
 }
@@ -185,11 +187,13 @@ fn run_job(
 ) -> Result<()> {
     let side_a = Rc::new(RefCell::new(
         KernelSide::new(&cfg.kernel_a, prepare(env, &cfg.kernel_a)?, cfg.timeout)
-            .with_teardown_every(cfg.teardown_every),
+            .with_teardown_every(cfg.teardown_every)
+            .with_snapshots(cfg.snapshots),
     ));
     let side_b = Rc::new(RefCell::new(
         KernelSide::new(&cfg.kernel_b, prepare(env, &cfg.kernel_b)?, cfg.timeout)
-            .with_teardown_every(cfg.teardown_every),
+            .with_teardown_every(cfg.teardown_every)
+            .with_snapshots(cfg.snapshots),
     ));
     // Boot both before the clock matters (the first boot is the slow part of a short run).
     side_a.borrow_mut().ensure_booted()?;

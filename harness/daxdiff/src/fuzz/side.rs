@@ -9,7 +9,12 @@ use daxdiff_prog::wire::{Response, Status, PROTOCOL_VERSION};
 use crate::diff::{normalize, Outcome};
 use crate::exec::Runner;
 use crate::setup::Prepared;
+use crate::vm::snapshot::Snapshot;
 use crate::vm::{MachineProfile, Vm};
+
+/// Failed restores after which a side boots every guest (a snapshot that does not load is
+/// replaced by one of the next boot; two in a row mean restores do not work here).
+const RESTORE_FAILURES_TOLERATED: u64 = 2;
 
 /// The start of an outcome's `detail` when the guest, not just the program, stopped.
 pub const GUEST_STOPPED: &str = "guest stopped answering";
@@ -36,6 +41,46 @@ pub struct KernelSide {
     /// both kernels, and every stability re-run, tear down after the same programs.
     teardown_every: u64,
     probe_warned: bool,
+    /// Replace guests by restoring the first one's saved state instead of booting.
+    snapshots: bool,
+    snapshot: Option<Snapshot>,
+    /// Guests restored from the snapshot (counted in `restarts` too).
+    pub restores: u64,
+    /// Restores that failed and were replaced by a boot.
+    pub restore_failures: u64,
+    /// Wall time spent bringing guests up: boots (with bring-up and SSH), saving the
+    /// snapshot, restores.
+    pub boot_time: Duration,
+    pub restore_time: Duration,
+    /// Wall time of program runs (the executor's whole round trip: the program, its
+    /// teardown and cleanup, the checks after it).
+    pub run_time: Duration,
+}
+
+/// What one side's guests cost so far: counted since the side was made, and subtracted to
+/// get what one stretch of the campaign cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GuestCost {
+    pub restarts: u64,
+    pub restores: u64,
+    pub restore_failures: u64,
+    pub boot: Duration,
+    pub restore: Duration,
+    pub run: Duration,
+}
+
+impl std::ops::Sub for GuestCost {
+    type Output = GuestCost;
+    fn sub(self, o: GuestCost) -> GuestCost {
+        GuestCost {
+            restarts: self.restarts - o.restarts,
+            restores: self.restores - o.restores,
+            restore_failures: self.restore_failures - o.restore_failures,
+            boot: self.boot.saturating_sub(o.boot),
+            restore: self.restore.saturating_sub(o.restore),
+            run: self.run.saturating_sub(o.run),
+        }
+    }
 }
 
 impl KernelSide {
@@ -49,7 +94,32 @@ impl KernelSide {
             booted: 0,
             teardown_every: 1,
             probe_warned: false,
+            snapshots: false,
+            snapshot: None,
+            restores: 0,
+            restore_failures: 0,
+            boot_time: Duration::ZERO,
+            restore_time: Duration::ZERO,
+            run_time: Duration::ZERO,
         }
+    }
+
+    pub fn cost(&self) -> GuestCost {
+        GuestCost {
+            restarts: self.restarts,
+            restores: self.restores,
+            restore_failures: self.restore_failures,
+            boot: self.boot_time,
+            restore: self.restore_time,
+            run: self.run_time,
+        }
+    }
+
+    /// Replace a guest that died, hung or reported by restoring the first guest's state,
+    /// saved right after its bring-up, instead of booting (a boot when a restore fails).
+    pub fn with_snapshots(mut self, on: bool) -> KernelSide {
+        self.snapshots = on;
+        self
     }
 
     /// Teardown liveness after every `n`th program; 0 turns it off.
@@ -89,10 +159,7 @@ impl KernelSide {
         if self.guest.is_some() {
             return Ok(());
         }
-        let vm = self
-            .prepared
-            .boot(MachineProfile::default(), None)
-            .with_context(|| format!("{}: the guest does not boot", self.name))?;
+        let vm = self.fresh_guest()?;
         let runner = Runner::start(&vm)
             .with_context(|| format!("{}: the executor does not start", self.name))?;
         if self.booted > 0 {
@@ -101,6 +168,70 @@ impl KernelSide {
         self.booted += 1;
         self.guest = Some((vm, runner));
         Ok(())
+    }
+
+    /// A guest as bring-up leaves it: restored from the snapshot when there is one, else
+    /// booted (and saved, when snapshots are on and none is saved yet).
+    fn fresh_guest(&mut self) -> Result<Vm> {
+        if let Some(snap) = &self.snapshot {
+            let started = std::time::Instant::now();
+            match Vm::restore(snap) {
+                Ok((vm, _)) => {
+                    self.restore_time += started.elapsed();
+                    self.restores += 1;
+                    return Ok(vm);
+                }
+                Err(e) => {
+                    self.restore_time += started.elapsed();
+                    self.restore_failures += 1;
+                    self.snapshot = None;
+                    if self.restore_failures >= RESTORE_FAILURES_TOLERATED {
+                        self.snapshots = false;
+                    }
+                    eprintln!(
+                        "{}: restoring the saved guest failed ({} of {RESTORE_FAILURES_TOLERATED} \
+                         tolerated), booting instead: {e:#}",
+                        self.name, self.restore_failures
+                    );
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut vm = self
+            .prepared
+            .boot(MachineProfile::default(), None)
+            .with_context(|| format!("{}: the guest does not boot", self.name))?;
+        if self.snapshots && self.snapshot.is_none() {
+            match vm.save_snapshot() {
+                Ok(s) => {
+                    eprintln!(
+                        "{}: saved the booted guest in {:.1}s ({} MiB of state): later guests \
+                         are restored from it",
+                        self.name,
+                        s.saved_in.as_secs_f64(),
+                        s.state_bytes >> 20
+                    );
+                    self.snapshot = Some(s);
+                }
+                Err(e) => {
+                    self.snapshots = false;
+                    eprintln!(
+                        "{}: could not save the booted guest, every guest is booted: {e:#}",
+                        self.name
+                    );
+                    if vm.ssh.is_none() {
+                        // The save left the guest unreachable: boot a clean one.
+                        drop(vm);
+                        vm = self
+                            .prepared
+                            .boot(MachineProfile::default(), None)
+                            .with_context(|| format!("{}: the guest does not boot", self.name))?;
+                    }
+                }
+            }
+        }
+        self.boot_time += started.elapsed();
+        Ok(vm)
     }
 
     /// Runs a program. A guest that stops answering gives a `Crashed` outcome carrying the
@@ -112,7 +243,9 @@ impl KernelSide {
         let teardown = tears_down(program, self.teardown_every);
         let (vm, runner) = self.guest.as_mut().expect("booted above");
         let from = vm.console.len();
+        let started = std::time::Instant::now();
         let result = runner.run_with(vm, program, self.timeout, teardown);
+        self.run_time += started.elapsed();
         let console: Vec<String> = vm.console.since(from).into_iter().map(|l| l.text).collect();
         let resp = match result {
             Ok(r) => r,

@@ -5,12 +5,13 @@ pub mod accel;
 pub mod console;
 pub mod golden;
 pub mod profile;
+pub mod qmp;
 pub mod reaper;
+pub mod snapshot;
 pub mod ssh;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -332,13 +333,36 @@ impl Vm {
             accel: opts.accel,
             bare: opts.bare,
         };
+        let (mut vm, start) =
+            Vm::start_qemu(files, &opts.profile, run_dir, tmp, &kernel.name.0, &[])?;
+        vm.bring_up(&keys, start, start + opts.timeout, opts.bare)?;
+        Ok(vm)
+    }
+
+    /// Starts QEMU on `files` (with `extra` arguments after the profile's), with its console
+    /// read into `console.log`; returns the guest, not yet up, and when QEMU started.
+    fn start_qemu(
+        files: BootFiles,
+        profile: &MachineProfile,
+        run_dir: PathBuf,
+        tmp: Option<reaper::PrivateDir>,
+        kernel_name: &str,
+        extra: &[String],
+    ) -> Result<(Vm, Instant)> {
+        let mut args = profile.qemu_args(&files);
+        args.extend(extra.iter().cloned());
         fs::write(
             run_dir.join("qemu.cmd"),
-            opts.profile.shell_command(&files) + "\n",
+            std::iter::once(files.qemu.display().to_string())
+                .chain(args.iter().cloned())
+                .map(|w| profile::shell_quote(&w))
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n",
         )?;
         let start = Instant::now();
         let mut cmd = Command::new(&files.qemu);
-        cmd.args(opts.profile.qemu_args(&files))
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -359,14 +383,13 @@ impl Vm {
             }
         };
         let mut stderr = child.stderr.take().expect("piped");
-        let stderr_log = run_dir.join("qemu.stderr");
-        let stderr_path = stderr_log.clone();
+        let stderr_path = run_dir.join("qemu.stderr");
         let stderr_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = stderr.read_to_end(&mut buf);
             let _ = fs::write(stderr_path, buf);
         });
-        let mut vm = Vm {
+        let vm = Vm {
             child: Some(child),
             stderr_reader: Some(stderr_reader),
             console,
@@ -374,14 +397,13 @@ impl Vm {
             times: BootTimes::default(),
             topology: Topology::default(),
             files,
-            profile: opts.profile.clone(),
+            profile: profile.clone(),
             run_dir,
             host_key: None,
             _tmp: tmp,
-            kernel_name: kernel.name.0.clone(),
+            kernel_name: kernel_name.to_string(),
         };
-        vm.bring_up(&keys, start, start + opts.timeout, opts.bare)?;
-        Ok(vm)
+        Ok((vm, start))
     }
 
     fn bring_up(
@@ -673,18 +695,9 @@ fn qmp_quit(socket: &Path) -> Result<()> {
     qmp_execute(socket, "quit").map(|_| ())
 }
 
-/// Runs one QMP command without arguments (`stop`, `cont`, `quit`) and returns QEMU's answer.
-fn qmp_execute(socket: &Path, command: &str) -> Result<String> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connect to QMP at {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 4096];
-    let _ = s.read(&mut buf)?; // greeting
-    s.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
-    let _ = s.read(&mut buf)?;
-    s.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
-    let n = s.read(&mut buf).unwrap_or(0);
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+/// Runs one QMP command without arguments (`stop`, `cont`, `quit`).
+fn qmp_execute(socket: &Path, command: &str) -> Result<serde_json::Value> {
+    qmp::execute_once(socket, command)
 }
 
 /// Prefix of the guests' private run directories in the temporary directory.
