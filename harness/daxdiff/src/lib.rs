@@ -12,6 +12,7 @@ pub mod images;
 pub mod kbuild;
 pub mod lock;
 pub mod process_group;
+pub mod prog_cli;
 pub mod refcounts;
 pub mod report;
 pub mod repro;

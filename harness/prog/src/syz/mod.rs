@@ -54,7 +54,7 @@ pub enum SyzError {
         col: usize,
         msg: String,
     },
-    #[error("{} call(s) cannot be converted (--skip-unknown drops them with a warning):\n{}",
+    #[error("{} call(s) cannot be converted (--skip-unknown leaves them out, with a warning for each):\n{}",
         .0.len(), list(.0))]
     Refused(Vec<Refusal>),
 }
