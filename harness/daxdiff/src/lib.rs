@@ -14,6 +14,7 @@ pub mod kbuild;
 pub mod lock;
 pub mod output;
 pub mod process_group;
+pub mod prog_cli;
 pub mod refcounts;
 pub mod report;
 pub mod repro;

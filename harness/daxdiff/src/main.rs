@@ -100,6 +100,9 @@ enum Cmd {
     Suite(daxdiff::suite::cli::SuiteArgs),
     /// Find the first kernel (served Debian version or git revision) where a reproducer changes
     Bisect(daxdiff::bisect::cli::BisectArgs),
+    /// syzkaller programs in and out: import a syzbot reproducer, export a daxdiff program
+    #[command(subcommand)]
+    Prog(daxdiff::prog_cli::ProgCmd),
 }
 
 #[derive(Subcommand)]
@@ -456,6 +459,7 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
         Cmd::Suite(args) => daxdiff::suite::cli::run_suite(env, args),
         Cmd::Kernel(cmd) => daxdiff::kbuild::cli::run(env, cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Bisect(args) => daxdiff::bisect::cli::run_bisect(env, args),
+        Cmd::Prog(cmd) => daxdiff::prog_cli::run(cmd),
         Cmd::Bench(BenchCmd::Exec {
             kernel,
             corpus,

@@ -14,6 +14,7 @@ pub mod generate;
 pub mod mutate;
 pub mod program;
 pub mod rng;
+pub mod syz;
 pub mod target;
 pub mod validate;
 pub mod wire;
