@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod images;
 pub mod kbuild;
 pub mod lock;
+pub mod mail;
 pub mod process_group;
 pub mod refcounts;
 pub mod report;
