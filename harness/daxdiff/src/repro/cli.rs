@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::state::{Stage, Triage};
 use super::{load_finding, triage, write_report, ReproConfig};
+use crate::mail;
 use crate::setup::{prepare, Env};
 
 #[derive(Args, Debug)]
@@ -53,6 +54,10 @@ pub struct ReproArgs {
     /// bring-up shows (a run then costs a boot)
     #[arg(long)]
     pub boot_per_run: bool,
+    /// Who report.txt is from, "Name <user@example.org>" [default: git config user.name and
+    /// user.email]
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -94,12 +99,18 @@ pub struct ReportArgs {
     /// it is copied into the finding's directory as bisect.json
     #[arg(long)]
     pub bisect: Option<PathBuf>,
+    /// Who the message (report.txt, or the reply) is from, "Name <user@example.org>"
+    /// [default: git config user.name and user.email]
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
     if args.runs == 0 || args.min_runs == 0 {
         anyhow::bail!("--runs and --min-runs must be at least 1");
     }
+    // Before triage, not after it: the report at its end is a message and needs a sender.
+    let sender = mail::sender(args.from.as_deref())?;
     let cfg = ReproConfig {
         dir: args.finding.clone(),
         min_runs: args.min_runs,
@@ -113,6 +124,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         c_reproducer: !args.no_c,
         boot_per_run: args.boot_per_run,
         progress: true,
+        sender,
     };
     let out = triage(env, &cfg)?;
     let t = &out.triage;
@@ -157,6 +169,7 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     let [dir] = args.findings.as_slice() else {
         anyhow::bail!("give one finding directory (several only with --reply-to)");
     };
+    let sender = mail::sender(args.from.as_deref())?;
     let finding = load_finding(dir)?;
     // Recorded first: it notes itself in triage.json, which is read next.
     if let Some(b) = &args.bisect {
@@ -168,7 +181,14 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     }
     let ka = prepare(env, &finding.kernel_a)?;
     let kb = prepare(env, &finding.kernel_b)?;
-    let path = write_report(dir, &finding, &mut t, &ka, &kb)?;
-    print!("{}", std::fs::read_to_string(&path)?);
+    let path = write_report(dir, &finding, &mut t, (&ka, &kb), &sender)?;
+    let written = std::fs::read(&path)?;
+    let message = mail::Received::parse(String::from_utf8_lossy(&written).into_owned())?;
+    // The text as a reader sees it, not the MIME parts with their attachments.
+    print!(
+        "Subject: {}\n\n{}",
+        message.subject.unwrap_or_default(),
+        message.body
+    );
     Ok(ExitCode::SUCCESS)
 }
