@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_builder::headers::address::Address;
 use mail_builder::headers::message_id::MessageId as BuilderId;
+use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 
@@ -84,7 +85,13 @@ impl Outgoing {
         if !self.cc.is_empty() {
             m = m.cc(list(&self.cc));
         }
-        m = m.subject(self.subject.as_str());
+        // ASCII as is (folded when long): the builder's text header would RFC 2047-encode a
+        // long one, and `[PATCH …]` subjects are read raw on the lists.
+        m = if self.subject.is_ascii() {
+            m.header("Subject", Raw::new(self.subject.as_str()))
+        } else {
+            m.subject(self.subject.as_str())
+        };
         if let Some(r) = &self.in_reply_to {
             m = m.in_reply_to(r.as_str().to_string());
         }
@@ -278,6 +285,23 @@ mod tests {
             m.get_body().unwrap(),
             "Tested → both kernels.\n\n-- \ndaxdiff\n"
         );
+    }
+
+    #[test]
+    fn a_long_ascii_subject_is_folded_not_encoded() {
+        let mut o = reply();
+        o.subject = "[REPORT] fs/dax: WARNING in dax_disassociate_entry on 7.3.4+deb13-amd64, \
+                     not on 6.12.117+deb12-amd64"
+            .into();
+        let text = String::from_utf8(o.to_bytes()).unwrap();
+        assert!(
+            text.contains(
+                "\nSubject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on\n \
+                 7.3.4+deb13-amd64, not on 6.12.117+deb12-amd64\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(Received::parse(text).unwrap().subject, Some(o.subject));
     }
 
     #[test]
