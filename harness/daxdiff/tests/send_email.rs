@@ -1,5 +1,5 @@
 //! The messages daxdiff writes go to the lists as they are: `git send-email --dry-run` (the
-//! real one, Debian's git-email) takes a generated reply.eml and a report.txt with attachments.
+//! real one, Debian's git-email) takes reply.eml and report.txt; without a sender, none is written.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -166,4 +166,32 @@ fn git_send_email_takes_a_report_with_its_attachments() {
         "{out}"
     );
     assert!(out.contains("Content-Type: multipart/mixed"), "{out}");
+}
+
+#[test]
+fn without_from_or_git_identity_the_commands_stop_first_naming_both_ways() {
+    let home = tempfile::tempdir().unwrap();
+    let empty = write(home.path(), "gitconfig", b"");
+    for args in [
+        &["report", "--reply-to", "series.mbox", "--campaign", "camp"][..],
+        &["report", "finding"][..],
+        &["repro", "finding"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_daxdiff"))
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", &empty)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Before anything else: the mbox, the campaign and the finding do not exist.
+        assert!(
+            err.contains("no sender for the message: pass --from \"Name <user@example.org>\"")
+                && err.contains("git config --global user.email"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
 }
