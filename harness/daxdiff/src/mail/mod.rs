@@ -72,12 +72,9 @@ pub struct MessageId(String);
 impl MessageId {
     /// From a header's text, with or without the brackets.
     pub fn new(id: &str) -> MessageId {
-        MessageId(
-            id.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string(),
-        )
+        let id = id.trim();
+        let inner = id.strip_prefix('<').unwrap_or(id);
+        MessageId(inner.strip_suffix('>').unwrap_or(inner).trim().to_string())
     }
 
     pub fn as_str(&self) -> &str {

@@ -61,12 +61,15 @@ impl Received {
             let Some(v) = value(name) else {
                 return vec![];
             };
-            match mailparse::msgidparse(&v) {
+            let ids = match mailparse::msgidparse(&v) {
                 Ok(list) => list.iter().map(|id| MessageId::new(id)).collect(),
                 // Not bracketed as RFC 5322 asks: taken as one id, as mail clients do.
-                Err(_) if !v.is_empty() => vec![MessageId::new(&v)],
-                Err(_) => vec![],
-            }
+                Err(_) => vec![MessageId::new(&v)],
+            };
+            // `<>` names no message: nothing can be threaded to it.
+            ids.into_iter()
+                .filter(|id| !id.as_str().is_empty())
+                .collect()
         };
         let body = text_part(&mail).map(body_text).unwrap_or_default();
         Ok(Received {
@@ -150,7 +153,7 @@ mod tests {
              To: \"Williams, Dan\" <dan@example.org>,\n Jan Kara <jack@suse.cz>\n\
              Subject: =?utf-8?B?W1BBVENIXSBmc2RheDog4oCmIGZpeA==?=\n\
              Message-ID: <abc@example.org>\n\
-             References: <a@x> <b@x>\n\n\
+             References: <a@x> <> <b@x>\n\n\
              body\n"
                 .to_string(),
         )
