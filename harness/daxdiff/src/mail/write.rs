@@ -33,7 +33,16 @@ pub fn sender_from_git(git: impl Fn() -> Command) -> Result<Mailbox, MailError> 
     let (Some(name), Some(addr)) = (get("user.name"), get("user.email")) else {
         return Err(MailError::NoSender);
     };
-    let addr = Mailbox::parse(&addr)?.addr;
+    let addr = match Mailbox::parse(&addr) {
+        Ok(m) => m.addr,
+        Err(MailError::BadAddress { text, why }) => {
+            return Err(MailError::BadAddress {
+                text,
+                why: format!("git config user.email: {why}"),
+            })
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Mailbox {
         name: Some(name),
         addr,
@@ -366,6 +375,12 @@ mod tests {
         let e = sender_from_git(git).unwrap_err().to_string();
         assert!(
             e.contains("--from") && e.contains("git config --global user.email"),
+            "{e}"
+        );
+        std::fs::write(&cfg, "[user]\n\tname = Zoë Reviewer\n\temail = zoe\n").unwrap();
+        let e = sender_from_git(git).unwrap_err().to_string();
+        assert!(
+            e.contains("`zoe` is not a mail address (git config user.email: "),
             "{e}"
         );
         std::fs::write(
