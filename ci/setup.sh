@@ -42,6 +42,10 @@ command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debo
 for p in flex bison bc libelf-dev git patch perl; do
     dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
 done
+# Mail: git send-email, which the tests run (--dry-run) on the reply and report daxdiff write.
+for p in git-email; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || need+=("$p")
+done
 # ndctl's test build for `daxdiff suite`: meson and the headers of ndctl's libraries.
 for p in meson ninja-build libkmod-dev libudev-dev uuid-dev libjson-c-dev libiniparser-dev \
          libkeyutils-dev libtracefs-dev libtraceevent-dev; do
@@ -53,6 +57,6 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 else
-    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev, kernel and ndctl build deps)"
+    echo "setup: host packages present (qemu-system-x86, kmod, openssh-client, libssl-dev, kernel and ndctl build deps, git-email)"
 fi
 ci/build.sh

@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod images;
 pub mod kbuild;
 pub mod lock;
+pub mod mail;
 pub mod output;
 pub mod process_group;
 pub mod prog_cli;

@@ -12,6 +12,7 @@ use daxdiff::catalogue::Catalogue;
 use daxdiff::diff::{CallOutcome, KernelReport, Outcome, Ret, Suppressions};
 use daxdiff::images::guest::Recipe;
 use daxdiff::kbuild::series;
+use daxdiff::mail;
 use daxdiff::report::reply::{Cover, Verdicts};
 use daxdiff::workdir::{Finding, FindingKind, SideRecord, Stats, Workdir};
 use daxdiff_observe::Signature;
@@ -184,25 +185,37 @@ fn fuzz_mbox() {
             "\ndiff --git a/x b/x\n",
             "\n--- a/x\n+++ b/x\n",
             "\r\n",
+            "=?UTF-8?q?Ren=C3=A9?=",
+            "=?utf-8?B?4oCm?=",
+            "\nContent-Transfer-Encoding: quoted-printable\n",
+            "\nContent-Transfer-Encoding: base64\n",
+            "\nContent-Type: multipart/mixed; boundary=\"b\"\n",
+            "\n--b\n",
+            "=\n",
+            "=E2=80=9C",
         ],
     };
     run(target, |input| {
         let text = text(input);
-        let messages = series::messages(&text);
+        let messages = mail::mbox_messages(&text);
         assert!(messages.len() <= text.matches("From ").count());
-        for m in &messages {
-            if let Some(s) = series::header(m, "Subject") {
-                let _ = series::split_subject(&s);
+        for m in messages {
+            if let Ok(m) = mail::Received::parse(m) {
+                if let Some(s) = &m.subject {
+                    let _ = series::split_subject(s);
+                }
+                let _ = (m.addresses("From"), m.addresses("Cc"));
             }
         }
         if let Ok(patches) = series::from_mbox(&text) {
             for (i, p) in patches.iter().enumerate() {
                 assert_eq!(p.index, i + 1);
-                assert!(series::has_diff(&p.text));
+                let m = mail::Received::parse(p.text.clone()).expect("a patch parsed once");
+                assert!(series::carries_diff(&m));
             }
         }
         if let Ok(cover) = Cover::from_mbox(&text) {
-            assert!(!cover.message_id.is_empty());
+            assert!(!cover.message_id.as_str().is_empty());
             let _ = cover.patch_name(1, "x");
         }
     });

@@ -74,6 +74,7 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
             c_reproducer: true,
             boot_per_run: false,
             progress: false,
+            sender: daxdiff::mail::Mailbox::parse("daxdiff test <test@example.org>").unwrap(),
         },
     )
     .unwrap_or_else(|e| panic!("triage: {e:#}"));
@@ -126,11 +127,14 @@ fn the_known_divergence_minimizes_reproduces_in_c_and_gets_a_report() {
     ] {
         assert!(dir.join(f).is_file(), "{} lacks {f}", dir.display());
     }
-    let report = std::fs::read_to_string(&out.report).unwrap();
+    let message = daxdiff::mail::Received::parse(std::fs::read_to_string(&out.report).unwrap())
+        .expect("report.txt is a message");
+    let subject = message.subject.clone().unwrap_or_default();
     assert!(
-        report.starts_with("Subject: [REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12"),
-        "{report}"
+        subject.starts_with("[REPORT] fs/dax: WARNING in dax_disassociate_entry on 6.12"),
+        "{subject}"
     );
+    let report = &message.body;
     assert!(report.contains("dax_disassociate_entry+0x"), "{report}");
     assert!(report.contains("vmsplice("), "{report}");
     assert!(report.contains("-device nvdimm,id=nvdimm0,"), "{report}");

@@ -14,6 +14,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::mail::{self, Received};
+
 /// One patch of a series, in application order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Patch {
@@ -87,56 +89,34 @@ pub struct ApplyError {
     pub hunks: Vec<String>,
 }
 
-/// The messages of an mbox (mboxo or mboxrd), each its headers and body, unquoted.
-pub fn messages(text: &str) -> Vec<String> {
-    let mut messages: Vec<String> = Vec::new();
-    let mut cur: Option<String> = None;
-    let mut prev_blank = true;
-    for line in text.split_inclusive('\n') {
-        if line.starts_with("From ") && prev_blank {
-            if let Some(m) = cur.take() {
-                messages.push(m);
-            }
-            cur = Some(String::new());
-            prev_blank = false;
-            continue;
-        }
-        prev_blank = line.trim_end_matches(['\r', '\n']).is_empty();
-        if let Some(m) = cur.as_mut() {
-            // mboxrd quoting: ">From " (and ">>From ") lose one '>'.
-            let unquoted = match line.strip_prefix('>') {
-                Some(rest) if rest.trim_start_matches('>').starts_with("From ") => rest,
-                _ => line,
-            };
-            m.push_str(unquoted);
-        }
-    }
-    if let Some(m) = cur.take() {
-        messages.push(m);
-    }
-    messages
-}
-
 /// The patches of an mbox, ordered by their `[PATCH NN/MM]` numbers; cover letters, replies
 /// and messages without a diff are dropped.
 pub fn from_mbox(text: &str) -> Result<Vec<Patch>> {
-    let messages = messages(text);
+    let messages = mail::mbox_messages(text);
     if messages.is_empty() {
         bail!("no messages found (an mbox starts each message with a `From ` line)");
     }
     let mut patches = Vec::new();
-    for (pos, msg) in messages.into_iter().enumerate() {
-        let Some(subject) = header(&msg, "Subject") else {
+    for (pos, raw) in messages.into_iter().enumerate() {
+        let msg =
+            Received::parse(raw).with_context(|| format!("message {} of the mbox", pos + 1))?;
+        let Some(subject) = msg.subject.as_deref() else {
             continue;
         };
-        if subject.to_ascii_lowercase().starts_with("re:") || !has_diff(&msg) {
+        if subject.to_ascii_lowercase().starts_with("re:") || !carries_diff(&msg) {
             continue;
         }
-        let (number, clean) = split_subject(&subject);
-        patches.push((number.unwrap_or(pos), clean, msg));
+        let (number, clean) = split_subject(subject);
+        // The raw message, not the decoded text: `git am` does its own decoding.
+        patches.push((number.unwrap_or(pos), clean, msg.raw));
     }
     patches.sort_by_key(|p| p.0);
     Ok(number_in_order(patches))
+}
+
+/// Whether a received message holds a diff, as sent or once its transfer encoding is undone.
+pub fn carries_diff(msg: &Received) -> bool {
+    has_diff(&msg.raw) || has_diff(&msg.body)
 }
 
 /// Reads a directory of `*.patch` / `*.diff` files, in file-name order.
@@ -153,7 +133,9 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Patch>> {
         if !has_diff(&text) {
             bail!("{} holds no diff", f.display());
         }
-        let subject = header(&text, "Subject")
+        let subject = Received::parse(text.clone())
+            .ok()
+            .and_then(|m| m.subject)
             .map(|s| split_subject(&s).1)
             .unwrap_or_else(|| f.file_name().unwrap().to_string_lossy().into_owned());
         patches.push((pos, subject, text));
@@ -194,30 +176,6 @@ fn number_in_order(sorted: Vec<(usize, String, String)>) -> Vec<Patch> {
 
 pub fn has_diff(msg: &str) -> bool {
     msg.contains("\ndiff --git ") || (msg.contains("\n--- ") && msg.contains("\n+++ "))
-}
-
-/// An RFC 5322 header's value with folded lines joined; only the header block is searched.
-pub fn header(msg: &str, name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
-    for line in msg.lines() {
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = value.as_mut() {
-            if line.starts_with([' ', '\t']) {
-                v.push(' ');
-                v.push_str(line.trim());
-                continue;
-            }
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case(name) {
-                value = Some(v.trim().to_string());
-            }
-        }
-    }
-    value
 }
 
 /// `[PATCH v2 07/18] mm: fix x` → (Some(7), "mm: fix x").
@@ -527,6 +485,37 @@ mod tests {
         let p = from_mbox(&msg("[PATCH] one", &body)).unwrap();
         assert!(p[0].text.contains("\nFrom the commit message"));
         assert!(!p[0].text.contains(">From the commit"));
+    }
+
+    #[test]
+    fn an_encoded_subject_is_decoded_and_the_raw_qp_mail_goes_to_git_am() {
+        let repo = repo_with("a", "x=1\n");
+        let mail = "From 0123 Mon Sep 17 00:00:00 2001\n\
+From: =?UTF-8?q?Ren=C3=A9_M=C3=BCller?= <rene@example.org>\n\
+Subject: [PATCH 1/1] =?UTF-8?q?a:_set_y_=E2=80=94_too?=\n\
+Date: Thu, 15 Sep 2022 20:35:00 -0700\n\
+MIME-Version: 1.0\n\
+Content-Type: text/plain; charset=utf-8\n\
+Content-Transfer-Encoding: quoted-printable\n\
+\n\
+Sets y.\n\
+---\n\
+diff --git a/a b/a\n\
+--- a/a\n\
++++ b/a\n\
+@@ -1 +1,2 @@\n\
+\x20x=3D1\n\
++y=3D2\n";
+        let p = from_mbox(mail).unwrap();
+        assert_eq!(p[0].subject, "a: set y — too");
+        assert!(p[0].text.contains("+y=3D2"), "kept as sent for git am");
+        let rep = apply(repo.path(), &p, &[]).unwrap();
+        assert_eq!(rep[0].applied, Applied::Clean);
+        assert_eq!(
+            fs::read_to_string(repo.path().join("a")).unwrap(),
+            "x=1\ny=2\n"
+        );
+        assert_eq!(log(repo.path()), ["a: set y — too"]);
     }
 
     #[test]

@@ -1,6 +1,5 @@
-//! The mailing-list report of a triaged finding (`report.txt` in its directory): which
-//! kernels, what differs, how reliably, the kernel report as the finding recorded it, the
-//! program, and the C reproducer sent along as attachments.
+//! The mailing-list report of a triaged finding (`report.txt` in its directory, a message):
+//! which kernels, what differs, how reliably, the kernel report, the program; files attached.
 
 pub mod bisection;
 pub mod reply;
@@ -11,6 +10,7 @@ use crate::bisect::result::Bisection;
 use crate::bisect::search::Kind;
 
 use crate::images::Kernel;
+use crate::mail::{Attachment, Mailbox, Outgoing};
 use crate::repro::state::{CRun, Triage};
 use crate::workdir::{Finding, FindingKind};
 
@@ -134,16 +134,35 @@ fn subject(i: &ReportInput) -> String {
     }
 }
 
-/// The report's text.
-pub fn render(i: &ReportInput) -> String {
-    let (f, t) = (i.finding, i.triage);
-    let mut s = String::new();
-    // A bisection that named where it started makes it a regression.
+/// The report as a message from `sender`, with the files of the finding's `attachments/`
+/// directory as parts: the configs alone run to hundreds of kilobytes, and attached they
+/// stay out of the text reviewers quote (syzbot's reports do the same).
+pub fn message(i: &ReportInput, sender: &Mailbox, attachments: Vec<Attachment>) -> Outgoing {
+    Outgoing {
+        from: sender.clone(),
+        to: vec![],
+        cc: vec![],
+        subject: subject_line(i),
+        in_reply_to: None,
+        references: vec![],
+        body: body(i),
+        attachments,
+    }
+}
+
+/// `[REPORT] fs/dax: …`, or `[REGRESSION]` when a bisection named where it starts.
+pub fn subject_line(i: &ReportInput) -> String {
     let tag = match i.bisection {
         Some(b) if b.kind == Kind::Regression && b.first_new.is_some() => "REGRESSION",
         _ => "REPORT",
     };
-    let _ = writeln!(s, "Subject: [{tag}] fs/dax: {}\n", subject(i));
+    format!("[{tag}] fs/dax: {}", subject(i))
+}
+
+/// The report's text.
+pub fn body(i: &ReportInput) -> String {
+    let (f, t) = (i.finding, i.triage);
+    let mut s = String::new();
     s.push_str("Hello,\n\n");
     s.push_str(
         "daxdiff, a differential fuzzer for DAX page reference counting, ran the same\n\
@@ -287,8 +306,20 @@ pub fn render(i: &ReportInput) -> String {
 mod tests {
     use super::*;
     use crate::catalogue::{KernelName, Scheme};
+    use crate::mail::Received;
     use crate::repro::state::{Rate, Reliability, Stage};
     use std::path::PathBuf;
+
+    /// The report as written and read back: its decoded subject, a blank line, its text.
+    fn render(i: &ReportInput) -> String {
+        let m = Received::parse(sent(i, vec![])).unwrap();
+        format!("Subject: {}\n\n{}", m.subject.unwrap(), m.body)
+    }
+
+    fn sent(i: &ReportInput, attachments: Vec<Attachment>) -> String {
+        let from = Mailbox::parse("Zoë Reviewer <zoe@example.org>").unwrap();
+        String::from_utf8(message(i, &from, attachments).to_bytes()).unwrap()
+    }
 
     fn kernel(name: &str, release: &str, scheme: Scheme) -> Kernel {
         Kernel {

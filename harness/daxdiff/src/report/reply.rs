@@ -1,8 +1,8 @@
 //! The reply to a patch series' cover letter: what testing the series against its base
-//! showed, for the reviewers on the thread. Headers that thread it (In-Reply-To and
-//! References the cover letter's Message-ID, "Re:" its subject, its author and recipients),
-//! then how the series applied, the suite side by side, and the findings sorted by what they
-//! mean for the series: introduced, fixed, intended change, present in both.
+//! showed, for the reviewers on the thread. A message threaded under the cover letter
+//! (In-Reply-To and References its Message-ID, "Re:" its subject, to its author, Cc its
+//! recipients), saying how the series applied, the suite side by side, and the findings
+//! sorted by what they mean for the series: introduced, fixed, intended change, present in both.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,17 +12,20 @@ use serde::Deserialize;
 
 use super::bisection::{wrap, WIDTH};
 use crate::kbuild::series::{self, Applied, PatchReport};
+use crate::mail::{self, Mailbox, MessageId, Outgoing, Received};
 use crate::repro::state::Reliability;
 use crate::workdir::{Finding, FindingKind, Stats};
 
-/// The cover letter of a series, as far as a reply needs it.
+/// The cover letter of a series, as far as a reply needs it (names and text decoded).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cover {
     pub subject: String,
-    pub from: String,
-    pub to: String,
-    pub cc: String,
-    pub message_id: String,
+    pub from: Vec<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub message_id: MessageId,
+    /// The thread above the cover letter (a series sent in reply to its earlier version).
+    pub references: Vec<MessageId>,
     pub date: String,
     /// The lines of its body that speak of tests (quoted in the reply).
     pub test_claims: Vec<String>,
@@ -34,26 +37,27 @@ impl Cover {
     /// The cover letter in an mbox: the message numbered 0 (`[PATCH v2 00/18]`), or failing
     /// that the first one that is not a reply and carries no diff.
     pub fn from_mbox(text: &str) -> Result<Cover> {
-        let messages = series::messages(text);
-        let is_cover = |m: &&String| {
-            series::header(m, "Subject").is_some_and(|s| {
+        let is_cover = |m: &Received| {
+            m.subject.as_deref().is_some_and(|s| {
                 !s.to_ascii_lowercase().starts_with("re:")
-                    && (series::split_subject(&s).0 == Some(0) || !series::has_diff(m))
+                    && (series::split_subject(s).0 == Some(0) || !series::carries_diff(m))
             })
         };
-        let Some(msg) = messages.iter().find(is_cover) else {
+        let Some(msg) = mail::mbox_messages(text)
+            .into_iter()
+            .filter_map(|m| Received::parse(m).ok())
+            .find(is_cover)
+        else {
             bail!(
                 "no cover letter in the mbox (a message `[PATCH … 00/NN]` or one without a diff); \
                  reply to a single patch with `daxdiff report` on its findings instead"
             );
         };
-        let h = |name: &str| series::header(msg, name).unwrap_or_default();
-        let message_id = h("Message-ID");
-        if message_id.is_empty() {
+        let Some(message_id) = msg.message_id.clone() else {
             bail!("the cover letter has no Message-ID header: a reply cannot be threaded to it");
-        }
-        let body = msg.split_once("\n\n").map_or("", |(_, b)| b);
-        let test_claims = body
+        };
+        let test_claims = msg
+            .body
             .lines()
             .filter(|l| {
                 let l = l.to_ascii_lowercase();
@@ -61,15 +65,17 @@ impl Cover {
             })
             .map(|l| l.trim_end().to_string())
             .collect();
-        let subject = h("Subject");
+        let subject = msg.subject.clone().unwrap_or_default();
+        let addresses = |h: &str| msg.addresses(h).context("the cover letter");
         Ok(Cover {
             tag: patch_tag(&subject),
             subject,
-            from: h("From"),
-            to: h("To"),
-            cc: h("Cc"),
+            from: addresses("From")?,
+            to: addresses("To")?,
+            cc: addresses("Cc")?,
             message_id,
-            date: h("Date"),
+            references: msg.references.clone(),
+            date: msg.date.clone().unwrap_or_default(),
             test_claims,
         })
     }
@@ -429,37 +435,43 @@ fn item_text(n: usize, it: &Item) -> String {
     s
 }
 
-/// The whole message: headers, a blank line, the body.
-pub fn render(i: &ReplyInput) -> String {
+/// The reply as a message from `sender`: to the cover letter's author, Cc its recipients,
+/// threaded under it, "Re:" its subject.
+pub fn message(i: &ReplyInput, sender: &Mailbox) -> Outgoing {
     let c = i.cover;
-    let mut s = String::new();
     let subject = if c.subject.to_ascii_lowercase().starts_with("re:") {
         c.subject.clone()
     } else {
         format!("Re: {}", c.subject)
     };
-    let _ = writeln!(s, "Subject: {subject}");
-    let _ = writeln!(s, "In-Reply-To: {}", c.message_id);
-    let _ = writeln!(s, "References: {}", c.message_id);
-    if !c.from.is_empty() {
-        let _ = writeln!(s, "To: {}", c.from);
+    // Reply to all, as a mail client does: each address once, the sender not copied.
+    let same = |a: &Mailbox, b: &Mailbox| a.addr.eq_ignore_ascii_case(&b.addr);
+    let mut cc: Vec<Mailbox> = Vec::new();
+    for m in c.to.iter().chain(&c.cc) {
+        if !c.from.iter().chain(&cc).any(|x| same(x, m)) && !same(m, sender) {
+            cc.push(m.clone());
+        }
     }
-    let cc: Vec<&str> = [c.to.as_str(), c.cc.as_str()]
-        .into_iter()
-        .filter(|x| !x.is_empty())
-        .collect();
-    if !cc.is_empty() {
-        s.push_str(&wrap(&format!("Cc: {}", cc.join(", ")), WIDTH, 1));
+    let mut references = c.references.clone();
+    references.push(c.message_id.clone());
+    Outgoing {
+        from: sender.clone(),
+        to: c.from.clone(),
+        cc,
+        subject,
+        in_reply_to: Some(c.message_id.clone()),
+        references,
+        body: body(i),
+        attachments: vec![],
     }
-    s.push('\n');
-    let author = c
-        .from
-        .split('<')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_matches('"');
+}
+
+/// The text of the reply: the cover letter's test claims quoted, then what daxdiff found.
+pub fn body(i: &ReplyInput) -> String {
+    let c = i.cover;
+    let mut s = String::new();
     if !c.test_claims.is_empty() {
+        let author = c.from.first().map_or("the author", Mailbox::display_name);
         let _ = writeln!(s, "On {}, {} wrote:", c.date, author);
         for l in &c.test_claims {
             let _ = writeln!(s, "> {l}");
@@ -589,6 +601,123 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
 --- a/fs/ext4/inode.c\n\
 +++ b/fs/ext4/inode.c\n";
 
+    /// The reviewer whose reply it is.
+    fn reviewer() -> Mailbox {
+        Mailbox::parse("Zoë Reviewer <zoe@example.org>").unwrap()
+    }
+
+    /// The reply as written, read back: its headers (decoded, addresses as a person reads
+    /// them) and its text.
+    fn sent(i: &ReplyInput) -> (BTreeMap<String, String>, String) {
+        let bytes = message(i, &reviewer()).to_bytes();
+        let m = mailparse::parse_mail(&bytes).unwrap();
+        let mut headers = BTreeMap::new();
+        for h in &m.headers {
+            let v = match h.get_key().as_str() {
+                k @ ("From" | "To" | "Cc") => {
+                    let r = Received::parse(String::from_utf8(bytes.clone()).unwrap()).unwrap();
+                    let l = r.addresses(k).unwrap();
+                    l.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+                _ => h.get_value(),
+            };
+            headers.insert(h.get_key(), v);
+        }
+        (headers, m.get_body().unwrap())
+    }
+
+    fn bare(cover: &Cover) -> ReplyInput<'_> {
+        let kernel = |name: &str| KernelLine {
+            name: name.into(),
+            release: "6.1.192".into(),
+            origin: "built locally".into(),
+        };
+        ReplyInput {
+            cover,
+            base: kernel("6.1-kasan"),
+            series: kernel("6.1-kasan+dax-gup-v2"),
+            patches: &[],
+            suite: vec![],
+            stats: None,
+            items: &[],
+            note: None,
+        }
+    }
+
+    /// A cover letter as many mailers send it: the author's name RFC 2047-encoded, the text
+    /// quoted-printable (soft line breaks, `=3D`, UTF-8 quotes).
+    const QP_MBOX: &str = "From rene@example.org Fri Sep 16 03:35:08 2022\n\
+From: =?UTF-8?q?Ren=C3=A9_M=C3=BCller?= <rene@example.org>\n\
+To: akpm@linux-foundation.org\n\
+Cc: \"Williams, Dan\" <dan.j.williams@intel.com>, zoe@example.org\n\
+Subject: [PATCH v2 00/01] fsdax: =?UTF-8?q?keep_the_refcount_=E2=80=94_a_test?=\n\
+Date: Thu, 15 Sep 2022 20:35:08 -0700\n\
+Message-ID: <cover.1663299308@example.org>\n\
+References: <v1.cover@example.org>\n\
+MIME-Version: 1.0\n\
+Content-Type: text/plain; charset=utf-8\n\
+Content-Transfer-Encoding: quoted-printable\n\
+\n\
+Rework the page reference scheme.\n\
+\n\
+This passes the =E2=80=9Cndctl:dax=E2=80=9D suite of tests from the ndctl proj=\n\
+ect, tested with =3Ddax.\n";
+
+    #[test]
+    fn the_authors_encoded_name_and_qp_text_are_quoted_decoded() {
+        let cover = Cover::from_mbox(QP_MBOX).unwrap();
+        let (headers, text) = sent(&bare(&cover));
+        assert!(
+            text.starts_with(
+                "On Thu, 15 Sep 2022 20:35:08 -0700, René Müller wrote:\n\
+                 > This passes the “ndctl:dax” suite of tests from the ndctl project, tested \
+                 with =dax.\n\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            headers["Subject"],
+            "Re: [PATCH v2 00/01] fsdax: keep the refcount — a test"
+        );
+        assert_eq!(headers["To"], "René Müller <rene@example.org>");
+        // Reply to all, the reviewer not copied to herself.
+        assert_eq!(
+            headers["Cc"],
+            "akpm@linux-foundation.org, Williams, Dan <dan.j.williams@intel.com>"
+        );
+    }
+
+    #[test]
+    fn the_reply_is_a_message_git_send_email_and_mail_clients_take() {
+        let cover = Cover::from_mbox(QP_MBOX).unwrap();
+        let (headers, _) = sent(&bare(&cover));
+        assert_eq!(headers["From"], "Zoë Reviewer <zoe@example.org>");
+        assert!(
+            mailparse::dateparse(&headers["Date"]).is_ok(),
+            "{}",
+            headers["Date"]
+        );
+        let id = &headers["Message-ID"];
+        assert!(id.starts_with('<') && id.ends_with("@example.org>"), "{id}");
+        assert_ne!(id, "<cover.1663299308@example.org>");
+        assert_eq!(headers["In-Reply-To"], "<cover.1663299308@example.org>");
+        // The whole thread above, so threading survives a missing message.
+        assert_eq!(
+            headers["References"],
+            "<v1.cover@example.org> <cover.1663299308@example.org>"
+        );
+        assert_eq!(headers["MIME-Version"], "1.0");
+        let ct = mailparse::parse_content_type(&headers["Content-Type"]);
+        assert_eq!(
+            (ct.mimetype.as_str(), ct.charset.as_str()),
+            ("text/plain", "utf-8")
+        );
+        assert_eq!(headers["Content-Transfer-Encoding"], "8bit");
+    }
+
     fn finding(kind: FindingKind, sig: &str, diffs: &[&str]) -> Finding {
         Finding {
             kind,
@@ -623,10 +752,14 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
         let c = Cover::from_mbox(MBOX).unwrap();
         assert_eq!(c.subject, "[PATCH v2 00/18] Fix the DAX-gup mistake");
         assert_eq!(
-            c.message_id,
+            c.message_id.to_string(),
             "<166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>"
         );
-        assert_eq!(c.cc, "Jan Kara <jack@suse.cz>, linux-mm@kvack.org");
+        let names = |l: &[Mailbox]| l.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&c.cc),
+            ["Jan Kara <jack@suse.cz>", "linux-mm@kvack.org"]
+        );
         assert_eq!(
             c.test_claims,
             vec!["This passes the \"ndctl:dax\" suite of tests from the ndctl project."]
@@ -737,7 +870,7 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
         harness.class = Class::Artefact;
         harness.why = Some("a munmap one page too long hit the executor's KCOV area".into());
         let items = vec![harness, fixed, hang];
-        let text = render(&ReplyInput {
+        let (headers, text) = sent(&ReplyInput {
             cover: &cover,
             base: KernelLine {
                 name: "6.1-kasan".into(),
@@ -770,7 +903,10 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             items: &items,
             note: Some("At rest, base: fsdax pages at 1; series: at 0.\n".into()),
         });
-        assert!(text.starts_with("Subject: Re: [PATCH v2 00/18] Fix the DAX-gup mistake\n"));
+        assert_eq!(
+            headers["Subject"],
+            "Re: [PATCH v2 00/18] Fix the DAX-gup mistake"
+        );
         assert!(text.contains("ndctl's dax tests (ndctl 81-1), base and series:\n\n  test"));
         let first = text.find("  mmap.sh  pass  pass").unwrap();
         let later = text
@@ -782,10 +918,14 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             .find("\nAt rest, base: fsdax pages at 1; series: at 0.\n\n")
             .unwrap();
         assert!(later < note && note < text.find("Introduced by the series").unwrap());
-        assert!(text.contains(
-            "\nIn-Reply-To: <166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>\n"
-        ));
-        assert!(text.contains("\nTo: Dan Williams <dan.j.williams@intel.com>\n"));
+        let cover_id = "<166329930818.2786261.6086109734008025807.stgit@dwillia2-xfh.jf.intel.com>";
+        assert_eq!(headers["In-Reply-To"], cover_id);
+        assert_eq!(headers["References"], cover_id);
+        assert_eq!(headers["To"], "Dan Williams <dan.j.williams@intel.com>");
+        assert_eq!(
+            headers["Cc"],
+            "akpm@linux-foundation.org, Jan Kara <jack@suse.cz>, linux-mm@kvack.org"
+        );
         assert!(text.contains("> This passes the \"ndctl:dax\" suite"));
         let introduced = text.find("Introduced by the series (1):").unwrap();
         let fixed = text.find("Fixed by the series (1):").unwrap();
@@ -817,9 +957,8 @@ diff --git a/fs/ext4/inode.c b/fs/ext4/inode.c\n\
             "not shown again when the program was rerun on its own (1 run(s) per kernel in a freshly booted guest, daxdiff repro)"
         ));
         assert!(flat.contains("mm/memremap.c: Hunk #2 FAILED at 505"));
-        // The body stays within the mail width (headers may fold longer).
-        let body = &text[text.find("\n\n").unwrap()..];
-        for l in body.lines() {
+        // The body stays within the mail width.
+        for l in text.lines() {
             assert!(l.len() <= WIDTH || !l.contains(' '), "too long: {l:?}");
         }
     }

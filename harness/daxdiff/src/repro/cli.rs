@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::state::{Stage, Triage};
 use super::{load_finding, triage, write_report, ReproConfig};
+use crate::mail;
 use crate::setup::{prepare, Env};
 
 #[derive(Args, Debug)]
@@ -58,6 +59,10 @@ pub struct ReproArgs {
     /// reproduced, the report's path) instead of lines
     #[arg(long)]
     pub json: bool,
+    /// Who report.txt is from, "Name <user@example.org>" [default: git config user.name and
+    /// user.email]
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -99,16 +104,22 @@ pub struct ReportArgs {
     /// it is copied into the finding's directory as bisect.json
     #[arg(long)]
     pub bisect: Option<PathBuf>,
-    /// Print the finding's report as JSON (with a `schema` version: its path and text)
-    /// instead of the text alone
-    #[arg(long)]
+    /// Print the finding's report as JSON (with a `schema` version: its path, subject and
+    /// text) instead of the text alone
+    #[arg(long, conflicts_with = "reply_to")]
     pub json: bool,
+    /// Who the message (report.txt, or the reply) is from, "Name <user@example.org>"
+    /// [default: git config user.name and user.email]
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
     if args.runs == 0 || args.min_runs == 0 {
         anyhow::bail!("--runs and --min-runs must be at least 1");
     }
+    // Before triage, not after it: the report at its end is a message and needs a sender.
+    let sender = mail::sender(args.from.as_deref())?;
     let cfg = ReproConfig {
         dir: args.finding.clone(),
         min_runs: args.min_runs,
@@ -122,6 +133,7 @@ pub fn run_repro(env: &Env, args: ReproArgs) -> Result<ExitCode> {
         c_reproducer: !args.no_c,
         boot_per_run: args.boot_per_run,
         progress: true,
+        sender,
     };
     let out = triage(env, &cfg)?;
     let t = &out.triage;
@@ -180,6 +192,7 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     let [dir] = args.findings.as_slice() else {
         anyhow::bail!("give one finding directory (several only with --reply-to)");
     };
+    let sender = mail::sender(args.from.as_deref())?;
     let finding = load_finding(dir)?;
     // Recorded first: it notes itself in triage.json, which is read next.
     if let Some(b) = &args.bisect {
@@ -191,8 +204,10 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
     }
     let ka = prepare(env, &finding.kernel_a)?;
     let kb = prepare(env, &finding.kernel_b)?;
-    let path = write_report(dir, &finding, &mut t, &ka, &kb)?;
-    let text = std::fs::read_to_string(&path)?;
+    let path = write_report(dir, &finding, &mut t, (&ka, &kb), &sender)?;
+    let written = std::fs::read(&path)?;
+    let message = mail::Received::parse(String::from_utf8_lossy(&written).into_owned())?;
+    let subject = message.subject.unwrap_or_default();
     if args.json {
         crate::output::print(
             crate::output::Schema::Report,
@@ -201,11 +216,13 @@ pub fn run_report(env: &Env, args: ReportArgs) -> Result<ExitCode> {
                 "signature": finding.signature,
                 "stage": t.stage,
                 "report": path,
-                "text": text,
+                "subject": subject,
+                "text": message.body,
             }),
         )?;
     } else {
-        print!("{text}");
+        // The text as a reader sees it, not the MIME parts with their attachments.
+        print!("Subject: {subject}\n\n{}", message.body);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,7 @@ use daxdiff_prog::{Program, Target};
 use crate::cache::write_atomic;
 use crate::diff::{differences, Side, Suppressions};
 use crate::fuzz::KernelSide;
+use crate::mail::{Attachment, Mailbox};
 use crate::report::{self, ReportInput};
 use crate::setup::{prepare, Env, Prepared};
 use crate::workdir::Finding;
@@ -57,6 +58,8 @@ pub struct ReproConfig {
     /// A fresh guest for every run.
     pub boot_per_run: bool,
     pub progress: bool,
+    /// Who `report.txt` is from.
+    pub sender: Mailbox,
 }
 
 /// What triage did, as stored in `triage.json`, and where the report is.
@@ -121,7 +124,7 @@ pub fn triage(env: &Env, cfg: &ReproConfig) -> Result<Triaged> {
     pair.shutdown();
     bar.finish_and_clear();
     result?;
-    let report = write_report(dir, &finding, &mut t, &ka, &kb)?;
+    let report = write_report(dir, &finding, &mut t, (&ka, &kb), &cfg.sender)?;
     Ok(Triaged { triage: t, report })
 }
 
@@ -370,30 +373,35 @@ fn symbolized(cache: &Path, kernel: &crate::images::Kernel, console: String) -> 
     }
 }
 
-/// Writes `report.txt` from what the directory and its state hold; no guest needed.
 /// Fills the finding's `attachments/` directory for the mail: each kernel's .config, the
 /// consoles (symbolized where the kernel has debug information), the programs, the C
-/// reproducer with its scripts and the QEMU command lines. Returns the names, in order.
+/// reproducer with its scripts and the QEMU command lines. Returns them, in order.
 fn attach(
     dir: &Path,
     ka: &Prepared,
     kb: &Prepared,
     console_a: &str,
     console_b: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Attachment>> {
     let out = dir.join("attachments");
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let mut names = Vec::new();
     for (name, k) in [("config-a", &ka.kernel), ("config-b", &kb.kernel)] {
         if let Some(text) = k.config.as_ref().and_then(|c| std::fs::read(c).ok()) {
             write_atomic(&out.join(name), &text)?;
-            names.push(name.to_string());
+            names.push(Attachment {
+                name: name.to_string(),
+                content: text,
+            });
         }
     }
     for (name, text) in [("console-a.log", console_a), ("console-b.log", console_b)] {
         if !text.is_empty() {
             write_atomic(&out.join(name), text.as_bytes())?;
-            names.push(name.to_string());
+            names.push(Attachment {
+                name: name.to_string(),
+                content: text.as_bytes().to_vec(),
+            });
         }
     }
     for name in [
@@ -406,18 +414,23 @@ fn attach(
     ] {
         if let Ok(text) = std::fs::read(dir.join(name)) {
             write_atomic(&out.join(name), &text)?;
-            names.push(name.to_string());
+            names.push(Attachment {
+                name: name.to_string(),
+                content: text,
+            });
         }
     }
     Ok(names)
 }
 
+/// Writes `report.txt` from what the directory and its state hold (no guest needed): a
+/// message from `sender` with the attachments as parts.
 pub fn write_report(
     dir: &Path,
     finding: &Finding,
     t: &mut Triage,
-    ka: &Prepared,
-    kb: &Prepared,
+    (ka, kb): (&Prepared, &Prepared),
+    sender: &Mailbox,
 ) -> Result<PathBuf> {
     let program = if dir.join(MINIMIZED).is_file() {
         read(dir, MINIMIZED)?
@@ -442,7 +455,9 @@ pub fn write_report(
     );
     write_atomic(&dir.join(qemu::QEMU_FILE), qemu_text.as_bytes())?;
     let attachments = attach(dir, ka, kb, &console_a, &console_b)?;
-    let text = report::render(&ReportInput {
+    let names: Vec<String> = attachments.iter().map(|a| a.name.clone()).collect();
+    let bisection = crate::bisect::result::Bisection::of_finding(dir)?;
+    let input = ReportInput {
         finding,
         triage: t,
         kernel_a: &ka.kernel,
@@ -451,12 +466,13 @@ pub fn write_report(
         console_a: &console_a,
         console_b: &console_b,
         has_c: dir.join(creproducer::SOURCE).is_file(),
-        attachments: &attachments,
-        bisection: crate::bisect::result::Bisection::of_finding(dir)?.as_ref(),
+        attachments: &names,
+        bisection: bisection.as_ref(),
         qemu: &qemu_text,
-    });
+    };
     let path = dir.join(report::REPORT_FILE);
-    write_atomic(&path, text.as_bytes())?;
+    let message = report::message(&input, sender, attachments);
+    write_atomic(&path, &message.to_bytes())?;
     t.reach(Stage::Reported);
     t.save(dir)?;
     Ok(path)

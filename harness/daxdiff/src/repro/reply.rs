@@ -13,6 +13,7 @@ use super::state::Triage;
 use crate::bisect::result::Bisection;
 use crate::kbuild::series::{self, Patch, PatchReport};
 use crate::kbuild::Built;
+use crate::mail;
 use crate::report::reply::{
     self, Class, Cover, Item, KernelLine, ReplyInput, SuiteTable, Verdicts,
 };
@@ -25,6 +26,8 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
         .campaign
         .as_ref()
         .expect("--campaign (clap requires it)");
+    // First, before any work: without a sender there is no message to write.
+    let sender = mail::sender(args.from.as_deref())?;
     let text = std::fs::read(mbox).with_context(|| format!("read {}", mbox.display()))?;
     let text = String::from_utf8_lossy(&text);
     let cover = Cover::from_mbox(&text).with_context(|| mbox.display().to_string())?;
@@ -136,22 +139,25 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let text = reply::render(&ReplyInput {
-        cover: &cover,
-        base,
-        series: series_line,
-        patches: &applied,
-        suite,
-        stats: Some(&stats),
-        items: &items,
-        note,
-    });
+    let message = reply::message(
+        &ReplyInput {
+            cover: &cover,
+            base,
+            series: series_line,
+            patches: &applied,
+            suite,
+            stats: Some(&stats),
+            items: &items,
+            note,
+        },
+        &sender,
+    );
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| campaign.join("reply.eml"));
-    crate::cache::write_atomic(&out, text.as_bytes())?;
-    print!("{text}");
+    crate::cache::write_atomic(&out, &message.to_bytes())?;
+    print!("{}", message.preview());
     eprintln!("reply: {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
