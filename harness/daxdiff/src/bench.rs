@@ -140,6 +140,11 @@ pub struct FuzzBench {
     /// Program pairs per second, stability re-runs and VM restarts included in the time.
     pub execs_per_second: f64,
     pub vm_restarts: u64,
+    /// Where each kernel's guest time went (programs, boots, restores).
+    pub time_a: crate::workdir::SideTime,
+    pub time_b: crate::workdir::SideTime,
+    pub seeds: bool,
+    pub boot_fresh: bool,
     /// Peak of the summed resident memory of the pair's QEMU processes, MiB.
     pub guests_peak_rss_mib: f64,
     /// Peak resident memory of the controller, MiB.
@@ -168,24 +173,35 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// Runs `daxdiff fuzz` (this program) for `execs` program pairs without seeds into a fresh
 /// workdir, sampling the memory of the controller and its QEMU children twice a second.
-pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Result<FuzzBench> {
+/// How `bench fuzz` runs its campaign.
+#[derive(Clone, Debug, Default)]
+pub struct FuzzBenchOptions {
+    /// Start from this seed directory (the default campaign's corpus) instead of generated
+    /// programs only.
+    pub seeds: Option<std::path::PathBuf>,
+    /// Boot every replacement guest instead of restoring the snapshot (the old way, for
+    /// before/after figures in the same conditions).
+    pub boot_fresh: bool,
+}
+
+pub fn fuzz(
+    a: &str,
+    b: &str,
+    execs: u64,
+    opts: &FuzzBenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<FuzzBench> {
     let work = tempfile::Builder::new()
         .prefix("daxdiff-bench-fuzz-")
         .tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = std::process::Command::new(exe)
-        .args([
-            "fuzz",
-            "--a",
-            a,
-            "--b",
-            b,
-            "--no-seeds",
-            "--seed",
-            "1",
-            "--budget",
-            "2h",
-        ])
+        .args(["fuzz", "--a", a, "--b", b, "--seed", "1", "--budget", "4h"])
+        .args(match &opts.seeds {
+            Some(dir) => vec!["--seeds".into(), dir.display().to_string()],
+            None => vec!["--no-seeds".to_string()],
+        })
+        .args(opts.boot_fresh.then_some("--boot-fresh"))
         .arg("--execs")
         .arg(execs.to_string())
         .arg("--workdir")
@@ -216,6 +232,9 @@ pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Res
         serde_json::from_str(&std::fs::read_to_string(work.path().join("stats.json"))?)?;
     let num = |k: &str| stats[k].as_u64().unwrap_or(0);
     let seconds = stats["elapsed_secs"].as_f64().unwrap_or(0.0);
+    let side = |k: &str| -> crate::workdir::SideTime {
+        serde_json::from_value(stats[k].clone()).unwrap_or_default()
+    };
     Ok(FuzzBench {
         a: a.into(),
         b: b.into(),
@@ -224,6 +243,10 @@ pub fn fuzz(a: &str, b: &str, execs: u64, mut progress: impl FnMut(&str)) -> Res
         seconds,
         execs_per_second: num("execs") as f64 / seconds.max(1e-9),
         vm_restarts: num("vm_restarts_a") + num("vm_restarts_b"),
+        time_a: side("time_a"),
+        time_b: side("time_b"),
+        seeds: opts.seeds.is_some(),
+        boot_fresh: opts.boot_fresh,
         guests_peak_rss_mib: guests_peak as f64 / 1024.0,
         controller_peak_rss_mib: controller_peak as f64 / 1024.0,
     })

@@ -181,9 +181,17 @@ enum BenchCmd {
         /// Kernel B (compared against A)
         #[arg(long, default_value = "debian-7.3")]
         b: String,
-        /// Program pairs to run (generated, no seeds)
+        /// Program pairs to run
         #[arg(long, default_value_t = 60)]
         execs: u64,
+        /// Start from this seed corpus (e.g. corpora, as the default campaign does) instead
+        /// of generated programs only
+        #[arg(long)]
+        seeds: Option<PathBuf>,
+        /// Boot every replacement guest instead of restoring the snapshot (the figures
+        /// before snapshots, in the same conditions)
+        #[arg(long)]
+        boot_fresh: bool,
         /// Print the figures as JSON instead of text
         #[arg(long)]
         json: bool,
@@ -490,10 +498,18 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench(BenchCmd::Fuzz { a, b, execs, json }) => {
+        Cmd::Bench(BenchCmd::Fuzz {
+            a,
+            b,
+            execs,
+            seeds,
+            boot_fresh,
+            json,
+        }) => {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(200));
-            let f = daxdiff::bench::fuzz(&a, &b, execs, |m| {
+            let opts = daxdiff::bench::FuzzBenchOptions { seeds, boot_fresh };
+            let f = daxdiff::bench::fuzz(&a, &b, execs, &opts, |m| {
                 bar.set_message(format!("{a} vs {b}: {m}"))
             })?;
             bar.finish_and_clear();
@@ -505,9 +521,22 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                     f.a, f.b, f.execs, f.reruns, f.seconds
                 );
                 println!(
-                    "  {:.2} program pairs/s per VM pair ({} VM restarts)",
-                    f.execs_per_second, f.vm_restarts
+                    "  {:.2} program pairs/s per VM pair ({} VM restarts; {}, {})",
+                    f.execs_per_second,
+                    f.vm_restarts,
+                    if f.seeds { "seed corpus" } else { "generated only" },
+                    if f.boot_fresh {
+                        "replacements booted"
+                    } else {
+                        "replacements restored"
+                    }
                 );
+                for (k, t) in [(&f.a, &f.time_a), (&f.b, &f.time_b)] {
+                    println!(
+                        "  {k}: programs {:.0}s, boots {:.0}s, restores {:.0}s ({} restores, {} failed)",
+                        t.programs_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
+                    );
+                }
                 println!(
                     "  host memory per VM pair: guests {:.0} MiB peak + controller {:.0} MiB peak",
                     f.guests_peak_rss_mib, f.controller_peak_rss_mib

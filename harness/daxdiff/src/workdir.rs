@@ -126,6 +126,18 @@ pub struct SideTime {
 }
 
 impl SideTime {
+    /// `programs 80% boots 15% restores 5%` of the guest time so far.
+    pub fn brief(&self) -> String {
+        let total = (self.programs_secs + self.boot_secs + self.restore_secs).max(1e-9);
+        let pc = |x: f64| (100.0 * x / total).round();
+        format!(
+            "programs {}% boots {}% restores {}%",
+            pc(self.programs_secs),
+            pc(self.boot_secs),
+            pc(self.restore_secs)
+        )
+    }
+
     pub fn add(&mut self, c: &crate::fuzz::side::GuestCost) {
         self.programs_secs += c.run.as_secs_f64();
         self.boot_secs += c.boot.as_secs_f64();
@@ -466,6 +478,15 @@ impl std::fmt::Display for Summary {
                 n => format!("after every {n}th program"),
             }
         )?;
+        for (k, t) in [(&s.kernel_a, &s.time_a), (&s.kernel_b, &s.time_b)] {
+            if t.programs_secs + t.boot_secs + t.restore_secs > 0.0 {
+                writeln!(
+                    f,
+                    "guest time {k}: programs {:.0}s, boots {:.0}s, restores {:.0}s ({} restored, {} restores failed)",
+                    t.programs_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
+                )?;
+            }
+        }
         if s.classes_executed.programs > 0 {
             writeln!(f, "executed programs by class:\n{}", s.classes_executed)?;
         }

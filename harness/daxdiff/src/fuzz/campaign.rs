@@ -55,6 +55,11 @@ pub struct Minute {
     pub edges_b: Option<u64>,
     pub vm_restarts_a: u64,
     pub vm_restarts_b: u64,
+    /// Each kernel's guest time so far by phase, and its restores.
+    #[serde(default)]
+    pub time_a: crate::workdir::SideTime,
+    #[serde(default)]
+    pub time_b: crate::workdir::SideTime,
     /// Class labels executed so far, of all the descriptions allow.
     pub classes_executed: usize,
     pub classes_possible: usize,
@@ -156,8 +161,9 @@ impl Campaign {
             daxdiff_prog::class::Class::all_labels().len()
         );
         format!(
-            "{} vs {}: execs {} ({rate:.2}/s) corpus {} edges A {} B {} classes {classes} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {}",
-            s.kernel_a, s.kernel_b, s.execs, s.corpus, edges(s.edges_a), edges(s.edges_b), s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b
+            "{} vs {}: execs {} ({rate:.2}/s) corpus {} edges A {} B {} classes {classes} divergences {} unstable {} crashes {} suppressed {} VM restarts A {} B {} (restored A {} B {}) guest time A {} B {}",
+            s.kernel_a, s.kernel_b, s.execs, s.corpus, edges(s.edges_a), edges(s.edges_b), s.divergences, s.unstable, s.crashes, s.suppressed, s.vm_restarts_a, s.vm_restarts_b,
+            s.time_a.restores, s.time_b.restores, s.time_a.brief(), s.time_b.brief()
         )
     }
 
@@ -177,6 +183,8 @@ impl Campaign {
             edges_b: s.edges_b,
             vm_restarts_a: s.vm_restarts_a,
             vm_restarts_b: s.vm_restarts_b,
+            time_a: s.time_a.clone(),
+            time_b: s.time_b.clone(),
             classes_executed: s.classes_executed.labels.len(),
             classes_possible: daxdiff_prog::class::Class::all_labels().len(),
             largest_corpus_class: s
