@@ -524,7 +524,11 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                     "  {:.2} program pairs/s per VM pair ({} VM restarts; {}, {})",
                     f.execs_per_second,
                     f.vm_restarts,
-                    if f.seeds { "seed corpus" } else { "generated only" },
+                    if f.seeds {
+                        "seed corpus"
+                    } else {
+                        "generated only"
+                    },
                     if f.boot_fresh {
                         "replacements booted"
                     } else {
