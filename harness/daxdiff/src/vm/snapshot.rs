@@ -71,41 +71,26 @@ impl Vm {
             .context("a bare-booted guest has no SSH to restore; boot it fully first")?;
         let started = Instant::now();
         let dir = reaper::PrivateDir::new(PREFIX)?;
-        let mut files = self.files.clone();
-        let copy = |from: &Path| -> Result<PathBuf> {
-            let to = dir
-                .path()
-                .join(from.file_name().context("a backing file has no name")?);
-            golden::copy_sparse(from, &to)
-                .with_context(|| format!("save {} into the snapshot", from.display()))?;
-            Ok(to)
-        };
         fs::copy(self.run_dir.join(KEY), dir.path().join(KEY))
             .context("keep the guest's SSH client key with its snapshot")?;
         self.ssh = None;
         let mut qmp = Qmp::connect(&self.files.qmp_socket, Duration::from_secs(5))?;
         set_up_migration(&mut qmp)?;
         qmp.execute("stop", serde_json::Value::Null)?;
-        let saved = (|| -> Result<u64> {
+        let saved = (|| -> Result<(BootFiles, u64)> {
             // Copied while the guest is stopped (QEMU flushed its disks at `stop`): they
             // match the RAM state exactly.
-            files.nvdimm_files = self
-                .files
-                .nvdimm_files
-                .iter()
-                .map(|f| copy(f))
-                .collect::<Result<_>>()?;
-            files.scratch_file = self.files.scratch_file.as_deref().map(copy).transpose()?;
-            files.nodax_file = self.files.nodax_file.as_deref().map(copy).transpose()?;
+            let files = copy_disks(&self.files, dir.path())
+                .context("save the guest's NVDIMMs and disks")?;
             let state = dir.path().join(STATE);
             let uri = format!("exec:cat > {}", shell_quote(&state.display().to_string()));
             qmp.execute("migrate", json!({ "uri": uri }))?;
             qmp.wait_migration(Instant::now() + MIGRATION_DEADLINE)?;
-            Ok(fs::metadata(&state)?.len())
+            Ok((files, fs::metadata(&state)?.len()))
         })();
         // The guest runs on whatever the save did.
         let resumed = qmp.execute("cont", serde_json::Value::Null);
-        let state_bytes = saved.context("save the guest's state")?;
+        let (files, state_bytes) = saved.context("save the guest's state")?;
         resumed.context("resume the guest after saving it")?;
         let saved_in = started.elapsed();
         self.reconnect()?;
@@ -139,22 +124,10 @@ impl Vm {
         let started = Instant::now();
         let tmp = reaper::PrivateDir::new(super::RUN_DIR_PREFIX)?;
         let run_dir = tmp.path().to_path_buf();
-        let mut files = snap.files.clone();
-        let copy = |from: &Path| -> Result<PathBuf> {
-            let to = run_dir.join(from.file_name().context("a saved file has no name")?);
-            golden::copy_sparse(from, &to)
-                .with_context(|| format!("copy {} for a restored guest", from.display()))?;
-            Ok(to)
-        };
-        files.nvdimm_files = snap
-            .files
-            .nvdimm_files
-            .iter()
-            .map(|f| copy(f))
-            .collect::<Result<_>>()?;
-        files.scratch_file = snap.files.scratch_file.as_deref().map(copy).transpose()?;
-        files.nodax_file = snap.files.nodax_file.as_deref().map(copy).transpose()?;
-        let key = copy(&snap.dir.path().join(KEY))?;
+        let mut files =
+            copy_disks(&snap.files, &run_dir).context("copy the saved NVDIMMs and disks")?;
+        let key = run_dir.join(KEY);
+        fs::copy(snap.dir.path().join(KEY), &key).context("copy the saved SSH client key")?;
         files.qmp_socket = run_dir.join("qmp.sock");
         files.ssh_port = free_port()?;
         fs::write(
@@ -225,6 +198,24 @@ impl Vm {
             },
         ))
     }
+}
+
+/// `files` with every NVDIMM and disk backing file copied (sparse) into `dir`.
+fn copy_disks(files: &BootFiles, dir: &Path) -> Result<BootFiles> {
+    let copy = |from: &Path| -> Result<PathBuf> {
+        let to = dir.join(from.file_name().context("a backing file has no name")?);
+        golden::copy_sparse(from, &to).with_context(|| format!("copy {}", from.display()))?;
+        Ok(to)
+    };
+    let mut out = files.clone();
+    out.nvdimm_files = files
+        .nvdimm_files
+        .iter()
+        .map(|f| copy(f))
+        .collect::<Result<_>>()?;
+    out.scratch_file = files.scratch_file.as_deref().map(copy).transpose()?;
+    out.nodax_file = files.nodax_file.as_deref().map(copy).transpose()?;
+    Ok(out)
 }
 
 /// Both ends of a save or restore migrate alike: NVDIMMs stay with their file copies, and
