@@ -5,8 +5,6 @@
 //! problems, and a `Mutator` over the program model.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use crate::fuzz::side::GuestCost;
@@ -92,18 +90,56 @@ pub fn coverage_observer(name: &'static str) -> CoverageObserver {
 
 type VmObservers = (OutcomeObserver, (CoverageObserver, ()));
 
+/// One kernel's guest, shared by its executor and the objective's confirmation runs.
+pub type SharedSide = Arc<Mutex<KernelSide>>;
+
+/// B's run of the program A's executor is running, made on a second thread at the same time
+/// (each guest is a process of its own: two cores run the pair in the time of one side), and
+/// taken by B's executor, which `DiffExecutor` calls next with the same input.
+#[derive(Clone, Default)]
+pub struct Prefetch(Arc<Mutex<Option<(String, anyhow::Result<Run>)>>>);
+
+impl Prefetch {
+    fn take(&self, program: &str) -> Option<anyhow::Result<Run>> {
+        let mut slot = self.0.lock().unwrap();
+        match slot.take() {
+            Some((p, run)) if p == program => Some(run),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `program` on both sides at once; each result is that side's.
+pub fn run_pair(
+    a: &SharedSide,
+    b: &SharedSide,
+    program: &str,
+) -> (anyhow::Result<Run>, anyhow::Result<Run>) {
+    std::thread::scope(|s| {
+        let hb = s.spawn(|| b.lock().unwrap().run(program));
+        let ra = a.lock().unwrap().run(program);
+        let rb = hb
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("kernel B's run panicked")));
+        (ra, rb)
+    })
+}
+
 /// Runs programs in one kernel's guest.
 pub struct VmExecutor {
-    side: Rc<RefCell<KernelSide>>,
+    side: SharedSide,
     observers: VmObservers,
     campaign: Arc<Mutex<Campaign>>,
     role: Role,
     seen: GuestCost,
+    /// A: B's side, run beside A into the slot; B: the slot it takes its run from.
+    partner: Option<SharedSide>,
+    prefetch: Prefetch,
 }
 
 impl VmExecutor {
     pub fn new(
-        side: Rc<RefCell<KernelSide>>,
+        side: SharedSide,
         observer: OutcomeObserver,
         coverage: CoverageObserver,
         campaign: Arc<Mutex<Campaign>>,
@@ -115,7 +151,17 @@ impl VmExecutor {
             campaign,
             role,
             seen: GuestCost::default(),
+            partner: None,
+            prefetch: Prefetch::default(),
         }
+    }
+
+    /// A pair whose B runs at the same time as A: `self` is A's executor, the result is B's.
+    pub fn pair_with(&mut self, b: VmExecutor) -> VmExecutor {
+        let mut b = b;
+        self.partner = Some(b.side.clone());
+        b.prefetch = self.prefetch.clone();
+        b
     }
 }
 
@@ -139,10 +185,17 @@ impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
         _mgr: &mut EM,
         input: &ProgInput,
     ) -> Result<ExitKind, Error> {
-        let mut side = self.side.borrow_mut();
-        let run = side
-            .run(&input.0)
-            .map_err(|e| Error::unknown(format!("{}: {e:#}", side.name)))?;
+        let result = match (&self.partner, self.prefetch.take(&input.0)) {
+            (_, Some(prefetched)) => prefetched,
+            (Some(b), None) => {
+                let (ra, rb) = run_pair(&self.side, b, &input.0);
+                *self.prefetch.0.lock().unwrap() = Some((input.0.clone(), rb));
+                ra
+            }
+            (None, None) => self.side.lock().unwrap().run(&input.0),
+        };
+        let side = self.side.lock().unwrap();
+        let run = result.map_err(|e| Error::unknown(format!("{}: {e:#}", side.name)))?;
         let kind = match run.outcome.status {
             Status::Crashed => ExitKind::Crash,
             Status::Timeout => ExitKind::Timeout,
@@ -322,8 +375,8 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for NewOutcomeFeedb
 pub struct FindingObjective {
     pub a: Handle<OutcomeObserver>,
     pub b: Handle<OutcomeObserver>,
-    pub side_a: Rc<RefCell<KernelSide>>,
-    pub side_b: Rc<RefCell<KernelSide>>,
+    pub side_a: SharedSide,
+    pub side_b: SharedSide,
     pub campaign: Arc<Mutex<Campaign>>,
 }
 
@@ -386,8 +439,9 @@ impl<EM, OT: MatchNameRef, S> Feedback<EM, ProgInput, OT, S> for FindingObjectiv
         let runs = self.campaign.lock().unwrap().runs;
         let (mut runs_a, mut runs_b) = (vec![ra], vec![rb]);
         for _ in 1..runs {
-            runs_a.push(self.side_a.borrow_mut().run(program).map_err(lib_err)?);
-            runs_b.push(self.side_b.borrow_mut().run(program).map_err(lib_err)?);
+            let (ra, rb) = run_pair(&self.side_a, &self.side_b, program);
+            runs_a.push(ra.map_err(lib_err)?);
+            runs_b.push(rb.map_err(lib_err)?);
             self.campaign.lock().unwrap().stats.reruns += 1;
         }
         let oa: Vec<Outcome> = runs_a.iter().map(|r| r.outcome.clone()).collect();

@@ -7,10 +7,8 @@ mod engine;
 pub mod schedule;
 pub mod side;
 
-use std::cell::RefCell;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -185,19 +183,29 @@ fn run_job(
     seeds: Vec<String>,
     campaign: Arc<Mutex<Campaign>>,
 ) -> Result<()> {
-    let side_a = Rc::new(RefCell::new(
+    let side_a = Arc::new(Mutex::new(
         KernelSide::new(&cfg.kernel_a, prepare(env, &cfg.kernel_a)?, cfg.timeout)
             .with_teardown_every(cfg.teardown_every)
             .with_snapshots(cfg.snapshots),
     ));
-    let side_b = Rc::new(RefCell::new(
+    let side_b = Arc::new(Mutex::new(
         KernelSide::new(&cfg.kernel_b, prepare(env, &cfg.kernel_b)?, cfg.timeout)
             .with_teardown_every(cfg.teardown_every)
             .with_snapshots(cfg.snapshots),
     ));
-    // Boot both before the clock matters (the first boot is the slow part of a short run).
-    side_a.borrow_mut().ensure_booted()?;
-    side_b.borrow_mut().ensure_booted()?;
+    // Boot both before the clock matters (the first boot is the slow part of a short run),
+    // at the same time.
+    let (ba, bb) = std::thread::scope(|s| {
+        let hb = s.spawn(|| side_b.lock().unwrap().ensure_booted());
+        let ba = side_a.lock().unwrap().ensure_booted();
+        (
+            ba,
+            hb.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("booting kernel B panicked"))),
+        )
+    });
+    ba?;
+    bb?;
     let obs_a = OutcomeObserver::new("outcome-a");
     let obs_b = OutcomeObserver::new("outcome-b");
     let (ha, hb) = (obs_a.handle(), obs_b.handle());
@@ -212,7 +220,7 @@ fn run_job(
         MaxMapFeedback::new(&cov_a),
         MaxMapFeedback::new(&cov_b)
     );
-    let exec_a = VmExecutor::new(
+    let mut exec_a = VmExecutor::new(
         side_a.clone(),
         obs_a,
         cov_a,
@@ -226,6 +234,7 @@ fn run_job(
         campaign.clone(),
         engine::Role::B,
     );
+    let exec_b = exec_a.pair_with(exec_b);
     let mut executor = DiffExecutor::new(exec_a, exec_b, ());
     let mut objective = FindingObjective {
         a: ha,
@@ -268,7 +277,7 @@ fn run_job(
         }
         fuzzer.fuzz_one(&mut stages, &mut executor, &mut state, &mut mgr)?;
     }
-    side_a.borrow_mut().shutdown();
-    side_b.borrow_mut().shutdown();
+    side_a.lock().unwrap().shutdown();
+    side_b.lock().unwrap().shutdown();
     Ok(())
 }

@@ -328,3 +328,10 @@ mod tests {
         assert!(progs.iter().all(|p| tears_down(p, 4) == tears_down(p, 4)));
     }
 }
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<KernelSide>();
+    is_send::<Run>();
+}
