@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cleanup;
 pub mod confine;
 pub mod env;
+pub mod hang;
 pub mod integrity;
 pub mod interp;
 pub mod kcov;
