@@ -320,6 +320,9 @@ pub struct ExecBench {
     pub in_guest_per_second: f64,
     /// controller / in-guest (target ≥ 0.80).
     pub ratio: f64,
+    /// The in-guest loop's milliseconds per program, per executor step (`program`,
+    /// `refcounts`, …), in the order the steps run.
+    pub in_guest_step_ms: Vec<(String, f64)>,
 }
 
 pub fn bench(
@@ -368,6 +371,17 @@ pub fn bench(
     let in_guest = report["programs_per_second"]
         .as_f64()
         .context("loop report has programs_per_second")?;
+    let programs = report["programs"].as_f64().unwrap_or(0.0).max(1.0);
+    let mut in_guest_step_ms: Vec<(String, f64)> = report["step_seconds"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()? * 1000.0 / programs)))
+                .collect()
+        })
+        .unwrap_or_default();
+    in_guest_step_ms
+        .sort_by_key(|(k, _)| STEP_ORDER.iter().position(|s| s == k).unwrap_or(usize::MAX));
     Ok(ExecBench {
         kernel: vm.kernel_name.clone(),
         programs: corpus.len(),
@@ -375,8 +389,25 @@ pub fn bench(
         controller_per_second: controller,
         in_guest_per_second: in_guest,
         ratio: controller / in_guest.max(1e-9),
+        in_guest_step_ms,
     })
 }
+
+/// The executor's steps in the order they run (`daxdiff_exec::run::steps::Step`), for
+/// printing the loop's breakdown; a step not listed goes last.
+const STEP_ORDER: [&str; 11] = [
+    "parse",
+    "prepare",
+    "program",
+    "exit",
+    "teardown",
+    "repair",
+    "integrity",
+    "remove_dirs",
+    "zero_devdax",
+    "refcounts",
+    "reap",
+];
 
 impl Drop for Runner {
     /// End of input makes the guest executor exit; wait for the channel to close so the

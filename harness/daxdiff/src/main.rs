@@ -495,6 +495,12 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                     b.in_guest_per_second
                 );
                 println!("  controller / in-guest = {:.2} (target >= 0.80)", b.ratio);
+                if !b.in_guest_step_ms.is_empty() {
+                    println!("  in-guest ms per program, by step:");
+                    for (step, ms) in &b.in_guest_step_ms {
+                        println!("    {step:<12} {ms:9.1}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

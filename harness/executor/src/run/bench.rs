@@ -8,6 +8,7 @@ use std::time::Instant;
 use daxdiff_prog::wire::{Request, Status};
 use serde::{Deserialize, Serialize};
 
+use super::steps::StepTimes;
 use super::Executor;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +22,10 @@ pub struct BenchReport {
     pub programs_per_second: f64,
     /// Programs per final status (`completed`, `timeout`, …).
     pub statuses: BTreeMap<String, u64>,
+    /// Seconds spent per step of the executor over all programs (`program`, `refcounts`, …;
+    /// see `steps::Step`).
+    #[serde(default)]
+    pub step_seconds: BTreeMap<String, f64>,
 }
 
 fn status_name(s: Status) -> String {
@@ -32,6 +37,7 @@ fn status_name(s: Status) -> String {
 
 pub fn run(exec: &mut Executor, batch: &[Request], rounds: u64) -> BenchReport {
     let mut statuses = BTreeMap::new();
+    exec.steps = StepTimes::default();
     let start = Instant::now();
     let mut programs = 0u64;
     for _ in 0..rounds {
@@ -53,5 +59,6 @@ pub fn run(exec: &mut Executor, batch: &[Request], rounds: u64) -> BenchReport {
             0.0
         },
         statuses,
+        step_seconds: exec.steps.seconds(),
     }
 }

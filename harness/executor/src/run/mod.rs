@@ -7,12 +7,14 @@ pub mod bench;
 pub mod cleanup;
 pub mod confine;
 pub mod env;
+pub mod hang;
 pub mod integrity;
 pub mod interp;
 pub mod kcov;
 pub mod memory;
 mod pseudo;
 pub mod stacks;
+pub mod steps;
 pub mod supervise;
 pub mod teardown;
 pub mod uring;
@@ -30,6 +32,7 @@ use daxdiff_prog::Target;
 
 use crate::topology::Topology;
 use env::{ProgDirs, RunEnv};
+use steps::{Step, StepTimes};
 
 /// Runs requests one after another against one environment.
 pub struct Executor {
@@ -40,6 +43,8 @@ pub struct Executor {
     topology: Option<Topology>,
     /// The last reference-count reading: the baseline after bring-up, then after each program.
     refs: Option<RefcountReading>,
+    /// Where the requests' time went, per step.
+    pub steps: StepTimes,
 }
 
 fn error(id: u64, detail: String) -> Response {
@@ -87,6 +92,7 @@ impl Executor {
             seq: 0,
             topology: None,
             refs: None,
+            steps: StepTimes::default(),
         }
     }
 
@@ -151,6 +157,7 @@ impl Executor {
                 ),
             );
         }
+        let mut mark = Instant::now();
         let prog = match daxdiff_prog::parse(self.target, &req.program) {
             Ok(p) => p,
             Err(e) => return error(req.id, format!("program does not parse: {e}")),
@@ -162,12 +169,14 @@ impl Executor {
             // The baseline: the guest as bring-up (or the last program's teardown) left it.
             self.refs = crate::refcounts::read(self.topology.as_ref()).ok();
         }
+        self.steps.lap(Step::Parse, &mut mark);
         self.seq += 1;
         let dirs = ProgDirs::new(&self.env, self.seq);
         let mut notes = match cleanup::prepare(&self.env, &dirs) {
             Ok(n) => n,
             Err(e) => return error(req.id, format!("setting up the program's directories: {e}")),
         };
+        self.steps.lap(Step::Prepare, &mut mark);
         let run = supervise::run_child(
             self.target,
             &prog,
@@ -176,13 +185,22 @@ impl Executor {
             Duration::from_millis(req.timeout_ms),
         );
         let mut resp = match run {
-            Ok(r) => self.after_program(req, &prog, &dirs, r, &mut notes),
+            Ok(r) => {
+                let exit = r.exit_duration;
+                self.steps
+                    .add(Step::Program, mark.elapsed().saturating_sub(exit));
+                self.steps.add(Step::Exit, exit);
+                mark = Instant::now();
+                self.after_program(req, &prog, &dirs, r, &mut notes, &mut mark)
+            }
             Err(e) => {
                 notes.extend(cleanup::after(&mut self.env, &dirs, &prog, false));
+                self.steps.lap(Step::Repair, &mut mark);
                 error(req.id, format!("could not start the program: {e}"))
             }
         };
         supervise::reap_orphans();
+        self.steps.lap(Step::Reap, &mut mark);
         if !notes.is_empty() {
             let n = notes.join("; ");
             resp.detail = Some(match resp.detail.take() {
@@ -204,6 +222,7 @@ impl Executor {
         dirs: &ProgDirs,
         r: supervise::ChildRun,
         notes: &mut Vec<String>,
+        mark: &mut Instant,
     ) -> Response {
         let mut steps = vec![TeardownStep {
             step: "exit".into(),
@@ -222,6 +241,7 @@ impl Executor {
                 Duration::from_millis(req.teardown_timeout_ms),
             ));
         }
+        self.steps.lap(Step::Teardown, mark);
         let blocked = steps
             .iter()
             .any(|s| matches!(s.result, StepResult::Blocked { .. }));
@@ -237,6 +257,7 @@ impl Executor {
         // A blocked task holds locks the repairs, reads and the reset would wait behind.
         let wedged = r.unkillable || blocked;
         notes.extend(cleanup::repair(&mut self.env, prog, wedged, suspect));
+        self.steps.lap(Step::Repair, mark);
         let integrity = if wedged {
             Vec::new()
         } else {
@@ -245,18 +266,22 @@ impl Executor {
                 .map(|m| integrity::after_teardown(&self.env, m))
                 .collect()
         };
+        self.steps.lap(Step::Integrity, mark);
         notes.extend(cleanup::remove_dirs(dirs));
+        self.steps.lap(Step::RemoveDirs, mark);
         if !wedged {
             if let Err(e) = integrity::zero_devdax(&self.env, &r.devdax_written) {
                 notes.push(format!("device-dax reset: {e}"));
             }
         }
+        self.steps.lap(Step::ZeroDevdax, mark);
         let refcounts = if wedged {
             self.refs = None;
             None
         } else {
             self.refcount_change(Duration::from_millis(req.settle_ms), notes)
         };
+        self.steps.lap(Step::Refcounts, mark);
         Response {
             id: req.id,
             status: r.status,

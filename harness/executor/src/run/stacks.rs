@@ -24,7 +24,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 }
 
 /// Field `n` (1-based, as in proc(5)) of a stat line; the command name may contain spaces.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
+pub(super) fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let close = stat.rfind(')')?;
     match n {
         1 => stat.split_whitespace().next(),

@@ -12,6 +12,7 @@ use daxdiff_prog::{Program, Target};
 use serde::{Deserialize, Serialize};
 
 use super::env::{ProgDirs, RunEnv};
+use super::hang::{self, HangWatch};
 use super::integrity::MappingSeen;
 use super::interp::{Interp, Sink};
 use super::stacks;
@@ -21,6 +22,8 @@ use super::stacks;
 const RESULT_FD_FLOOR: i32 = 900;
 /// How long a killed child may take to die before it is reported unkillable.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often a program that sends nothing is looked at for a hang (`hang`).
+const HANG_SAMPLE: Duration = Duration::from_millis(250);
 
 /// One line from the child.
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,7 +144,8 @@ pub(super) fn kill_group(pgid: i32) {
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
-/// Runs `prog` in a forked child and collects its results.
+/// Runs `prog` in a forked child and collects its results. The program ends at its timeout,
+/// or earlier when it is hung (`hang`): both are `Status::Timeout` with the stacks.
 pub fn run_child(
     target: &'static Target,
     prog: &Program,
@@ -198,6 +202,8 @@ pub fn run_child(
     let mut buf = Vec::new();
     let mut eof = false;
     let mut timed_out = false;
+    let mut hung = false;
+    let mut watch = HangWatch::default();
     while !eof {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -209,7 +215,7 @@ pub fn run_child(
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let ms = left.min(HANG_SAMPLE).as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n < 0 {
@@ -221,6 +227,11 @@ pub fn run_child(
             return Err(e);
         }
         if n == 0 {
+            if watch.observe(hang::snapshot(pid), Instant::now(), hang::HUNG_AFTER) {
+                timed_out = true;
+                hung = true;
+                break;
+            }
             continue;
         }
         let mut chunk = [0u8; 8192];
@@ -239,10 +250,16 @@ pub fn run_child(
         // The stacks first: killing would unwind whatever is interruptible.
         stack = Some(stacks::dump_group(pid));
         status = Status::Timeout;
-        detail = Some(format!(
-            "program did not finish within {} ms",
-            timeout.as_millis()
-        ));
+        detail = Some(if hung {
+            format!(
+                "program hung: every task in uninterruptible sleep, not woken for {} s \
+                 (of its {} ms)",
+                hang::HUNG_AFTER.as_secs(),
+                timeout.as_millis()
+            )
+        } else {
+            format!("program did not finish within {} ms", timeout.as_millis())
+        });
     }
     // A child past its last result may still be tearing down (unmapping, io_uring exit):
     // it gets what is left of its time, and at least a grace period.
