@@ -97,7 +97,10 @@ pub type SharedSide = Arc<Mutex<KernelSide>>;
 /// (each guest is a process of its own: two cores run the pair in the time of one side), and
 /// taken by B's executor, which `DiffExecutor` calls next with the same input.
 #[derive(Clone, Default)]
-pub struct Prefetch(Arc<Mutex<Option<(String, anyhow::Result<Run>)>>>);
+pub struct Prefetch(Arc<Mutex<Option<Prefetched>>>);
+
+/// A program and B's run of it.
+type Prefetched = (String, anyhow::Result<Run>);
 
 impl Prefetch {
     fn take(&self, program: &str) -> Option<anyhow::Result<Run>> {

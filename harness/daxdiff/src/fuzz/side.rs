@@ -329,9 +329,3 @@ mod tests {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<KernelSide>();
-    is_send::<Run>();
-}
