@@ -112,20 +112,76 @@ impl Prefetch {
     }
 }
 
-/// Runs `program` on both sides at once; each result is that side's.
+/// The thread kernel B's side works on, for as long as the pair lives. A guest's QEMU gets
+/// SIGKILL when the thread that started it ends (its parent-death signal, which Linux ties to
+/// the thread), so B's guests must be started, booted or restored, on a thread that outlives
+/// them: a thread per program would take B's guest down as soon as the program was done.
+pub struct SideThread {
+    side: SharedSide,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce(&mut KernelSide) + Send>;
+
+impl SideThread {
+    pub fn new(side: SharedSide) -> SideThread {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let worker = side.clone();
+        let thread = std::thread::spawn(move || {
+            for job in rx {
+                job(&mut worker.lock().unwrap());
+            }
+        });
+        SideThread {
+            side,
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn side(&self) -> &SharedSide {
+        &self.side
+    }
+
+    /// Starts `f` on the side's thread; the receiver gets its result.
+    pub fn start<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut KernelSide) -> T + Send + 'static,
+    ) -> std::sync::mpsc::Receiver<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move |side| {
+            let _ = tx.send(f(side));
+        });
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+        rx
+    }
+}
+
+impl Drop for SideThread {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `program` on both sides at once (B on its thread); each result is that side's.
 pub fn run_pair(
     a: &SharedSide,
-    b: &SharedSide,
+    b: &SideThread,
     program: &str,
 ) -> (anyhow::Result<Run>, anyhow::Result<Run>) {
-    std::thread::scope(|s| {
-        let hb = s.spawn(|| b.lock().unwrap().run(program));
-        let ra = a.lock().unwrap().run(program);
-        let rb = hb
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("kernel B's run panicked")));
-        (ra, rb)
-    })
+    let text = program.to_string();
+    let rb = b.start(move |side| side.run(&text));
+    let ra = a.lock().unwrap().run(program);
+    let rb = rb
+        .recv()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("kernel B's thread ended during a run")));
+    (ra, rb)
 }
 
 /// Runs programs in one kernel's guest.
@@ -136,7 +192,7 @@ pub struct VmExecutor {
     role: Role,
     seen: GuestCost,
     /// A: B's side, run beside A into the slot; B: the slot it takes its run from.
-    partner: Option<SharedSide>,
+    partner: Option<Arc<SideThread>>,
     prefetch: Prefetch,
 }
 
@@ -159,10 +215,11 @@ impl VmExecutor {
         }
     }
 
-    /// A pair whose B runs at the same time as A: `self` is A's executor, the result is B's.
-    pub fn pair_with(&mut self, b: VmExecutor) -> VmExecutor {
+    /// A pair whose B runs at the same time as A, on `b_thread`: `self` is A's executor, the
+    /// result is B's.
+    pub fn pair_with(&mut self, b: VmExecutor, b_thread: Arc<SideThread>) -> VmExecutor {
         let mut b = b;
-        self.partner = Some(b.side.clone());
+        self.partner = Some(b_thread);
         b.prefetch = self.prefetch.clone();
         b
     }
@@ -195,6 +252,8 @@ impl<EM, S, Z> Executor<EM, ProgInput, S, Z> for VmExecutor {
                 *self.prefetch.0.lock().unwrap() = Some((input.0.clone(), rb));
                 ra
             }
+            // Not prefetched (no partner): on the job's thread, which lives as long as the
+            // pair, so the guests it starts do too.
             (None, None) => self.side.lock().unwrap().run(&input.0),
         };
         let side = self.side.lock().unwrap();
@@ -379,7 +438,7 @@ pub struct FindingObjective {
     pub a: Handle<OutcomeObserver>,
     pub b: Handle<OutcomeObserver>,
     pub side_a: SharedSide,
-    pub side_b: SharedSide,
+    pub side_b: Arc<SideThread>,
     pub campaign: Arc<Mutex<Campaign>>,
 }
 

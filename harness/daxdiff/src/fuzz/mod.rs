@@ -195,15 +195,12 @@ fn run_job(
     ));
     // Boot both before the clock matters (the first boot is the slow part of a short run),
     // at the same time.
-    let (ba, bb) = std::thread::scope(|s| {
-        let hb = s.spawn(|| side_b.lock().unwrap().ensure_booted());
-        let ba = side_a.lock().unwrap().ensure_booted();
-        (
-            ba,
-            hb.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("booting kernel B panicked"))),
-        )
-    });
+    let b_thread = Arc::new(engine::SideThread::new(side_b.clone()));
+    let bb = b_thread.start(|side| side.ensure_booted());
+    let ba = side_a.lock().unwrap().ensure_booted();
+    let bb = bb
+        .recv()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("kernel B's thread ended while booting")));
     ba?;
     bb?;
     let obs_a = OutcomeObserver::new("outcome-a");
@@ -234,13 +231,13 @@ fn run_job(
         campaign.clone(),
         engine::Role::B,
     );
-    let exec_b = exec_a.pair_with(exec_b);
+    let exec_b = exec_a.pair_with(exec_b, b_thread.clone());
     let mut executor = DiffExecutor::new(exec_a, exec_b, ());
     let mut objective = FindingObjective {
         a: ha,
         b: hb,
         side_a: side_a.clone(),
-        side_b: side_b.clone(),
+        side_b: b_thread.clone(),
         campaign: campaign.clone(),
     };
     let seed = cfg.seed.wrapping_add(job as u64);
@@ -278,6 +275,6 @@ fn run_job(
         fuzzer.fuzz_one(&mut stages, &mut executor, &mut state, &mut mgr)?;
     }
     side_a.lock().unwrap().shutdown();
-    side_b.lock().unwrap().shutdown();
+    let _ = b_thread.start(|side| side.shutdown()).recv();
     Ok(())
 }

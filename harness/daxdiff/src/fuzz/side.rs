@@ -328,4 +328,3 @@ mod tests {
         assert!(progs.iter().all(|p| tears_down(p, 4) == tears_down(p, 4)));
     }
 }
-

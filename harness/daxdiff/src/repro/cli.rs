@@ -104,9 +104,9 @@ pub struct ReportArgs {
     /// it is copied into the finding's directory as bisect.json
     #[arg(long)]
     pub bisect: Option<PathBuf>,
-    /// Print the finding's report as JSON (with a `schema` version: its path, subject and
-    /// text) instead of the text alone
-    #[arg(long, conflicts_with = "reply_to")]
+    /// Print the report (or the reply) as JSON (with a `schema` version: its path, subject,
+    /// addressees of a reply, and text) instead of the text alone
+    #[arg(long)]
     pub json: bool,
     /// Who the message (report.txt, or the reply) is from, "Name <user@example.org>"
     /// [default: git config user.name and user.email]

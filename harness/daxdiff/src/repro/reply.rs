@@ -157,8 +157,26 @@ pub fn run(env: &Env, args: &ReportArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| campaign.join("reply.eml"));
     crate::cache::write_atomic(&out, &message.to_bytes())?;
-    print!("{}", message.preview());
-    eprintln!("reply: {}", out.display());
+    if args.json {
+        let names =
+            |l: &[crate::mail::Mailbox]| l.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        crate::output::print(
+            crate::output::Schema::Report,
+            &serde_json::json!({
+                "reply": out,
+                "from": message.from.to_string(),
+                "to": names(&message.to),
+                "cc": names(&message.cc),
+                "subject": message.subject,
+                "in_reply_to": message.in_reply_to.as_ref().map(|m| m.to_string()),
+                "findings": items.len(),
+                "text": message.body,
+            }),
+        )?;
+    } else {
+        print!("{}", message.preview());
+        eprintln!("reply: {}", out.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
