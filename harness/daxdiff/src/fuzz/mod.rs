@@ -33,7 +33,7 @@ pub use engine::{
 pub use side::{tears_down, KernelSide, Run};
 
 use crate::diff::Suppressions;
-use crate::setup::{prepare, Env};
+use crate::setup::{prepare, Env, Prepared};
 use crate::workdir::{Stats, Summary, Workdir};
 
 /// Everything `daxdiff fuzz` takes.
@@ -130,7 +130,6 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
         }
         *recorded = Some(now);
     }
-    drop((prepared_a, prepared_b));
     let bar = if cfg.progress {
         indicatif::ProgressBar::new_spinner()
     } else {
@@ -155,7 +154,10 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
             .map(|job| {
                 let campaign = campaign.clone();
                 let seeds = seeds.clone();
-                s.spawn(move || run_job(env, cfg, job, seeds, campaign))
+                // Every job boots the kernels resolved above: resolving again would ask apt
+                // again, and could land on another version if the mirror moved meanwhile.
+                let kernels = (prepared_a.clone(), prepared_b.clone());
+                s.spawn(move || run_job(cfg, job, kernels, seeds, campaign))
             })
             .collect();
         handles
@@ -177,19 +179,19 @@ pub fn fuzz(env: &Env, cfg: &FuzzConfig) -> Result<Summary> {
 
 /// One VM pair: its own LibAFL state, corpus and scheduler; findings and counters shared.
 fn run_job(
-    env: &Env,
     cfg: &FuzzConfig,
     job: usize,
+    (prepared_a, prepared_b): (Prepared, Prepared),
     seeds: Vec<String>,
     campaign: Arc<Mutex<Campaign>>,
 ) -> Result<()> {
     let side_a = Arc::new(Mutex::new(
-        KernelSide::new(&cfg.kernel_a, prepare(env, &cfg.kernel_a)?, cfg.timeout)
+        KernelSide::new(&cfg.kernel_a, prepared_a, cfg.timeout)
             .with_teardown_every(cfg.teardown_every)
             .with_snapshots(cfg.snapshots),
     ));
     let side_b = Arc::new(Mutex::new(
-        KernelSide::new(&cfg.kernel_b, prepare(env, &cfg.kernel_b)?, cfg.timeout)
+        KernelSide::new(&cfg.kernel_b, prepared_b, cfg.timeout)
             .with_teardown_every(cfg.teardown_every)
             .with_snapshots(cfg.snapshots),
     ));
