@@ -543,8 +543,8 @@ fn run(cmd: Cmd, env: &Env) -> Result<ExitCode> {
                 );
                 for (k, t) in [(&f.a, &f.time_a), (&f.b, &f.time_b)] {
                     println!(
-                        "  {k}: programs {:.0}s, boots {:.0}s, restores {:.0}s ({} restores, {} failed)",
-                        t.programs_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
+                        "  {k}: programs {:.0}s (teardown {:.0}s of it), boots {:.0}s, restores {:.0}s ({} restores, {} failed)",
+                        t.programs_secs, t.teardown_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
                     );
                 }
                 println!(

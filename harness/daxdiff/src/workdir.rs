@@ -116,6 +116,9 @@ pub struct SideTime {
     /// Program runs through the executor (the program, teardown, cleanup and checks),
     /// stability re-runs included.
     pub programs_secs: f64,
+    /// The teardown liveness steps' share of `programs_secs`.
+    #[serde(default)]
+    pub teardown_secs: f64,
     /// Guest boots: kernel, bring-up, SSH (and saving the first guest's snapshot).
     pub boot_secs: f64,
     /// Guests restored from the snapshot instead of booted.
@@ -140,6 +143,7 @@ impl SideTime {
 
     pub fn add(&mut self, c: &crate::fuzz::side::GuestCost) {
         self.programs_secs += c.run.as_secs_f64();
+        self.teardown_secs += c.teardown.as_secs_f64();
         self.boot_secs += c.boot.as_secs_f64();
         self.restore_secs += c.restore.as_secs_f64();
         self.restores += c.restores;
@@ -482,8 +486,8 @@ impl std::fmt::Display for Summary {
             if t.programs_secs + t.boot_secs + t.restore_secs > 0.0 {
                 writeln!(
                     f,
-                    "guest time {k}: programs {:.0}s, boots {:.0}s, restores {:.0}s ({} restored, {} restores failed)",
-                    t.programs_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
+                    "guest time {k}: programs {:.0}s (teardown {:.0}s of it), boots {:.0}s, restores {:.0}s ({} restored, {} restores failed)",
+                    t.programs_secs, t.teardown_secs, t.boot_secs, t.restore_secs, t.restores, t.restore_failures
                 )?;
             }
         }

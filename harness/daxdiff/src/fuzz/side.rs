@@ -55,6 +55,8 @@ pub struct KernelSide {
     /// Wall time of program runs (the executor's whole round trip: the program, its
     /// teardown and cleanup, the checks after it).
     pub run_time: Duration,
+    /// The teardown liveness steps' part of `run_time`, as the executor timed them.
+    pub teardown_time: Duration,
 }
 
 /// What one side's guests cost so far: counted since the side was made, and subtracted to
@@ -67,6 +69,7 @@ pub struct GuestCost {
     pub boot: Duration,
     pub restore: Duration,
     pub run: Duration,
+    pub teardown: Duration,
 }
 
 impl std::ops::Sub for GuestCost {
@@ -79,6 +82,7 @@ impl std::ops::Sub for GuestCost {
             boot: self.boot.saturating_sub(o.boot),
             restore: self.restore.saturating_sub(o.restore),
             run: self.run.saturating_sub(o.run),
+            teardown: self.teardown.saturating_sub(o.teardown),
         }
     }
 }
@@ -101,6 +105,7 @@ impl KernelSide {
             boot_time: Duration::ZERO,
             restore_time: Duration::ZERO,
             run_time: Duration::ZERO,
+            teardown_time: Duration::ZERO,
         }
     }
 
@@ -112,6 +117,7 @@ impl KernelSide {
             boot: self.boot_time,
             restore: self.restore_time,
             run: self.run_time,
+            teardown: self.teardown_time,
         }
     }
 
@@ -279,6 +285,11 @@ impl KernelSide {
                 });
             }
         };
+        self.teardown_time += resp
+            .teardown
+            .iter()
+            .map(|s| Duration::from_millis(s.duration_ms))
+            .sum::<Duration>();
         let outcome = normalize(&resp, &console);
         if !outcome.reports.is_empty() || outcome.teardown_blocked() {
             // A kernel that has oopsed or warned is no longer the kernel under test (tainted,
@@ -315,6 +326,37 @@ fn first_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the campaign adds each time is what the side spent since the last look.
+    #[test]
+    fn guest_time_is_counted_once_across_looks() {
+        let s = Duration::from_secs;
+        let first = GuestCost {
+            restarts: 1,
+            restores: 1,
+            restore_failures: 0,
+            boot: s(20),
+            restore: s(2),
+            run: s(10),
+            teardown: s(3),
+        };
+        let later = GuestCost {
+            restores: 3,
+            restore: s(5),
+            run: s(30),
+            teardown: s(9),
+            ..first
+        };
+        let mut total = crate::workdir::SideTime::default();
+        total.add(&first);
+        total.add(&(later - first));
+        assert_eq!(total.restores, 3);
+        assert_eq!(total.boot_secs, 20.0);
+        assert_eq!(total.restore_secs, 5.0);
+        assert_eq!(total.programs_secs, 30.0);
+        assert_eq!(total.teardown_secs, 9.0);
+        assert_eq!(total.brief(), "programs 55% boots 36% restores 9%");
+    }
 
     #[test]
     fn teardown_choice_depends_on_the_program_only() {
