@@ -136,6 +136,19 @@ fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The guests' own run directories (each side's saved snapshot aside).
+fn guest_dirs(tmp: &Path) -> Vec<PathBuf> {
+    run_dirs(tmp)
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(SNAPSHOT))
+        })
+        .collect()
+}
+
+const SNAPSHOT: &str = daxdiff::vm::snapshot::PREFIX;
+
 /// `daxdiff fuzz` on a self pair into `work`, its guests under `tmp`, for `execs` pairs.
 fn campaign(work: &Path, tmp: &Path, execs: u64) -> Command {
     let mut c = Command::new(daxdiff_bin());
@@ -240,7 +253,9 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
 
     // SIGTERM: the handler kills both QEMUs and removes their run directories.
     let mut child = start_campaign(work.path(), tmp.path(), 1000);
-    assert_eq!(run_dirs(tmp.path()).len(), 2);
+    assert_eq!(guest_dirs(tmp.path()).len(), 2);
+    // Each side saved its first guest, to restore replacements from.
+    assert_eq!(run_dirs(tmp.path()).len(), 4, "{:?}", run_dirs(tmp.path()));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
@@ -276,9 +291,9 @@ fn a_campaign_stopped_or_killed_leaves_no_guest_key_or_nvdimm_copy_and_resumes()
     );
     let left = run_dirs(tmp.path());
     assert_eq!(
-        left.len(),
-        2,
-        "a killed controller leaves its two run directories"
+        (guest_dirs(tmp.path()).len(), left.len()),
+        (2, 4),
+        "a killed controller leaves its two run directories and two snapshots: {left:?}"
     );
     for d in &left {
         eprintln!("after SIGKILL: {} holds {:?}", d.display(), secrets_in(d));

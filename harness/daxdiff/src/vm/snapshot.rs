@@ -22,9 +22,9 @@ use super::profile::shell_quote;
 use super::qmp::Qmp;
 use super::{free_port, golden, reaper, BootFiles, MachineProfile, Ssh, Topology, Vm};
 
-/// Where saved guests' directories go and how they are named (swept like run directories
-/// when a killed daxdiff leaves one).
-const PREFIX: &str = "daxdiff-vm-snapshot-";
+/// How saved guests' directories are named, in the temporary directory: under the run
+/// directories' prefix, so a killed daxdiff's are swept like its run directories.
+pub const PREFIX: &str = "daxdiff-vm-snapshot-";
 const STATE: &str = "state.mig";
 const KEY: &str = "id_ed25519";
 
